@@ -1,0 +1,104 @@
+//! Connections to RabbitMQ: a deadpool-lapin pool that the client, the worker and application
+//! code share. Channels are opened from pooled connections and kept for as long as they work.
+
+use crate::error::{Error, Result};
+use deadpool_lapin::{Config, Pool, PoolConfig, PoolError, Runtime};
+use lapin::{Channel, ConnectionProperties};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long connecting may take before it counts as a failure.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A pool of connections to one broker.
+#[derive(Clone)]
+pub struct Broker {
+    pool: Pool,
+    url: Arc<str>,
+}
+
+impl fmt::Debug for Broker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Broker").field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// Connects to the broker at `url` (`amqp://user:pass@host:port/vhost`); the connections show
+    /// up in RabbitMQ under `name`. Fails at once, with the password masked, when the broker
+    /// cannot be reached.
+    pub async fn connect(url: &str, name: &str) -> Result<Self> {
+        let redacted: Arc<str> = redact(url).into();
+        url.parse::<lapin::uri::AMQPUri>().map_err(|reason| Error::InvalidUrl { url: redacted.to_string(), reason })?;
+        let name = name.to_owned();
+        let config = Config { url: Some(url.to_owned()), pool: Some(PoolConfig::new(16)) };
+        let pool = config
+            .create_pool(
+                move || ConnectionProperties::default().with_connection_name(name.clone().into()),
+                Runtime::Tokio1,
+            )
+            .map_err(|e| Error::Connect { url: redacted.to_string(), reason: e.to_string() })?;
+        let broker = Self { pool, url: redacted };
+        broker.channel().await?.close(200, "connected".into()).await.map_err(Error::amqp("channel close"))?;
+        Ok(broker)
+    }
+
+    /// Opens a channel on a pooled connection (connecting if none is alive).
+    pub async fn channel(&self) -> Result<Channel> {
+        let connection = tokio::time::timeout(CONNECT_TIMEOUT, self.pool.get())
+            .await
+            .map_err(|_| self.connect_error(format!("no connection within {CONNECT_TIMEOUT:?}")))?
+            .map_err(|e| self.connect_error(pool_reason(e)))?;
+        connection.create_channel().await.map_err(Error::amqp("channel open"))
+    }
+
+    /// The connection pool, for application code that talks to RabbitMQ directly.
+    #[must_use]
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The broker's URL with the password masked, safe for logs.
+    #[must_use]
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn connect_error(&self, reason: String) -> Error {
+        Error::Connect { url: self.url.to_string(), reason }
+    }
+}
+
+fn pool_reason(e: PoolError) -> String {
+    match e {
+        PoolError::Backend(e) => e.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Masks the password of an AMQP URL: `amqp://guest:***@host/`.
+#[must_use]
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{}", &rest[at + 1..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(redact("amqp://guest:guest@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
+        assert_eq!(redact("amqps://u:p@ss:w@host/v"), "amqps://u:***@host/v");
+        assert_eq!(redact("amqp://host:5672"), "amqp://host:5672");
+    }
+}

@@ -1,0 +1,211 @@
+//! The client: enqueue jobs, call them and await their typed results.
+
+use crate::broker::Broker;
+use crate::error::{Error, Result};
+use crate::job::JobId;
+use crate::protocol::{ExceptionInfo, ResultMessage, Status, TaskMessage};
+use crate::publisher::{Outgoing, Publisher};
+use crate::replies::{Replies, Waiters};
+use crate::request::Request;
+use crate::topology::{self, WorkQueue};
+use serde::de::DeserializeOwned;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OnceCell, oneshot};
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// How long a publish may wait for the broker's confirm.
+    pub confirm_timeout: Duration,
+    /// How long the reply queue outlives the client's last use of it.
+    pub reply_queue_expires: Duration,
+    /// Largest message body the client sends.
+    pub max_payload: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            confirm_timeout: Duration::from_secs(30),
+            reply_queue_expires: Duration::from_secs(3600),
+            max_payload: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// A handle to send jobs and receive their results. Cheap to clone; clones share the broker
+/// connections, the confirm channel and the reply queue.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: String,
+    broker: Broker,
+    publisher: Publisher,
+    replies: OnceCell<Replies>,
+    options: ClientOptions,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client").field("id", &self.inner.id).field("broker", &self.inner.broker).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects to the broker at `url` with default options.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, ClientOptions::default()).await
+    }
+
+    /// Connects to the broker at `url`.
+    pub async fn connect_with(url: &str, options: ClientOptions) -> Result<Self> {
+        let broker = Broker::connect(url, "lepus-client").await?;
+        Ok(Self::with_broker(broker, options))
+    }
+
+    /// A client on an existing connection pool.
+    #[must_use]
+    pub fn with_broker(broker: Broker, options: ClientOptions) -> Self {
+        let publisher = Publisher::new(broker.clone(), options.confirm_timeout);
+        let id = uuid::Uuid::new_v4().to_string();
+        Self { inner: Arc::new(Inner { id, broker, publisher, replies: OnceCell::new(), options }) }
+    }
+
+    /// The broker connections, for application code that shares them.
+    #[must_use]
+    pub fn broker(&self) -> &Broker {
+        &self.inner.broker
+    }
+
+    /// Sends a job without asking for its result. Returns its id once the broker has confirmed
+    /// the message; fails if no queue of that name exists.
+    pub async fn enqueue<O>(&self, request: impl Into<Request<O>>) -> Result<JobId> {
+        let (queue, message) = request.into().into_message()?;
+        self.publish(&queue, &message).await?;
+        Ok(message.id)
+    }
+
+    /// Sends a job and returns a handle to await its result later.
+    pub async fn submit<O>(&self, request: impl Into<Request<O>>) -> Result<Pending<O>> {
+        let (queue, mut message) = request.into().into_message()?;
+        let replies = self.replies().await?;
+        message.reply_to = Some(replies.queue().to_owned());
+        let correlation_id = message.correlation_id.clone().unwrap_or_else(|| message.id.to_string());
+        let pending = Pending {
+            id: message.id.clone(),
+            correlation_id: correlation_id.clone(),
+            receiver: replies.waiters().register(&correlation_id),
+            waiters: Arc::clone(replies.waiters()),
+            output: PhantomData,
+        };
+        self.publish(&queue, &message).await?;
+        Ok(pending)
+    }
+
+    /// Sends a job and waits up to `timeout` for its typed result.
+    pub async fn call<O: DeserializeOwned>(&self, request: impl Into<Request<O>>, timeout: Duration) -> Result<O> {
+        self.submit(request).await?.wait(timeout).await
+    }
+
+    /// Declares a work queue (and its dead-letter queue), as a worker does at start-up.
+    pub async fn declare_queue(&self, queue: &WorkQueue) -> Result<()> {
+        let channel = self.inner.broker.channel().await?;
+        queue.declare(&channel).await?;
+        drop(channel.close(200, "declared".into()).await);
+        Ok(())
+    }
+
+    /// Stops receiving results and deletes this client's reply queue. Pending results fail with
+    /// [`Error::Closed`].
+    pub async fn close(&self) -> Result<()> {
+        match self.inner.replies.get() {
+            Some(replies) => replies.close().await,
+            None => Ok(()),
+        }
+    }
+
+    async fn publish(&self, queue: &str, message: &TaskMessage) -> Result<()> {
+        let (body, properties) = message.encode().map_err(|e| Error::Serde {
+            action: "encode",
+            what: format!("job {}", message.task),
+            reason: e.to_string(),
+        })?;
+        let limit = self.inner.options.max_payload;
+        if body.len() > limit {
+            return Err(Error::PayloadTooLarge { size: body.len(), limit });
+        }
+        let _span = tracing::debug_span!("enqueue", job.id = %message.id, job.name = %message.task, queue).entered();
+        self.inner.publisher.publish(Outgoing { exchange: "", routing_key: queue, body: &body, properties }).await
+    }
+
+    async fn replies(&self) -> Result<&Replies> {
+        let inner = &self.inner;
+        inner
+            .replies
+            .get_or_try_init(|| {
+                let queue = topology::reply_queue(&inner.id);
+                Replies::start(inner.broker.clone(), queue, inner.options.reply_queue_expires)
+            })
+            .await
+    }
+}
+
+/// A submitted job whose result can be awaited. Dropping it stops waiting.
+#[derive(Debug)]
+pub struct Pending<O> {
+    id: JobId,
+    correlation_id: String,
+    receiver: oneshot::Receiver<ResultMessage>,
+    waiters: Arc<Waiters>,
+    output: PhantomData<fn() -> O>,
+}
+
+impl<O: DeserializeOwned> Pending<O> {
+    /// The job's id.
+    #[must_use]
+    pub fn id(&self) -> &JobId {
+        &self.id
+    }
+
+    /// Waits up to `timeout` for the job's final result message, whatever its status.
+    pub async fn result(mut self, timeout: Duration) -> Result<ResultMessage> {
+        match tokio::time::timeout(timeout, &mut self.receiver).await {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(_)) => Err(Error::Closed(self.id.clone())),
+            Err(_) => Err(Error::Timeout { what: "the job's result", after: timeout }),
+        }
+    }
+
+    /// Waits up to `timeout` for the job's typed output; a failed job is an [`Error::JobFailed`].
+    pub async fn wait(self, timeout: Duration) -> Result<O> {
+        let id = self.id.clone();
+        let result = self.result(timeout).await?;
+        let exception =
+            || Box::new(result.exception().unwrap_or_else(|| ExceptionInfo::new("Unknown", result.result.to_string())));
+        match result.status {
+            Status::Success => serde_json::from_value(result.result.clone()).map_err(|e| Error::Serde {
+                action: "decode",
+                what: format!("the result of job {id}"),
+                reason: e.to_string(),
+            }),
+            Status::Revoked => Err(Error::JobRevoked { id, exception: exception() }),
+            _ => Err(Error::JobFailed {
+                id,
+                exception: exception(),
+                traceback: result.traceback.as_deref().map(Box::from),
+            }),
+        }
+    }
+}
+
+impl<O> Drop for Pending<O> {
+    fn drop(&mut self) {
+        self.waiters.forget(&self.correlation_id);
+    }
+}

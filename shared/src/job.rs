@@ -1,0 +1,66 @@
+//! The [`Job`] trait: a job's name, its typed input and its typed output.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt;
+
+/// A job type: the input is the implementing type itself, serialized to Celery `args`/`kwargs`
+/// by the rules in [`crate::protocol::Arguments`].
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Add { a: i64, b: i64 }
+///
+/// impl lepus::Job for Add {
+///     const NAME: &'static str = "demo.add";
+///     type Output = i64;
+/// }
+/// ```
+pub trait Job: Serialize + DeserializeOwned + Send + 'static {
+    /// The task name on the wire (Celery's `task` header). Must be unique per worker.
+    const NAME: &'static str;
+    /// The queue a job is sent to unless the request names another.
+    const QUEUE: &'static str = crate::topology::DEFAULT_QUEUE;
+    /// What a successful run returns.
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+}
+
+/// A job's id: Celery's `id` header and the result's `correlation_id`. A UUID v4 unless the
+/// sender chose another.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct JobId(String);
+
+impl JobId {
+    /// A fresh random id.
+    #[must_use]
+    pub fn random() -> Self {
+        Self(uuid::Uuid::new_v4().to_string())
+    }
+
+    /// The id as a string.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<String> for JobId {
+    fn from(id: String) -> Self {
+        Self(id)
+    }
+}
+
+impl From<&str> for JobId {
+    fn from(id: &str) -> Self {
+        Self(id.to_owned())
+    }
+}

@@ -1,0 +1,92 @@
+//! Publishing with confirms on one long-lived channel.
+//!
+//! Every publish is `mandatory` and waits for the broker's confirm, so success means the broker
+//! has taken responsibility for the message and routed it to a queue. Publishes from many tasks
+//! share the channel and are in flight together. A channel that died (connection loss, channel
+//! error) is replaced on the next publish.
+
+use crate::broker::Broker;
+use crate::error::{Error, Result};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::ShortString;
+use lapin::{BasicProperties, Channel, Confirmation};
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// A message to publish.
+#[derive(Debug)]
+pub struct Outgoing<'a> {
+    /// The exchange (`""` for the default exchange).
+    pub exchange: &'a str,
+    /// The routing key (the queue name on the default exchange).
+    pub routing_key: &'a str,
+    /// The body.
+    pub body: &'a [u8],
+    /// Properties and headers.
+    pub properties: BasicProperties,
+}
+
+/// A confirm-mode channel that publishes and awaits confirms.
+#[derive(Debug)]
+pub struct Publisher {
+    broker: Broker,
+    channel: Mutex<Option<Channel>>,
+    timeout: Duration,
+}
+
+impl Publisher {
+    /// A publisher that opens its channel on first use; each publish and each confirm may take
+    /// at most `timeout`.
+    #[must_use]
+    pub fn new(broker: Broker, timeout: Duration) -> Self {
+        Self { broker, channel: Mutex::new(None), timeout }
+    }
+
+    /// Publishes one message and waits for its confirm. An unroutable message is an error.
+    pub async fn publish(&self, message: Outgoing<'_>) -> Result<()> {
+        let Outgoing { exchange, routing_key, body, properties } = message;
+        let exchange_name = short("exchange", exchange)?;
+        let key = short("routing key", routing_key)?;
+        let channel = self.channel().await?;
+        let options = BasicPublishOptions { mandatory: true, immediate: false };
+        let publishing = channel.basic_publish(exchange_name, key, options, body, properties);
+        let confirm = tokio::time::timeout(self.timeout, publishing)
+            .await
+            .map_err(Error::timeout("publish", self.timeout))?
+            .map_err(Error::amqp("publish"))?;
+        let confirmation = tokio::time::timeout(self.timeout, confirm)
+            .await
+            .map_err(Error::timeout("publisher confirm", self.timeout))?
+            .map_err(Error::amqp("publisher confirm"))?;
+        match confirmation {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(returned)) => Err(Error::Unroutable {
+                exchange: exchange.to_owned(),
+                routing_key: routing_key.to_owned(),
+                reason: returned.reply_text.to_string(),
+            }),
+            Confirmation::Nack(_) | Confirmation::NotRequested => {
+                Err(Error::Nacked { routing_key: routing_key.to_owned() })
+            }
+        }
+    }
+
+    async fn channel(&self) -> Result<Channel> {
+        let mut current = self.channel.lock().await;
+        if let Some(channel) = current.as_ref().filter(|c| c.status().connected()) {
+            return Ok(channel.clone());
+        }
+        let channel = self.broker.channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(Error::amqp("confirm select"))?;
+        *current = Some(channel.clone());
+        Ok(channel)
+    }
+}
+
+fn short(kind: &'static str, name: &str) -> Result<ShortString> {
+    ShortString::try_new(name).map_err(|_| Error::InvalidName {
+        kind,
+        name: name.to_owned(),
+        reason: "longer than 255 bytes",
+    })
+}

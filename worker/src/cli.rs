@@ -1,0 +1,79 @@
+//! The `lepus-worker` command line: flags and `LEPUS_*` variables → [`WorkerConfig`] → run.
+//!
+//! Binaries that register their own jobs reuse it: `lepus_worker::cli::main(|w| w.register(…))`.
+
+use crate::{Worker, WorkerConfig, shutdown_signal};
+use clap::Parser;
+use lepus::telemetry::LogFormat;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Runs Lepus jobs from RabbitMQ queues.
+#[derive(Debug, Parser)]
+#[command(name = "lepus-worker", version)]
+pub struct Args {
+    /// Broker URL.
+    #[arg(long, env = "LEPUS_AMQP_URL", default_value = lepus::DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
+    pub amqp_url: String,
+    /// Queue to consume; repeat the flag (or separate with commas in LEPUS_QUEUES) for several.
+    #[arg(long = "queue", env = "LEPUS_QUEUES", value_delimiter = ',', default_value = lepus::topology::DEFAULT_QUEUE)]
+    pub queues: Vec<String>,
+    /// Jobs run at once (and each queue's prefetch).
+    #[arg(long, env = "LEPUS_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+    /// How long running jobs may take to finish after SIGTERM/SIGINT, e.g. `30s`, `2m`.
+    #[arg(long, env = "LEPUS_GRACE_PERIOD", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub grace_period: Duration,
+    /// Deliveries of one message before the broker dead-letters it (the queue's x-delivery-limit).
+    #[arg(long, env = "LEPUS_DELIVERY_LIMIT", default_value_t = lepus::topology::DEFAULT_DELIVERY_LIMIT)]
+    pub delivery_limit: u32,
+    /// Largest message body accepted, in bytes; larger ones are dead-lettered.
+    #[arg(long, env = "LEPUS_MAX_PAYLOAD", default_value_t = 16 * 1024 * 1024)]
+    pub max_payload: usize,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "LEPUS_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl Args {
+    /// The worker configuration these arguments describe.
+    #[must_use]
+    pub fn config(&self) -> WorkerConfig {
+        WorkerConfig {
+            amqp_url: self.amqp_url.clone(),
+            queues: self.queues.clone(),
+            concurrency: self.concurrency,
+            grace_period: self.grace_period,
+            delivery_limit: self.delivery_limit,
+            max_payload: self.max_payload,
+            ..WorkerConfig::default()
+        }
+    }
+}
+
+/// Parses the command line, sets up logging and runs a worker with the jobs `register` adds.
+/// Exits 0 after a clean stop, 1 on failure (with one readable paragraph on standard error),
+/// 2 for bad arguments.
+pub fn main(register: impl FnOnce(Worker) -> Worker) -> ExitCode {
+    run(Args::parse(), register)
+}
+
+/// Like [`main`], with arguments already parsed.
+pub fn run(args: Args, register: impl FnOnce(Worker) -> Worker) -> ExitCode {
+    lepus::telemetry::init(args.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("lepus-worker: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let worker = register(Worker::new(args.config()));
+    match runtime.block_on(worker.run(shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lepus-worker: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! The Lepus worker runtime: register typed job handlers, consume RabbitMQ queues, run jobs with
+//! a concurrency limit, publish results, and ack only once the result is safe.
+//!
+//! ```no_run
+//! use lepus_worker::{JobContext, JobError, Worker, WorkerConfig, shutdown_signal};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Resize { url: String, width: u32 }
+//! impl lepus::Job for Resize { const NAME: &'static str = "images.resize"; type Output = String; }
+//!
+//! async fn resize(job: Resize, ctx: JobContext) -> Result<String, JobError> {
+//!     Ok(format!("{} at {}px (job {})", job.url, job.width, ctx.id()))
+//! }
+//!
+//! # async fn run() -> Result<(), lepus_worker::WorkerError> {
+//! Worker::new(WorkerConfig::default()).register(resize).run(shutdown_signal()).await
+//! # }
+//! ```
+
+pub mod cli;
+mod config;
+mod consumer;
+mod context;
+mod delivery;
+pub mod demo;
+mod error;
+mod job_error;
+mod registry;
+mod shutdown;
+mod stats;
+mod worker;
+
+pub use config::WorkerConfig;
+pub use context::JobContext;
+pub use error::WorkerError;
+pub use job_error::JobError;
+pub use shutdown::shutdown_signal;
+pub use worker::Worker;

@@ -1,0 +1,89 @@
+//! The handlers a worker runs, by job name, behind one type-erased interface.
+
+use crate::context::JobContext;
+use crate::job_error::JobError;
+use lepus::Job;
+use lepus::protocol::Arguments;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// Why a handler call produced no output.
+#[derive(Debug)]
+pub(crate) enum CallError {
+    /// The arguments do not decode into the job's input type.
+    BadInput(String),
+    /// The handler failed.
+    Failed(JobError),
+}
+
+pub(crate) type CallFuture = Pin<Box<dyn Future<Output = Result<Value, CallError>> + Send>>;
+
+/// A handler with its input and output types erased to JSON.
+pub(crate) trait Handler: Send + Sync {
+    fn call(&self, arguments: Arguments, context: JobContext) -> CallFuture;
+}
+
+struct Typed<J, F> {
+    function: F,
+    job: PhantomData<fn(J)>,
+}
+
+impl<J, F, Fut> Handler for Typed<J, F>
+where
+    J: Job,
+    F: Fn(J, JobContext) -> Fut + Send + Sync,
+    Fut: Future<Output = Result<J::Output, JobError>> + Send + 'static,
+{
+    fn call(&self, arguments: Arguments, context: JobContext) -> CallFuture {
+        let input = match arguments.into_input::<J>() {
+            Ok(input) => input,
+            Err(e) => return Box::pin(std::future::ready(Err(CallError::BadInput(e.to_string())))),
+        };
+        let running = (self.function)(input, context);
+        Box::pin(async move {
+            let output = running.await.map_err(CallError::Failed)?;
+            serde_json::to_value(output)
+                .map_err(|e| CallError::Failed(JobError::new(format!("cannot encode the job's output: {e}"))))
+        })
+    }
+}
+
+/// Job name → handler.
+#[derive(Default)]
+pub(crate) struct Registry {
+    handlers: HashMap<&'static str, (Arc<str>, Arc<dyn Handler>)>,
+    duplicates: Vec<&'static str>,
+}
+
+impl Registry {
+    pub(crate) fn insert<J, F, Fut>(&mut self, function: F)
+    where
+        J: Job,
+        F: Fn(J, JobContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<J::Output, JobError>> + Send + 'static,
+    {
+        let handler: Arc<dyn Handler> = Arc::new(Typed { function, job: PhantomData::<fn(J)> });
+        if self.handlers.insert(J::NAME, (J::NAME.into(), handler)).is_some() {
+            self.duplicates.push(J::NAME);
+        }
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&(Arc<str>, Arc<dyn Handler>)> {
+        self.handlers.get(name)
+    }
+
+    /// Names registered more than once (a start-up error).
+    pub(crate) fn duplicates(&self) -> &[&'static str] {
+        &self.duplicates
+    }
+
+    pub(crate) fn names(&self) -> Vec<&'static str> {
+        let mut names: Vec<_> = self.handlers.keys().copied().collect();
+        names.sort_unstable();
+        names
+    }
+}

@@ -1,0 +1,55 @@
+//! Counters of what a worker did, logged every few seconds while they change.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Jobs by how they ended.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    dead_lettered: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    Succeeded,
+    Failed,
+    DeadLettered,
+}
+
+impl Stats {
+    pub(crate) fn count(&self, ended: Ended) {
+        let counter = match ended {
+            Ended::Succeeded => &self.succeeded,
+            Ended::Failed => &self.failed,
+            Ended::DeadLettered => &self.dead_lettered,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> [u64; 3] {
+        [&self.succeeded, &self.failed, &self.dead_lettered].map(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// Logs the totals and the rate since the last report whenever they changed.
+    pub(crate) async fn report_every(&self, period: Duration) {
+        let mut last = (self.snapshot(), Instant::now());
+        loop {
+            tokio::time::sleep(period).await;
+            let now = (self.snapshot(), Instant::now());
+            if now.0 != last.0 {
+                let done = |s: [u64; 3]| s.iter().sum::<u64>();
+                let rate = (done(now.0) - done(last.0)) as f64 / now.1.duration_since(last.1).as_secs_f64();
+                let [succeeded, failed, dead_lettered] = now.0;
+                tracing::info!(succeeded, failed, dead_lettered, jobs_per_s = format!("{rate:.1}"), "progress");
+            }
+            last = now;
+        }
+    }
+
+    pub(crate) fn log_totals(&self) {
+        let [succeeded, failed, dead_lettered] = self.snapshot();
+        tracing::info!(succeeded, failed, dead_lettered, "totals");
+    }
+}

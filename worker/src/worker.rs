@@ -1,0 +1,230 @@
+//! [`Worker`]: registers handlers, then consumes its queues until told to stop.
+//!
+//! `run` validates the configuration, connects, declares the queues and consumes them. If the
+//! connection drops it reconnects with backoff and consumes again; jobs running at the cut finish,
+//! but their acks fail and the broker redelivers them (at-least-once). When the shutdown future
+//! completes it stops taking deliveries, waits up to the grace period for running jobs, and returns.
+
+use crate::config::WorkerConfig;
+use crate::consumer::{ConsumeLoop, End};
+use crate::context::JobContext;
+use crate::delivery::Shared;
+use crate::error::WorkerError;
+use crate::job_error::JobError;
+use crate::registry::Registry;
+use crate::stats::Stats;
+use lepus::lapin::Channel;
+use lepus::lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lepus::lapin::types::FieldTable;
+use lepus::topology::WorkQueue;
+use lepus::{Broker, Job, Publisher};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// A worker: a configuration and the jobs it runs.
+///
+/// ```no_run
+/// # use lepus_worker::{JobContext, JobError, Worker, WorkerConfig, shutdown_signal};
+/// # use serde::{Deserialize, Serialize};
+/// #[derive(Serialize, Deserialize)]
+/// struct Add { a: i64, b: i64 }
+/// impl lepus::Job for Add { const NAME: &'static str = "demo.add"; type Output = i64; }
+///
+/// async fn add(job: Add, _: JobContext) -> Result<i64, JobError> { Ok(job.a + job.b) }
+///
+/// # async fn main() -> Result<(), lepus_worker::WorkerError> {
+/// Worker::new(WorkerConfig::default()).register(add).run(shutdown_signal()).await
+/// # }
+/// ```
+pub struct Worker {
+    config: WorkerConfig,
+    registry: Registry,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("config", &self.config).field("jobs", &self.registry.names()).finish()
+    }
+}
+
+impl Worker {
+    /// A worker with no jobs yet.
+    #[must_use]
+    pub fn new(config: WorkerConfig) -> Self {
+        Self { config, registry: Registry::default() }
+    }
+
+    /// Registers the handler of job `J`: an async function of the job's input and a context.
+    #[must_use]
+    pub fn register<J, F, Fut>(mut self, handler: F) -> Self
+    where
+        J: Job,
+        F: Fn(J, JobContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<J::Output, JobError>> + Send + 'static,
+    {
+        self.registry.insert(handler);
+        self
+    }
+
+    /// Runs until `shutdown` completes, then drains. Fails at start-up for an invalid
+    /// configuration or an unreachable broker, and at the end if jobs outlived the grace period.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), WorkerError> {
+        let Worker { config, registry } = self;
+        let queues: Vec<Arc<WorkQueue>> = config.validate()?.into_iter().map(Arc::new).collect();
+        if let Some(name) = registry.duplicates().first() {
+            return Err(WorkerError::Config(format!("job {name:?} is registered twice")));
+        }
+        let name = format!("lepus-worker {}", lepus::protocol::node_name());
+        let broker = Broker::connect(&config.amqp_url, &name).await?;
+        let stop = CancellationToken::new();
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                shutdown.await;
+                stop.cancel();
+            }
+        });
+        tracing::info!(
+            broker = broker.url(),
+            queues = ?config.queues,
+            concurrency = config.concurrency,
+            jobs = ?registry.names(),
+            "worker starting"
+        );
+        let shared = Arc::new(Shared {
+            registry,
+            publisher: Publisher::new(broker.clone(), config.broker_timeout),
+            stop,
+            max_payload: config.max_payload,
+            broker_timeout: config.broker_timeout,
+            stats: Stats::default(),
+        });
+        let reporter = tokio::spawn({
+            let shared = Arc::clone(&shared);
+            async move { shared.stats.report_every(Duration::from_secs(10)).await }
+        });
+        let supervisor = Supervisor {
+            broker,
+            queues,
+            permits: Arc::new(Semaphore::new(usize::from(config.concurrency))),
+            tracker: TaskTracker::new(),
+            prefetch: config.concurrency,
+            shared: Arc::clone(&shared),
+        };
+        let channel = supervisor.consume_until_stopped().await?;
+        let drained = supervisor.drain(config.grace_period).await;
+        reporter.abort();
+        shared.stats.log_totals();
+        if let Some(channel) = channel {
+            drop(channel.close(200, "worker stopped".into()).await);
+        }
+        drained
+    }
+}
+
+struct Supervisor {
+    broker: Broker,
+    queues: Vec<Arc<WorkQueue>>,
+    permits: Arc<Semaphore>,
+    tracker: TaskTracker,
+    prefetch: u16,
+    shared: Arc<Shared>,
+}
+
+impl Supervisor {
+    /// Consumes, reconnecting after losses, until the worker is told to stop. Returns the last
+    /// channel, to be closed once running jobs have been acked on it.
+    async fn consume_until_stopped(&self) -> Result<Option<Channel>, WorkerError> {
+        let stop = &self.shared.stop;
+        let mut delay = Duration::from_millis(100);
+        let mut started = false;
+        loop {
+            match self.open().await {
+                Ok((channel, loops)) => {
+                    if !started {
+                        tracing::info!("worker ready");
+                    }
+                    started = true;
+                    delay = Duration::from_millis(100);
+                    if self.consume(loops).await == End::Stopped {
+                        return Ok(Some(channel));
+                    }
+                    drop(channel.close(200, "reconnecting".into()).await);
+                    tracing::warn!("lost the broker connection or a consumer; reconnecting");
+                }
+                Err(e) if !started => return Err(e.into()),
+                Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "cannot reconnect to the broker"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return Ok(None),
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    /// Opens a channel, declares the queues and starts one consumer per queue.
+    async fn open(&self) -> lepus::Result<(Channel, Vec<ConsumeLoop>)> {
+        let channel = self.broker.channel().await?;
+        channel
+            .basic_qos(self.prefetch, BasicQosOptions { global: false })
+            .await
+            .map_err(|source| lepus::Error::Amqp { operation: "basic.qos", source })?;
+        let session = CancellationToken::new();
+        let mut loops = Vec::with_capacity(self.queues.len());
+        for queue in &self.queues {
+            queue.declare(&channel).await?;
+            let consumer = channel
+                .basic_consume(queue.name().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+                .await
+                .map_err(|source| lepus::Error::Amqp { operation: "basic.consume", source })?;
+            loops.push(ConsumeLoop {
+                queue: Arc::clone(queue),
+                channel: channel.clone(),
+                consumer,
+                shared: Arc::clone(&self.shared),
+                permits: Arc::clone(&self.permits),
+                tracker: self.tracker.clone(),
+                session: session.clone(),
+            });
+        }
+        Ok((channel, loops))
+    }
+
+    /// Runs the consume loops; when one loses its consumer, ends the others too.
+    async fn consume(&self, loops: Vec<ConsumeLoop>) -> End {
+        let mut running = tokio::task::JoinSet::new();
+        let session = loops.first().map(|l| l.session.clone()).unwrap_or_default();
+        for consume_loop in loops {
+            running.spawn(consume_loop.run());
+        }
+        let mut end = End::Stopped;
+        while let Some(ended) = running.join_next().await {
+            if ended.unwrap_or(End::Lost) == End::Lost {
+                end = End::Lost;
+                session.cancel();
+            }
+        }
+        end
+    }
+
+    /// Waits up to `grace` for running jobs to finish.
+    async fn drain(&self, grace: Duration) -> Result<(), WorkerError> {
+        self.tracker.close();
+        let in_flight = self.tracker.len();
+        if in_flight > 0 {
+            tracing::info!(in_flight, ?grace, "waiting for running jobs to finish");
+        }
+        match tokio::time::timeout(grace, self.tracker.wait()).await {
+            Ok(()) => {
+                tracing::info!("all jobs finished; worker stopped");
+                Ok(())
+            }
+            Err(_) => Err(WorkerError::GracePeriodElapsed { in_flight: self.tracker.len(), grace }),
+        }
+    }
+}
