@@ -14,7 +14,7 @@
 
 use crate::context::JobContext;
 use crate::registry::{CallError, Registry};
-use crate::stats::{Ended, Stats};
+use crate::stats::{Ended, WorkerStats};
 use futures_lite::FutureExt;
 use lepus::dead_letter::{self, Reason};
 use lepus::lapin::message::Delivery;
@@ -36,7 +36,7 @@ pub(crate) struct Shared {
     pub(crate) stop: CancellationToken,
     pub(crate) max_payload: usize,
     pub(crate) broker_timeout: Duration,
-    pub(crate) stats: Stats,
+    pub(crate) stats: Arc<WorkerStats>,
 }
 
 struct Reply {

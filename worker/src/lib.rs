@@ -36,4 +36,5 @@ pub use context::JobContext;
 pub use error::WorkerError;
 pub use job_error::JobError;
 pub use shutdown::shutdown_signal;
+pub use stats::WorkerStats;
 pub use worker::Worker;

@@ -1,11 +1,13 @@
-//! Counters of what a worker did, logged every few seconds while they change.
+//! [`WorkerStats`]: counters of what a worker did, logged every few seconds while they change and
+//! readable by code that embeds a worker (health checks, benchmarks).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Jobs by how they ended.
+/// Deliveries a worker has settled, by how they ended. A delivery counts once its ack has gone
+/// to the broker.
 #[derive(Debug, Default)]
-pub(crate) struct Stats {
+pub struct WorkerStats {
     succeeded: AtomicU64,
     failed: AtomicU64,
     dead_lettered: AtomicU64,
@@ -18,7 +20,31 @@ pub(crate) enum Ended {
     DeadLettered,
 }
 
-impl Stats {
+impl WorkerStats {
+    /// Jobs that returned a value.
+    #[must_use]
+    pub fn succeeded(&self) -> u64 {
+        self.succeeded.load(Ordering::Relaxed)
+    }
+
+    /// Jobs that failed (the handler returned an error or panicked).
+    #[must_use]
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Messages moved to the dead-letter queue.
+    #[must_use]
+    pub fn dead_lettered(&self) -> u64 {
+        self.dead_lettered.load(Ordering::Relaxed)
+    }
+
+    /// All settled deliveries.
+    #[must_use]
+    pub fn settled(&self) -> u64 {
+        self.succeeded() + self.failed() + self.dead_lettered()
+    }
+
     pub(crate) fn count(&self, ended: Ended) {
         let counter = match ended {
             Ended::Succeeded => &self.succeeded,
@@ -29,7 +55,7 @@ impl Stats {
     }
 
     fn snapshot(&self) -> [u64; 3] {
-        [&self.succeeded, &self.failed, &self.dead_lettered].map(|c| c.load(Ordering::Relaxed))
+        [self.succeeded(), self.failed(), self.dead_lettered()]
     }
 
     /// Logs the totals and the rate since the last report whenever they changed.

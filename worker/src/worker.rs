@@ -12,7 +12,7 @@ use crate::delivery::Shared;
 use crate::error::WorkerError;
 use crate::job_error::JobError;
 use crate::registry::Registry;
-use crate::stats::Stats;
+use crate::stats::WorkerStats;
 use lepus::lapin::Channel;
 use lepus::lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lepus::lapin::types::FieldTable;
@@ -43,6 +43,7 @@ use tokio_util::task::TaskTracker;
 pub struct Worker {
     config: WorkerConfig,
     registry: Registry,
+    stats: Arc<WorkerStats>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -55,7 +56,7 @@ impl Worker {
     /// A worker with no jobs yet.
     #[must_use]
     pub fn new(config: WorkerConfig) -> Self {
-        Self { config, registry: Registry::default() }
+        Self { config, registry: Registry::default(), stats: Arc::default() }
     }
 
     /// Registers the handler of job `J`: an async function of the job's input and a context.
@@ -70,10 +71,16 @@ impl Worker {
         self
     }
 
+    /// Counters of settled deliveries, live while the worker runs.
+    #[must_use]
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        Arc::clone(&self.stats)
+    }
+
     /// Runs until `shutdown` completes, then drains. Fails at start-up for an invalid
     /// configuration or an unreachable broker, and at the end if jobs outlived the grace period.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), WorkerError> {
-        let Worker { config, registry } = self;
+        let Worker { config, registry, stats } = self;
         let queues: Vec<Arc<WorkQueue>> = config.validate()?.into_iter().map(Arc::new).collect();
         if let Some(name) = registry.duplicates().first() {
             return Err(WorkerError::Config(format!("job {name:?} is registered twice")));
@@ -101,7 +108,7 @@ impl Worker {
             stop,
             max_payload: config.max_payload,
             broker_timeout: config.broker_timeout,
-            stats: Stats::default(),
+            stats,
         });
         let reporter = tokio::spawn({
             let shared = Arc::clone(&shared);
