@@ -24,6 +24,8 @@ pub struct ClientOptions {
     pub reply_queue_expires: Duration,
     /// Largest message body the client sends.
     pub max_payload: usize,
+    /// The name the client's connections show in RabbitMQ.
+    pub connection_name: String,
 }
 
 impl Default for ClientOptions {
@@ -32,6 +34,7 @@ impl Default for ClientOptions {
             confirm_timeout: Duration::from_secs(30),
             reply_queue_expires: Duration::from_secs(3600),
             max_payload: 16 * 1024 * 1024,
+            connection_name: "lepus-client".to_owned(),
         }
     }
 }
@@ -65,7 +68,7 @@ impl Client {
 
     /// Connects to the broker at `url`.
     pub async fn connect_with(url: &str, options: ClientOptions) -> Result<Self> {
-        let broker = Broker::connect(url, "lepus-client").await?;
+        let broker = Broker::connect(url, &options.connection_name).await?;
         Ok(Self::with_broker(broker, options))
     }
 

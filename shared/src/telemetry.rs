@@ -1,7 +1,8 @@
 //! Logging set-up with tracing-subscriber: human-readable lines by default, one JSON object per
-//! line on request. `RUST_LOG` filters (default `info`). Job spans carry `job.id` and `job.name`,
+//! line on request; colours only on a terminal. `RUST_LOG` filters (default `info`). Job spans carry `job.id` and `job.name`,
 //! so every line logged inside a job names it in both formats.
 
+use std::io::IsTerminal;
 use std::str::FromStr;
 use tracing_subscriber::EnvFilter;
 
@@ -30,7 +31,8 @@ impl FromStr for LogFormat {
 /// Installs the global subscriber, writing to standard error. Calling it again does nothing.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let colour = std::io::stderr().is_terminal();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     let installed = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).try_init(),

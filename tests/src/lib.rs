@@ -1,1 +1,14 @@
-//! t
+//! Support for the integration tests: uniquely named queues that clean up after themselves,
+//! worker processes to start, signal and kill, the jobs the test worker runs, and the Python
+//! Celery environment for the interop tests. Everything talks to the real broker
+//! (`LEPUS_AMQP_URL`, default the local RabbitMQ).
+
+mod jobs;
+mod processes;
+mod python;
+mod queues;
+
+pub use jobs::{WordCount, WordStats, register as register_jobs};
+pub use processes::WorkerProcess;
+pub use python::{celery_python, python_dir};
+pub use queues::{TestQueue, amqp_url, connect, cut_connections, rabbitmqctl, unique_name, wait_until};

@@ -133,6 +133,12 @@ async fn run(mut message: TaskMessage, shared: &Shared) -> Outcome {
 }
 
 async fn settle(delivery: &Delivery, queue: &WorkQueue, shared: &Shared, outcome: Outcome) {
+    if !delivery.acker.usable() {
+        // The channel died while the job ran: the broker has already requeued the message and
+        // will deliver it again, so a result now would only be a duplicate.
+        tracing::warn!("the broker connection was lost during the job; the broker will redeliver it");
+        return;
+    }
     let (reply, ended) = match outcome {
         Outcome::Ran { reply, ended } => (reply, ended),
         Outcome::Refused { reason, error, reply } => {
