@@ -14,6 +14,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OnceCell, oneshot};
+use tracing::Instrument;
 
 /// Client settings.
 #[derive(Debug, Clone)]
@@ -143,8 +144,9 @@ impl Client {
         if body.len() > limit {
             return Err(Error::PayloadTooLarge { size: body.len(), limit });
         }
-        let _span = tracing::debug_span!("enqueue", job.id = %message.id, job.name = %message.task, queue).entered();
-        self.inner.publisher.publish(Outgoing { exchange: "", routing_key: queue, body: &body, properties }).await
+        let span = tracing::debug_span!("enqueue", job.id = %message.id, job.name = %message.task, queue);
+        let outgoing = Outgoing { exchange: "", routing_key: queue, body: &body, properties };
+        self.inner.publisher.publish(outgoing).instrument(span).await
     }
 
     async fn replies(&self) -> Result<&Replies> {

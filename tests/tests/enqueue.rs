@@ -59,3 +59,16 @@ async fn an_unreachable_broker_is_a_connect_error_without_the_password() {
         other => panic!("expected a connect error, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn client_futures_can_be_spawned_on_other_threads() {
+    let queue = TestQueue::declare("spawn").await;
+    let client = connect().await;
+    let spawned = tokio::spawn({
+        let client = client.clone();
+        let name = queue.name().to_owned();
+        async move { client.enqueue(Request::new(Add { a: 1, b: 2 }).queue(name)).await }
+    });
+    spawned.await.expect("joined").expect("enqueued");
+    assert_eq!(queue.ready().await, 1);
+}

@@ -1,0 +1,29 @@
+//! The demo's command-line flags.
+
+use clap::Parser;
+use std::time::Duration;
+
+/// Runs a Lepus demo: starts worker processes, sends them demo jobs, checks every result and
+/// cleans up after itself.
+#[derive(Debug, Parser)]
+#[command(name = "lepus-demo", version)]
+pub(crate) struct Options {
+    /// Broker URL.
+    #[arg(long, env = "LEPUS_AMQP_URL", default_value = lepus::DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
+    pub(crate) amqp_url: String,
+    /// Worker processes to start.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub(crate) workers: u16,
+    /// Jobs to send.
+    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) jobs: u32,
+    /// Jobs each worker process runs at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) concurrency: u16,
+    /// Jobs submitted and not yet answered, at most.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) in_flight: u32,
+    /// How long to wait for one job's result, e.g. `30s`.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub(crate) timeout: Duration,
+}
