@@ -1,6 +1,7 @@
 //! The client: enqueue jobs, call them and await their typed results.
 
 use crate::broker::Broker;
+use crate::dead_letter::DeadLetters;
 use crate::error::{Error, Result};
 use crate::job::JobId;
 use crate::protocol::{ExceptionInfo, ResultMessage, Status, TaskMessage};
@@ -8,10 +9,14 @@ use crate::publisher::{Outgoing, Publisher};
 use crate::replies::{Replies, Waiters};
 use crate::request::Request;
 use crate::topology::{self, WorkQueue};
+use chrono::{DateTime, TimeZone, Utc};
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
 use serde::de::DeserializeOwned;
+use std::collections::HashSet;
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{OnceCell, oneshot};
 use tracing::Instrument;
@@ -52,6 +57,11 @@ struct Inner {
     broker: Broker,
     publisher: Publisher,
     replies: OnceCell<Replies>,
+    /// Set once this client has declared the delay cascade.
+    cascade: OnceCell<()>,
+    /// Queues known to exist, for delayed publishes (which the broker cannot refuse as
+    /// unroutable: the cascade always takes them).
+    known_queues: Mutex<HashSet<String>>,
     options: ClientOptions,
 }
 
@@ -78,7 +88,10 @@ impl Client {
     pub fn with_broker(broker: Broker, options: ClientOptions) -> Self {
         let publisher = Publisher::new(broker.clone(), options.confirm_timeout);
         let id = uuid::Uuid::new_v4().to_string();
-        Self { inner: Arc::new(Inner { id, broker, publisher, replies: OnceCell::new(), options }) }
+        let known_queues = Mutex::default();
+        let inner =
+            Inner { id, broker, publisher, replies: OnceCell::new(), cascade: OnceCell::new(), known_queues, options };
+        Self { inner: Arc::new(inner) }
     }
 
     /// The broker connections, for application code that shares them.
@@ -90,14 +103,24 @@ impl Client {
     /// Sends a job without asking for its result. Returns its id once the broker has confirmed
     /// the message; fails if no queue of that name exists.
     pub async fn enqueue<O>(&self, request: impl Into<Request<O>>) -> Result<JobId> {
-        let (queue, message) = request.into().into_message()?;
+        let (queue, message) = request.into().into_message(Utc::now())?;
         self.publish(&queue, &message).await?;
         Ok(message.id)
     }
 
+    /// Sends a job to run no earlier than `delay` from now. The broker holds it until then.
+    pub async fn enqueue_in<O>(&self, request: impl Into<Request<O>>, delay: Duration) -> Result<JobId> {
+        self.enqueue(request.into().delay(delay)).await
+    }
+
+    /// Sends a job to run no earlier than `at`, in any time zone.
+    pub async fn enqueue_at<O, Tz: TimeZone>(&self, request: impl Into<Request<O>>, at: DateTime<Tz>) -> Result<JobId> {
+        self.enqueue(request.into().at(at)).await
+    }
+
     /// Sends a job and returns a handle to await its result later.
     pub async fn submit<O>(&self, request: impl Into<Request<O>>) -> Result<Pending<O>> {
-        let (queue, mut message) = request.into().into_message()?;
+        let (queue, mut message) = request.into().into_message(Utc::now())?;
         let replies = self.replies().await?;
         message.reply_to = Some(replies.queue().to_owned());
         let correlation_id = message.correlation_id.clone().unwrap_or_else(|| message.id.to_string());
@@ -125,6 +148,15 @@ impl Client {
         Ok(())
     }
 
+    /// The dead letters of work queue `queue`: list, requeue, purge.
+    pub fn dead_letters(&self, queue: &str) -> Result<DeadLetters> {
+        Ok(DeadLetters::new(self.clone(), WorkQueue::new(queue)?))
+    }
+
+    pub(crate) fn publisher(&self) -> &Publisher {
+        &self.inner.publisher
+    }
+
     /// Stops receiving results and deletes this client's reply queue. Pending results fail with
     /// [`Error::Closed`].
     pub async fn close(&self) -> Result<()> {
@@ -145,8 +177,42 @@ impl Client {
             return Err(Error::PayloadTooLarge { size: body.len(), limit });
         }
         let span = tracing::debug_span!("enqueue", job.id = %message.id, job.name = %message.task, queue);
-        let outgoing = Outgoing { exchange: "", routing_key: queue, body: &body, properties };
-        self.inner.publisher.publish(outgoing).instrument(span).await
+        let delay = message.eta.and_then(|eta| (eta - Utc::now()).to_std().ok()).unwrap_or_default();
+        match topology::delayed_route(queue, delay)? {
+            None => {
+                let outgoing = Outgoing { exchange: "", routing_key: queue, body: &body, properties };
+                self.inner.publisher.publish(outgoing).instrument(span).await
+            }
+            Some(route) => {
+                self.prepare_delayed(queue).await?;
+                let outgoing =
+                    Outgoing { exchange: &route.exchange, routing_key: &route.routing_key, body: &body, properties };
+                self.inner.publisher.publish(outgoing).instrument(span).await
+            }
+        }
+    }
+
+    /// Makes sure the delay cascade exists and `queue` too, since a delayed message is
+    /// routable whether or not its destination exists.
+    async fn prepare_delayed(&self, queue: &str) -> Result<()> {
+        let inner = &self.inner;
+        if inner.known_queues.lock().unwrap_or_else(PoisonError::into_inner).contains(queue) {
+            return Ok(());
+        }
+        let channel = inner.broker.channel().await?;
+        inner.cascade.get_or_try_init(|| topology::declare_delay_cascade(&channel)).await?;
+        let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+        let exists = channel.queue_declare(queue.into(), passive, FieldTable::default()).await;
+        drop(channel.close(200, "checked".into()).await);
+        if let Err(e) = exists {
+            return Err(Error::Unroutable {
+                exchange: String::new(),
+                routing_key: queue.to_owned(),
+                reason: e.to_string(),
+            });
+        }
+        inner.known_queues.lock().unwrap_or_else(PoisonError::into_inner).insert(queue.to_owned());
+        Ok(())
     }
 
     async fn replies(&self) -> Result<&Replies> {

@@ -68,6 +68,14 @@ pub enum Error {
         /// Why.
         reason: &'static str,
     },
+    /// A delay longer than the cascade holds.
+    #[error("a delay of {delay:?} is longer than the longest the broker holds ({max:?})")]
+    InvalidDelay {
+        /// The delay asked for.
+        delay: Duration,
+        /// The longest possible.
+        max: Duration,
+    },
     /// A job's input or output could not be (de)serialized.
     #[error("cannot {action} {what}: {reason}")]
     Serde {

@@ -1,8 +1,10 @@
-//! The [`Job`] trait: a job's name, its typed input and its typed output.
+//! The [`Job`] trait: a job's name, its typed input and output, and its run options.
 
+use crate::retry::RetryPolicy;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt;
+use std::time::Duration;
 
 /// A job type: the input is the implementing type itself, serialized to Celery `args`/`kwargs`
 /// by the rules in [`crate::protocol::Arguments`].
@@ -25,6 +27,19 @@ pub trait Job: Serialize + DeserializeOwned + Send + 'static {
     const QUEUE: &'static str = crate::topology::DEFAULT_QUEUE;
     /// What a successful run returns.
     type Output: Serialize + DeserializeOwned + Send + 'static;
+
+    /// How failures of this job are retried unless the request says otherwise. Default: no retry.
+    #[must_use]
+    fn retry_policy() -> RetryPolicy {
+        RetryPolicy::default()
+    }
+
+    /// How long one run may take before it is cancelled, unless the request says otherwise.
+    /// Default: no limit.
+    #[must_use]
+    fn time_limit() -> Option<Duration> {
+        None
+    }
 }
 
 /// A job's id: Celery's `id` header and the result's `correlation_id`. A UUID v4 unless the

@@ -23,6 +23,7 @@ pub mod protocol;
 mod publisher;
 mod replies;
 mod request;
+mod retry;
 pub mod telemetry;
 pub mod topology;
 
@@ -32,6 +33,7 @@ pub use error::{Error, Result};
 pub use job::{Job, JobId};
 pub use publisher::{Outgoing, Publisher};
 pub use request::Request;
+pub use retry::RetryPolicy;
 
 /// The broker URL used when none is configured (`LEPUS_AMQP_URL`).
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";

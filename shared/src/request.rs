@@ -3,11 +3,14 @@
 use crate::error::{Error, Result};
 use crate::job::{Job, JobId};
 use crate::protocol::{Arguments, TaskMessage};
+use crate::retry::RetryPolicy;
 use crate::topology::{DEFAULT_QUEUE, validate_queue_name};
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use serde_json::Value;
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
+use std::time::Duration;
 
 /// A job to send, with its routing and options. `O` is the type its result decodes into.
 ///
@@ -19,7 +22,27 @@ pub struct Request<O = Value> {
     arguments: Result<Arguments, String>,
     queue: Cow<'static, str>,
     id: Option<JobId>,
+    start: Option<Start>,
+    expires: Option<Start>,
+    retry: Option<RetryPolicy>,
+    time_limit: Option<Duration>,
     output: PhantomData<fn() -> O>,
+}
+
+/// A point in time given as is or relative to the moment the request is sent.
+#[derive(Debug, Clone, Copy)]
+enum Start {
+    In(Duration),
+    At(DateTime<Utc>),
+}
+
+impl Start {
+    fn resolve(self, now: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            Start::In(delay) => now + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX),
+            Start::At(at) => at,
+        }
+    }
 }
 
 impl<O> fmt::Debug for Request<O> {
@@ -38,8 +61,7 @@ impl<J: Job> From<J> for Request<J::Output> {
             task: Cow::Borrowed(J::NAME),
             arguments: Arguments::from_input(&job).map_err(|e| e.to_string()),
             queue: Cow::Borrowed(J::QUEUE),
-            id: None,
-            output: PhantomData,
+            ..Self::blank()
         }
     }
 }
@@ -49,13 +71,7 @@ impl Request<Value> {
     /// result decodes as JSON.
     #[must_use]
     pub fn task(task: impl Into<String>, arguments: Arguments) -> Self {
-        Self {
-            task: Cow::Owned(task.into()),
-            arguments: Ok(arguments),
-            queue: Cow::Borrowed(DEFAULT_QUEUE),
-            id: None,
-            output: PhantomData,
-        }
+        Self { task: Cow::Owned(task.into()), arguments: Ok(arguments), ..Self::blank() }
     }
 }
 
@@ -80,8 +96,66 @@ impl<O> Request<O> {
         self
     }
 
-    /// The queue name and the task message, checked.
-    pub(crate) fn into_message(self) -> Result<(Cow<'static, str>, TaskMessage)> {
+    /// Runs the job no earlier than `delay` after it is sent. The broker holds it meanwhile
+    /// (1 s resolution, rounded up); no worker keeps it.
+    #[must_use]
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.start = Some(Start::In(delay));
+        self
+    }
+
+    /// Runs the job no earlier than `at` (any time zone).
+    #[must_use]
+    pub fn at<Tz: TimeZone>(mut self, at: DateTime<Tz>) -> Self {
+        self.start = Some(Start::At(at.with_timezone(&Utc)));
+        self
+    }
+
+    /// Does not run the job if it has not started within `expires` after it is sent; the caller
+    /// then gets a `REVOKED` result.
+    #[must_use]
+    pub fn expires_in(mut self, expires: Duration) -> Self {
+        self.expires = Some(Start::In(expires));
+        self
+    }
+
+    /// Does not run the job if it has not started by `at`.
+    #[must_use]
+    pub fn expires_at<Tz: TimeZone>(mut self, at: DateTime<Tz>) -> Self {
+        self.expires = Some(Start::At(at.with_timezone(&Utc)));
+        self
+    }
+
+    /// Retries this job by `policy` instead of its job type's policy.
+    #[must_use]
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    /// Cancels the job if it runs longer than `limit` (Celery's hard `time_limit`).
+    #[must_use]
+    pub fn time_limit(mut self, limit: Duration) -> Self {
+        self.time_limit = Some(limit);
+        self
+    }
+
+    fn blank() -> Self {
+        Self {
+            task: Cow::Borrowed(""),
+            arguments: Ok(Arguments::default()),
+            queue: Cow::Borrowed(DEFAULT_QUEUE),
+            id: None,
+            start: None,
+            expires: None,
+            retry: None,
+            time_limit: None,
+            output: PhantomData,
+        }
+    }
+
+    /// The queue name and the task message, checked; `eta` and `expires` resolved against `now`.
+    pub(crate) fn into_message(self, now: DateTime<Utc>) -> Result<(Cow<'static, str>, TaskMessage)> {
         validate_queue_name(&self.queue)?;
         let arguments = self.arguments.map_err(|reason| Error::Serde {
             action: "encode",
@@ -89,6 +163,10 @@ impl<O> Request<O> {
             reason,
         })?;
         let mut message = TaskMessage::new(self.task, arguments);
+        message.eta = self.start.map(|start| start.resolve(now)).filter(|eta| *eta > now);
+        message.expires = self.expires.map(|expires| expires.resolve(now));
+        message.retry = self.retry;
+        message.time_limit.hard = self.time_limit.map(|limit| limit.as_secs_f64());
         if let Some(id) = self.id {
             message.correlation_id = Some(id.to_string());
             message.root_id = Some(id.to_string());

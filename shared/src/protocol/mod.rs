@@ -9,7 +9,7 @@ mod task;
 pub use args::{Arguments, ArgumentsError};
 pub use result::{ExceptionInfo, ResultMessage, Status};
 pub use task::{CONTENT_TYPE, DecodeError, TaskMessage, TimeLimit};
-pub use task::{header_str, set_header};
+pub use task::{header_str, rescheduled, set_header};
 
 use std::sync::OnceLock;
 

@@ -7,6 +7,7 @@
 use super::amqp_value::{json_from_table, to_amqp};
 use super::args::Arguments;
 use crate::job::JobId;
+use crate::retry::RetryPolicy;
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -44,6 +45,9 @@ pub struct TaskMessage {
     pub time_limit: TimeLimit,
     /// The sender does not want a result (`ignore_result` header).
     pub ignore_result: bool,
+    /// The sender's retry policy for this job, overriding the job type's (`x-lepus-retry`
+    /// header, a Lepus extension that Celery ignores).
+    pub retry: Option<RetryPolicy>,
     /// Queue to send the result to (`reply_to` property).
     pub reply_to: Option<String>,
     /// Correlation id of the result (`correlation_id` property); Celery sets it to the id.
@@ -103,6 +107,7 @@ impl TaskMessage {
             parent_id: None,
             time_limit: TimeLimit::default(),
             ignore_result: false,
+            retry: None,
             reply_to: None,
             extra_headers: FieldTable::default(),
         }
@@ -131,6 +136,9 @@ impl TaskMessage {
         put("kwargsrepr", json!(truncated(&self.arguments.kwargs)));
         put("origin", json!(super::node_name()));
         put("ignore_result", json!(self.ignore_result));
+        if let Some(retry) = self.retry {
+            headers.insert(RETRY_HEADER.into(), AMQPValue::FieldTable(retry.to_header()));
+        }
         let mut properties = BasicProperties::default()
             .with_content_type(CONTENT_TYPE.into())
             .with_content_encoding("utf-8".into())
@@ -171,6 +179,13 @@ impl TaskMessage {
             parent_id: optional_string(&mut fields, "parent_id")?,
             time_limit: time_limit(&mut fields)?,
             ignore_result: matches!(fields.remove("ignore_result"), Some(Value::Bool(true))),
+            retry: match headers.inner().get(RETRY_HEADER) {
+                Some(AMQPValue::FieldTable(table)) => Some(
+                    RetryPolicy::from_header(table)
+                        .ok_or(DecodeError::Header { name: RETRY_HEADER, reason: "not a retry policy".into() })?,
+                ),
+                _ => None,
+            },
             reply_to: properties.reply_to().as_ref().map(ToString::to_string).filter(|r| !r.is_empty()),
             correlation_id: properties.correlation_id().as_ref().map(ToString::to_string),
             extra_headers: unmodelled(headers),
@@ -188,25 +203,26 @@ impl TaskMessage {
     }
 }
 
+/// The header carrying a per-request retry policy.
+const RETRY_HEADER: &str = "x-lepus-retry";
+
 /// The headers `TaskMessage` models; everything else is carried in `extra_headers`.
+#[rustfmt::skip]
 const MODELLED: &[&str] = &[
-    "lang",
-    "task",
-    "id",
-    "shadow",
-    "eta",
-    "expires",
-    "group",
-    "group_index",
-    "retries",
-    "timelimit",
-    "root_id",
-    "parent_id",
-    "argsrepr",
-    "kwargsrepr",
-    "origin",
-    "ignore_result",
+    "lang", "task", "id", "shadow", "eta", "expires", "group", "group_index", "retries", "timelimit",
+    "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin", "ignore_result", RETRY_HEADER,
 ];
+
+/// The properties of a delivered message for its next attempt: `retries` and `eta` replaced,
+/// everything else (body, id, reply_to, other headers) kept.
+#[must_use]
+pub fn rescheduled(original: &BasicProperties, retries: u32, eta: Option<DateTime<Utc>>) -> BasicProperties {
+    let mut headers = original.headers().clone().unwrap_or_default();
+    headers.insert("retries".into(), AMQPValue::LongLongInt(i64::from(retries)));
+    let eta = eta.map_or(AMQPValue::Void, |eta| AMQPValue::LongString(iso8601(eta).into()));
+    headers.insert("eta".into(), eta);
+    original.clone().with_headers(headers)
+}
 
 fn unmodelled(headers: &FieldTable) -> FieldTable {
     let mut extra = FieldTable::default();
@@ -350,6 +366,7 @@ mod tests {
         m.group = Some("g1".into());
         m.time_limit = TimeLimit { hard: Some(30.0), soft: None };
         m.reply_to = Some("replies".into());
+        m.retry = Some(RetryPolicy::attempts(3));
         set_header(&mut m.extra_headers, "x-custom", "kept");
         assert_eq!(round_trip(&m), m);
     }
@@ -385,6 +402,16 @@ mod tests {
         assert_eq!(no_headers, Err(DecodeError::MissingHeader("task")));
         let object = TaskMessage::decode(&properties, br#"{"args": []}"#).expect_err("v1 body");
         assert!(object.to_string().contains("[args, kwargs, embed]"), "{object}");
+    }
+
+    #[test]
+    fn a_rescheduled_message_keeps_everything_but_retries_and_eta() {
+        let mut m = TaskMessage::new("demo.add", Arguments { args: vec![json!(1), json!(2)], kwargs: Map::new() });
+        m.reply_to = Some("r".into());
+        let (body, properties) = m.encode().expect("encodes");
+        let eta = parse_time("2026-11-27T10:00:05+00:00");
+        let next = TaskMessage::decode(&rescheduled(&properties, 2, eta), &body).expect("decodes");
+        assert_eq!(next, TaskMessage { retries: 2, eta, ..m });
     }
 
     #[test]

@@ -1,0 +1,153 @@
+//! [`DeadLetters`]: the dead-letter queue of one work queue, seen from a client.
+
+use super::{ATTEMPTS_HEADER, ERROR_HEADER, REASON_HEADER, TIME_HEADER, revived};
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::job::JobId;
+use crate::protocol::{amqp_value::to_json, header_str};
+use crate::publisher::Outgoing;
+use crate::topology::WorkQueue;
+use lapin::Channel;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions, QueuePurgeOptions};
+use lapin::types::FieldTable;
+
+/// One dead letter, as [`DeadLetters::list`] describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The job id (`id` header), if the message had one.
+    pub id: Option<JobId>,
+    /// The job name (`task` header), if the message had one.
+    pub task: Option<String>,
+    /// Why: `undecodable`, `unknown-job`, `bad-input`, `too-large`, `failed` (from a worker), or
+    /// the broker's reason (`delivery_limit`, `rejected`, `expired`, `maxlen`).
+    pub reason: String,
+    /// The error in words, when a worker dead-lettered it.
+    pub error: Option<String>,
+    /// How many times the job ran, when a worker dead-lettered it.
+    pub attempts: Option<u32>,
+    /// When a worker dead-lettered it, ISO 8601.
+    pub dead_lettered_at: Option<String>,
+}
+
+impl DeadLetter {
+    fn describe(delivery: &Delivery) -> Self {
+        let headers = delivery.properties.headers().clone().unwrap_or_default();
+        let text = |name: &str| header_str(&headers, name).map(|s| s.into_owned());
+        Self {
+            id: text("id").map(JobId::from),
+            task: text("task"),
+            reason: text(REASON_HEADER).or_else(|| text("x-first-death-reason")).unwrap_or_else(|| "unknown".into()),
+            error: text(ERROR_HEADER),
+            attempts: headers
+                .inner()
+                .get(ATTEMPTS_HEADER)
+                .and_then(|v| to_json(v).as_u64())
+                .and_then(|a| u32::try_from(a).ok()),
+            dead_lettered_at: text(TIME_HEADER),
+        }
+    }
+}
+
+/// The dead letters of one work queue. Get it with [`Client::dead_letters`].
+#[derive(Debug, Clone)]
+pub struct DeadLetters {
+    client: Client,
+    queue: WorkQueue,
+}
+
+impl DeadLetters {
+    pub(crate) fn new(client: Client, queue: WorkQueue) -> Self {
+        Self { client, queue }
+    }
+
+    /// Up to `limit` dead letters, oldest first, left in place.
+    pub async fn list(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        let channel = self.channel().await?;
+        let mut letters = Vec::new();
+        while letters.len() < limit {
+            match self.take(&channel).await? {
+                Some(delivery) => letters.push(DeadLetter::describe(&delivery)),
+                None => break,
+            }
+        }
+        // Closing the channel hands every message taken back to the queue, unacked.
+        drop(channel.close(200, "listed".into()).await);
+        Ok(letters)
+    }
+
+    /// Sends the dead letter of job `id` back to its work queue, with its attempts reset.
+    /// Returns whether it was found.
+    pub async fn requeue(&self, id: &JobId) -> Result<bool> {
+        let channel = self.channel().await?;
+        let mut found = false;
+        while let Some(delivery) = self.take(&channel).await? {
+            if DeadLetter::describe(&delivery).id.as_ref() == Some(id) {
+                self.revive(&delivery).await?;
+                found = true;
+                break;
+            }
+        }
+        drop(channel.close(200, "requeued".into()).await);
+        Ok(found)
+    }
+
+    /// Sends every dead letter present now back to the work queue; returns how many.
+    pub async fn requeue_all(&self) -> Result<usize> {
+        let channel = self.channel().await?;
+        let present = self.count(&channel).await?;
+        let mut revived = 0;
+        while revived < present {
+            let Some(delivery) = self.take(&channel).await? else { break };
+            self.revive(&delivery).await?;
+            revived += 1;
+        }
+        drop(channel.close(200, "requeued".into()).await);
+        Ok(revived)
+    }
+
+    /// Deletes every dead letter; returns how many there were.
+    pub async fn purge(&self) -> Result<u32> {
+        let channel = self.channel().await?;
+        let purged = channel
+            .queue_purge(self.queue.dead_letter_queue().into(), QueuePurgeOptions::default())
+            .await
+            .map_err(Error::amqp("queue purge"))?;
+        drop(channel.close(200, "purged".into()).await);
+        Ok(purged)
+    }
+
+    async fn channel(&self) -> Result<Channel> {
+        self.client.broker().channel().await
+    }
+
+    async fn count(&self, channel: &Channel) -> Result<usize> {
+        let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+        let queue = channel
+            .queue_declare(self.queue.dead_letter_queue().into(), passive, FieldTable::default())
+            .await
+            .map_err(Error::amqp("queue declare"))?;
+        Ok(queue.message_count() as usize)
+    }
+
+    async fn take(&self, channel: &Channel) -> Result<Option<Delivery>> {
+        let got = channel
+            .basic_get(self.queue.dead_letter_queue().into(), BasicGetOptions { no_ack: false })
+            .await
+            .map_err(Error::amqp("basic.get"))?;
+        Ok(got.map(|message| message.delivery))
+    }
+
+    /// Publishes a dead letter back to the work queue, then acks it in the dead-letter queue.
+    async fn revive(&self, delivery: &Delivery) -> Result<()> {
+        let outgoing = Outgoing {
+            exchange: "",
+            routing_key: self.queue.name(),
+            body: &delivery.data,
+            properties: revived(&delivery.properties),
+        };
+        self.client.publisher().publish(outgoing).await?;
+        delivery.acker.ack(BasicAckOptions::default()).await.map_err(Error::amqp("ack"))?;
+        Ok(())
+    }
+}
