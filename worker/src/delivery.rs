@@ -1,30 +1,28 @@
-//! One delivery, start to finish: decode, run the handler, publish the result (or dead-letter),
-//! and ack only once what had to be published is confirmed.
+//! One delivery, start to finish: decode it, decide its [`Outcome`] (see [`crate::execute`]),
+//! and settle it: publish what has to be published, wait for the broker's confirms, then ack.
 //!
-//! | the message…                     | result sent to `reply_to`     | then            |
-//! |----------------------------------|-------------------------------|-----------------|
-//! | ran and returned a value         | `SUCCESS` with the value      | ack             |
-//! | ran and failed (or panicked)     | `FAILURE` with the message    | ack             |
-//! | names a job nobody registered    | `FAILURE` (`NotRegistered`)   | dead-letter, ack|
-//! | has arguments the input rejects  | `FAILURE` (`TypeError`)       | dead-letter, ack|
-//! | is not Celery v2 JSON, too large | none (no trustworthy reply_to)| dead-letter, ack|
+//! | outcome       | published first                                          | then |
+//! |---------------|----------------------------------------------------------|------|
+//! | `Done`        | the result to `reply_to` (`SUCCESS`, `FAILURE`, `REVOKED`) | ack  |
+//! | `DeadLetter`  | the message to `<queue>.dlq` with the reason, and a `FAILURE` to `reply_to` | ack |
+//! | `Reschedule`  | the message, with new `retries`/`eta`, into the delay cascade | ack |
 //!
 //! If a publish fails the delivery is nacked back to the queue: it is redelivered, and the
-//! queue's delivery limit ends any loop.
+//! queue's delivery limit ends any loop. A delivery whose channel died meanwhile is left alone:
+//! the broker has already requeued it.
 
-use crate::context::JobContext;
-use crate::registry::{CallError, Registry};
+use crate::execute;
+use crate::registry::Registry;
 use crate::stats::{Ended, WorkerStats};
-use futures_lite::FutureExt;
+use chrono::{DateTime, Utc};
 use lepus::dead_letter::{self, Reason};
 use lepus::lapin::message::Delivery;
 use lepus::lapin::options::{BasicAckOptions, BasicNackOptions};
-use lepus::protocol::{ExceptionInfo, ResultMessage, TaskMessage};
-use lepus::topology::WorkQueue;
+use lepus::protocol::{ResultMessage, TaskMessage, rescheduled};
+use lepus::topology::{self, MAX_DELAY, WorkQueue};
 use lepus::{Error, Outgoing, Publisher};
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -39,15 +37,29 @@ pub(crate) struct Shared {
     pub(crate) stats: Arc<WorkerStats>,
 }
 
-struct Reply {
-    to: String,
-    correlation_id: String,
-    result: ResultMessage,
+/// A result to send to the caller.
+pub(crate) struct Reply {
+    pub(crate) to: String,
+    pub(crate) correlation_id: String,
+    pub(crate) result: ResultMessage,
 }
 
-enum Outcome {
-    Ran { reply: Option<Reply>, ended: Ended },
-    Refused { reason: Reason, error: String, reply: Option<Reply> },
+impl Reply {
+    /// The reply for `message`, unless its sender wants none.
+    pub(crate) fn to(message: &TaskMessage, result: ResultMessage) -> Option<Self> {
+        let (to, correlation_id) = message.reply_destination()?;
+        Some(Self { to: to.to_owned(), correlation_id: correlation_id.to_owned(), result })
+    }
+}
+
+/// What to do with a delivery.
+pub(crate) enum Outcome {
+    /// Answer the caller, if any, and ack.
+    Done { reply: Option<Reply>, ended: Ended },
+    /// Move the message to the dead-letter queue, answer the caller, ack.
+    DeadLetter { reason: Reason, error: String, attempts: u32, reply: Option<Reply> },
+    /// Send the message back through the delay cascade with new `retries` and `eta`, ack.
+    Reschedule { retries: u32, eta: DateTime<Utc>, delay: Duration, ended: Ended },
 }
 
 /// Processes one delivery; holds its concurrency permit until the delivery is settled.
@@ -57,7 +69,7 @@ pub(crate) async fn process(
     shared: Arc<Shared>,
     permit: OwnedSemaphorePermit,
 ) {
-    let refuse = |reason, error| Outcome::Refused { reason, error, reply: None };
+    let refuse = |reason, error| Outcome::DeadLetter { reason, error, attempts: 0, reply: None };
     let decoded = if delivery.data.len() > shared.max_payload {
         let error =
             format!("body of {} bytes exceeds the worker's limit of {} bytes", delivery.data.len(), shared.max_payload);
@@ -70,7 +82,7 @@ pub(crate) async fn process(
         Ok(message) => {
             let span = tracing::info_span!("job", job.id = %message.id, job.name = %message.task);
             async {
-                let outcome = run(message, &shared).await;
+                let outcome = execute::run(message, &shared).await;
                 settle(&delivery, &queue, &shared, outcome).await;
             }
             .instrument(span)
@@ -81,95 +93,62 @@ pub(crate) async fn process(
     drop(permit);
 }
 
-async fn run(mut message: TaskMessage, shared: &Shared) -> Outcome {
-    let destination = message.reply_destination().map(|(to, id)| (to.to_owned(), id.to_owned()));
-    let reply =
-        |result: ResultMessage| destination.clone().map(|(to, correlation_id)| Reply { to, correlation_id, result });
-    let Some((name, handler)) = shared.registry.get(&message.task) else {
-        let error = format!(
-            "no job named {:?} is registered on this worker; it runs {:?}",
-            message.task,
-            shared.registry.names()
-        );
-        // Celery's NotRegistered takes the task name as its message.
-        let exception = ExceptionInfo::python("celery.exceptions", "NotRegistered", message.task.clone());
-        return Outcome::Refused {
-            reason: Reason::UnknownJob,
-            error,
-            reply: reply(ResultMessage::failure(&message.id, &exception, None)),
-        };
-    };
-    let context = JobContext::new(message.id.clone(), Arc::clone(name), message.retries, shared.stop.child_token());
-    let started = Instant::now();
-    let arguments = std::mem::take(&mut message.arguments);
-    let called = AssertUnwindSafe(async { handler.call(arguments, context).await }).catch_unwind().await;
-    let elapsed = started.elapsed();
-    match called {
-        Ok(Ok(value)) => {
-            tracing::debug!(?elapsed, "job succeeded");
-            Outcome::Ran { reply: reply(ResultMessage::success(&message.id, value)), ended: Ended::Succeeded }
-        }
-        Ok(Err(CallError::Failed(e))) => {
-            tracing::warn!(?elapsed, error = %e, "job failed");
-            let exception = ExceptionInfo::new("JobError", e.message());
-            Outcome::Ran { reply: reply(ResultMessage::failure(&message.id, &exception, None)), ended: Ended::Failed }
-        }
-        Ok(Err(CallError::BadInput(error))) => {
-            let error = format!("arguments do not fit {}: {error}", message.task);
-            let exception = ExceptionInfo::python("builtins", "TypeError", error.clone());
-            Outcome::Refused {
-                reason: Reason::BadInput,
-                error,
-                reply: reply(ResultMessage::failure(&message.id, &exception, None)),
-            }
-        }
-        Err(panic) => {
-            let text = panic_message(panic.as_ref());
-            tracing::error!(?elapsed, panic = %text, "job panicked");
-            let exception = ExceptionInfo::new("JobPanicked", format!("the job panicked: {text}"));
-            Outcome::Ran { reply: reply(ResultMessage::failure(&message.id, &exception, None)), ended: Ended::Failed }
-        }
-    }
-}
-
 async fn settle(delivery: &Delivery, queue: &WorkQueue, shared: &Shared, outcome: Outcome) {
     if !delivery.acker.usable() {
         // The channel died while the job ran: the broker has already requeued the message and
-        // will deliver it again, so a result now would only be a duplicate.
+        // will deliver it again, so publishing anything now would only make duplicates.
         tracing::warn!("the broker connection was lost during the job; the broker will redeliver it");
         return;
     }
-    let (reply, ended) = match outcome {
-        Outcome::Ran { reply, ended } => (reply, ended),
-        Outcome::Refused { reason, error, reply } => {
-            let properties = dead_letter::mark(&delivery.properties, reason, &error, queue.name());
+    let published = match outcome {
+        Outcome::Done { reply, ended } => answer(reply, shared).await.map(|()| ended),
+        Outcome::DeadLetter { reason, error, attempts, reply } => {
+            let properties = dead_letter::mark(&delivery.properties, reason, &error, queue.name(), attempts);
             let dlq = queue.dead_letter_queue();
-            let published = shared
-                .publisher
-                .publish(Outgoing { exchange: "", routing_key: &dlq, body: &delivery.data, properties })
-                .await;
-            if let Err(e) = published {
-                return requeue(delivery, shared, &format!("cannot dead-letter to {dlq}: {e}")).await;
+            let outgoing = Outgoing { exchange: "", routing_key: &dlq, body: &delivery.data, properties };
+            match shared.publisher.publish(outgoing).await {
+                Ok(()) => {
+                    if reason != Reason::Failed {
+                        tracing::warn!(queue = queue.name(), %reason, %error, "message dead-lettered");
+                    }
+                    let ended = if reason == Reason::Failed { Ended::Failed } else { Ended::DeadLettered };
+                    answer(reply, shared).await.map(|()| ended)
+                }
+                Err(e) => Err(format!("cannot dead-letter to {dlq}: {e}")),
             }
-            tracing::warn!(queue = queue.name(), %reason, %error, "message dead-lettered");
-            (reply, Ended::DeadLettered)
+        }
+        Outcome::Reschedule { retries, eta, delay, ended } => {
+            let properties = rescheduled(&delivery.properties, retries, Some(eta));
+            let route = topology::delayed_route(queue.name(), delay.min(MAX_DELAY)).ok().flatten();
+            let (exchange, routing_key) = match &route {
+                Some(route) => (route.exchange.as_str(), route.routing_key.as_str()),
+                None => ("", queue.name()),
+            };
+            let outgoing = Outgoing { exchange, routing_key, body: &delivery.data, properties };
+            shared.publisher.publish(outgoing).await.map(|()| ended).map_err(|e| format!("cannot reschedule: {e}"))
         }
     };
-    if let Some(Reply { to, correlation_id, result }) = reply {
-        let published = match result.encode(&correlation_id) {
-            Ok((body, properties)) => {
-                shared.publisher.publish(Outgoing { exchange: "", routing_key: &to, body: &body, properties }).await
-            }
-            Err(e) => Err(Error::Serde { action: "encode", what: "a result".into(), reason: e.to_string() }),
-        };
-        match published {
-            Ok(()) => {}
-            Err(Error::Unroutable { .. }) => {
-                tracing::warn!(reply_to = to, "the caller's reply queue is gone; result dropped")
-            }
-            Err(e) => return requeue(delivery, shared, &format!("cannot publish the result: {e}")).await,
-        }
+    match published {
+        Ok(ended) => ack(delivery, shared, ended).await,
+        Err(why) => requeue(delivery, shared, &why).await,
     }
+}
+
+/// Publishes the reply, if any. A caller whose reply queue is gone is not an error.
+async fn answer(reply: Option<Reply>, shared: &Shared) -> Result<(), String> {
+    let Some(Reply { to, correlation_id, result }) = reply else { return Ok(()) };
+    let (body, properties) = result.encode(&correlation_id).map_err(|e| format!("cannot encode the result: {e}"))?;
+    match shared.publisher.publish(Outgoing { exchange: "", routing_key: &to, body: &body, properties }).await {
+        Ok(()) => Ok(()),
+        Err(Error::Unroutable { .. }) => {
+            tracing::warn!(reply_to = to, "the caller's reply queue is gone; result dropped");
+            Ok(())
+        }
+        Err(e) => Err(format!("cannot publish the result: {e}")),
+    }
+}
+
+async fn ack(delivery: &Delivery, shared: &Shared, ended: Ended) {
     match tokio::time::timeout(shared.broker_timeout, delivery.acker.ack(BasicAckOptions::default())).await {
         Ok(Ok(true)) => shared.stats.count(ended),
         Ok(Ok(false) | Err(_)) | Err(_) => {
@@ -186,12 +165,4 @@ async fn requeue(delivery: &Delivery, shared: &Shared, why: &str) {
     tracing::error!(error = why, "message returned to its queue for redelivery");
     let nack = delivery.acker.nack(BasicNackOptions { requeue: true, multiple: false });
     drop(tokio::time::timeout(shared.broker_timeout, nack).await);
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic payload".to_owned())
 }

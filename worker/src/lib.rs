@@ -25,6 +25,7 @@ mod context;
 mod delivery;
 pub mod demo;
 mod error;
+mod execute;
 mod job_error;
 mod registry;
 mod shutdown;

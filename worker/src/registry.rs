@@ -2,14 +2,15 @@
 
 use crate::context::JobContext;
 use crate::job_error::JobError;
-use lepus::Job;
 use lepus::protocol::Arguments;
+use lepus::{Job, RetryPolicy};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Why a handler call produced no output.
 #[derive(Debug)]
@@ -52,10 +53,18 @@ where
     }
 }
 
+/// A registered job: its handler and the job type's run options.
+pub(crate) struct Registered {
+    pub(crate) name: Arc<str>,
+    pub(crate) handler: Arc<dyn Handler>,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) time_limit: Option<Duration>,
+}
+
 /// Job name → handler.
 #[derive(Default)]
 pub(crate) struct Registry {
-    handlers: HashMap<&'static str, (Arc<str>, Arc<dyn Handler>)>,
+    handlers: HashMap<&'static str, Registered>,
     duplicates: Vec<&'static str>,
 }
 
@@ -66,13 +75,18 @@ impl Registry {
         F: Fn(J, JobContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<J::Output, JobError>> + Send + 'static,
     {
-        let handler: Arc<dyn Handler> = Arc::new(Typed { function, job: PhantomData::<fn(J)> });
-        if self.handlers.insert(J::NAME, (J::NAME.into(), handler)).is_some() {
+        let registered = Registered {
+            name: J::NAME.into(),
+            handler: Arc::new(Typed { function, job: PhantomData::<fn(J)> }),
+            retry: J::retry_policy(),
+            time_limit: J::time_limit(),
+        };
+        if self.handlers.insert(J::NAME, registered).is_some() {
             self.duplicates.push(J::NAME);
         }
     }
 
-    pub(crate) fn get(&self, name: &str) -> Option<&(Arc<str>, Arc<dyn Handler>)> {
+    pub(crate) fn get(&self, name: &str) -> Option<&Registered> {
         self.handlers.get(name)
     }
 

@@ -11,13 +11,20 @@ pub struct WorkerStats {
     succeeded: AtomicU64,
     failed: AtomicU64,
     dead_lettered: AtomicU64,
+    retried: AtomicU64,
+    deferred: AtomicU64,
+    expired: AtomicU64,
 }
 
+/// How a delivery was settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ended {
     Succeeded,
     Failed,
     DeadLettered,
+    Retried,
+    Deferred,
+    Expired,
 }
 
 impl WorkerStats {
@@ -33,16 +40,35 @@ impl WorkerStats {
         self.failed.load(Ordering::Relaxed)
     }
 
-    /// Messages moved to the dead-letter queue.
+    /// Messages the worker could not run, moved to the dead-letter queue (failed jobs that end
+    /// there count as failed).
     #[must_use]
     pub fn dead_lettered(&self) -> u64 {
         self.dead_lettered.load(Ordering::Relaxed)
     }
 
+    /// Failed runs sent back through the delay cascade for another attempt.
+    #[must_use]
+    pub fn retried(&self) -> u64 {
+        self.retried.load(Ordering::Relaxed)
+    }
+
+    /// Messages that arrived before their `eta` and were sent back to the delay cascade.
+    #[must_use]
+    pub fn deferred(&self) -> u64 {
+        self.deferred.load(Ordering::Relaxed)
+    }
+
+    /// Jobs not run because their `expires` had passed.
+    #[must_use]
+    pub fn expired(&self) -> u64 {
+        self.expired.load(Ordering::Relaxed)
+    }
+
     /// All settled deliveries.
     #[must_use]
     pub fn settled(&self) -> u64 {
-        self.succeeded() + self.failed() + self.dead_lettered()
+        self.snapshot().iter().sum()
     }
 
     pub(crate) fn count(&self, ended: Ended) {
@@ -50,12 +76,15 @@ impl WorkerStats {
             Ended::Succeeded => &self.succeeded,
             Ended::Failed => &self.failed,
             Ended::DeadLettered => &self.dead_lettered,
+            Ended::Retried => &self.retried,
+            Ended::Deferred => &self.deferred,
+            Ended::Expired => &self.expired,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn snapshot(&self) -> [u64; 3] {
-        [self.succeeded(), self.failed(), self.dead_lettered()]
+    fn snapshot(&self) -> [u64; 6] {
+        [self.succeeded(), self.failed(), self.dead_lettered(), self.retried(), self.deferred(), self.expired()]
     }
 
     /// Logs the totals and the rate since the last report whenever they changed.
@@ -65,17 +94,18 @@ impl WorkerStats {
             tokio::time::sleep(period).await;
             let now = (self.snapshot(), Instant::now());
             if now.0 != last.0 {
-                let done = |s: [u64; 3]| s.iter().sum::<u64>();
+                let done = |s: [u64; 6]| s.iter().sum::<u64>();
                 let rate = (done(now.0) - done(last.0)) as f64 / now.1.duration_since(last.1).as_secs_f64();
-                let [succeeded, failed, dead_lettered] = now.0;
-                tracing::info!(succeeded, failed, dead_lettered, jobs_per_s = format!("{rate:.1}"), "progress");
+                let [succeeded, failed, dead_lettered, retried, deferred, expired] = now.0;
+                let jobs_per_s = format!("{rate:.1}");
+                tracing::info!(succeeded, failed, dead_lettered, retried, deferred, expired, jobs_per_s, "progress");
             }
             last = now;
         }
     }
 
     pub(crate) fn log_totals(&self) {
-        let [succeeded, failed, dead_lettered] = self.snapshot();
-        tracing::info!(succeeded, failed, dead_lettered, "totals");
+        let [succeeded, failed, dead_lettered, retried, deferred, expired] = self.snapshot();
+        tracing::info!(succeeded, failed, dead_lettered, retried, deferred, expired, "totals");
     }
 }

@@ -1,0 +1,141 @@
+//! Deciding what becomes of a decoded job: refuse it, let it expire, send it back to wait for its
+//! `eta`, or run it (with its time limit, catching panics) and, if it fails, retry it or give up.
+
+use crate::context::JobContext;
+use crate::delivery::{Outcome, Reply, Shared};
+use crate::job_error::Next;
+use crate::registry::{CallError, Registered};
+use crate::stats::Ended;
+use chrono::{TimeDelta, Utc};
+use futures_lite::FutureExt;
+use lepus::dead_letter::Reason;
+use lepus::protocol::{ExceptionInfo, ResultMessage, TaskMessage};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How a handler call ended.
+enum Called {
+    Returned(serde_json::Value),
+    /// The arguments do not fit the input type: the handler never ran.
+    BadInput(String),
+    /// The run failed: the error as Celery would name it, and what the handler asked for.
+    Failed {
+        exception: ExceptionInfo,
+        next: Next,
+    },
+}
+
+/// Decides the outcome of one job message.
+pub(crate) async fn run(mut message: TaskMessage, shared: &Shared) -> Outcome {
+    let Some(job) = shared.registry.get(&message.task) else {
+        let error = format!(
+            "no job named {:?} is registered on this worker; it runs {:?}",
+            message.task,
+            shared.registry.names()
+        );
+        // Celery's NotRegistered takes the task name as its message.
+        let exception = ExceptionInfo::python("celery.exceptions", "NotRegistered", message.task.clone());
+        let reply = Reply::to(&message, ResultMessage::failure(&message.id, &exception, None));
+        return Outcome::DeadLetter { reason: Reason::UnknownJob, error, attempts: 0, reply };
+    };
+    let now = Utc::now();
+    if let Some(expires) = message.expires.filter(|expires| *expires <= now) {
+        tracing::info!(%expires, "job expired before it could start; not run");
+        let exception = ExceptionInfo::python("celery.exceptions", "TaskRevokedError", format!("expired at {expires}"));
+        let reply = Reply::to(&message, ResultMessage::revoked(&message.id, &exception));
+        return Outcome::Done { reply, ended: Ended::Expired };
+    }
+    if let Some(eta) = message.eta.filter(|eta| *eta > now) {
+        let delay = (eta - now).to_std().unwrap_or_default();
+        tracing::debug!(%eta, "job arrived before its eta; back to the broker's delay cascade");
+        return Outcome::Reschedule { retries: message.retries, eta, delay, ended: Ended::Deferred };
+    }
+
+    let attempt = message.retries.saturating_add(1);
+    let started = Instant::now();
+    let (exception, next) = match call(&mut message, job, shared).await {
+        Called::Returned(value) => {
+            tracing::debug!(elapsed = ?started.elapsed(), attempt, "job succeeded");
+            let reply = Reply::to(&message, ResultMessage::success(&message.id, value));
+            return Outcome::Done { reply, ended: Ended::Succeeded };
+        }
+        Called::BadInput(error) => {
+            let error = format!("arguments do not fit {}: {error}", message.task);
+            let exception = ExceptionInfo::python("builtins", "TypeError", error.clone());
+            let reply = Reply::to(&message, ResultMessage::failure(&message.id, &exception, None));
+            return Outcome::DeadLetter { reason: Reason::BadInput, error, attempts: 0, reply };
+        }
+        Called::Failed { exception, next } => (exception, next),
+    };
+
+    let error = exception.message();
+    let elapsed = started.elapsed();
+    let policy = message.retry.unwrap_or(job.retry);
+    let retry_in = match next {
+        Next::Fail => None,
+        _ if !policy.allows_another(attempt) => None,
+        Next::Retry => Some(policy.delay_after(attempt)),
+        Next::RetryAfter(delay) => Some(delay),
+    };
+    match retry_in {
+        Some(delay) => {
+            tracing::warn!(?elapsed, attempt, max_attempts = policy.max_attempts, retry_in = ?delay, %error, "job failed; will retry");
+            let eta = now + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX);
+            Outcome::Reschedule { retries: attempt, eta, delay, ended: Ended::Retried }
+        }
+        None => {
+            tracing::warn!(?elapsed, attempt, max_attempts = policy.max_attempts, %error, "job failed");
+            let reply = Reply::to(&message, ResultMessage::failure(&message.id, &exception, None));
+            Outcome::DeadLetter { reason: Reason::Failed, error, attempts: attempt, reply }
+        }
+    }
+}
+
+/// Calls the handler under its time limit, catching panics.
+async fn call(message: &mut TaskMessage, job: &Registered, shared: &Shared) -> Called {
+    let context =
+        JobContext::new(message.id.clone(), Arc::clone(&job.name), message.retries, shared.stop.child_token());
+    let arguments = std::mem::take(&mut message.arguments);
+    let limit = time_limit(message, job);
+    let running = AssertUnwindSafe(async {
+        let handler = job.handler.call(arguments, context);
+        match limit {
+            Some(limit) => tokio::time::timeout(limit, handler).await.map_err(|_| limit),
+            None => Ok(handler.await),
+        }
+    });
+    match running.catch_unwind().await {
+        Ok(Ok(Ok(value))) => Called::Returned(value),
+        Ok(Ok(Err(CallError::BadInput(error)))) => Called::BadInput(error),
+        Ok(Ok(Err(CallError::Failed(error)))) => {
+            Called::Failed { exception: ExceptionInfo::new("JobError", error.message()), next: error.next() }
+        }
+        Ok(Err(limit)) => {
+            let text = format!("the job ran longer than its time limit of {limit:?} and was cancelled");
+            let exception = ExceptionInfo::python("celery.exceptions", "TimeLimitExceeded", text);
+            Called::Failed { exception, next: Next::Retry }
+        }
+        Err(panic) => {
+            let text = panic_message(panic.as_ref());
+            tracing::error!(panic = %text, "job panicked");
+            let exception = ExceptionInfo::new("JobPanicked", format!("the job panicked: {text}"));
+            Called::Failed { exception, next: Next::Retry }
+        }
+    }
+}
+
+/// The message's hard (else soft) Celery time limit, else the job type's.
+fn time_limit(message: &TaskMessage, job: &Registered) -> Option<Duration> {
+    let from_message =
+        message.time_limit.hard.or(message.time_limit.soft).and_then(|s| Duration::try_from_secs_f64(s).ok());
+    from_message.or(job.time_limit)
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic payload".to_owned())
+}
