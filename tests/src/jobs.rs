@@ -1,9 +1,11 @@
 //! Jobs defined by the tests (not by Lepus), registered by `lepus-test-worker` next to the demo
-//! jobs: they prove that a user's own typed jobs work end to end.
+//! jobs: a user's own typed job, and jobs that fail, panic or crash on purpose.
 
-use lepus::Job;
+use lepus::{Job, RetryPolicy};
 use lepus_worker::{JobContext, JobError, Worker};
 use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// `test.word_count`: counts the words and characters of a text.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,8 +32,91 @@ async fn word_count(job: WordCount, _: JobContext) -> Result<WordStats, JobError
     Ok(WordStats { words: job.text.split_whitespace().count(), chars: job.text.chars().count() })
 }
 
+/// `test.flaky`: records each run (attempt number and Unix time in milliseconds) as a line in
+/// the file `record`, and fails while the file held fewer than `fail_times` runs before this one.
+/// Returns the number of runs. By its type's policy it runs up to 3 times, 1 s then 2 s apart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Flaky {
+    /// Runs that fail before one succeeds.
+    pub fail_times: usize,
+    /// The file that records the runs.
+    pub record: String,
+    /// Fail with "do not retry".
+    #[serde(default)]
+    pub permanent: bool,
+}
+
+impl Job for Flaky {
+    const NAME: &'static str = "test.flaky";
+    type Output = usize;
+
+    fn retry_policy() -> RetryPolicy {
+        RetryPolicy::attempts(3).backoff(Duration::from_secs(1), 2.0, Duration::from_secs(30)).jitter(false)
+    }
+}
+
+/// One recorded run of [`Flaky`]: its attempt number and when it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    /// `JobContext::attempt` of the run.
+    pub attempt: u32,
+    /// Unix time in milliseconds.
+    pub at_ms: u128,
+}
+
+impl Flaky {
+    /// The runs recorded in `record`.
+    #[must_use]
+    pub fn runs(record: &str) -> Vec<Run> {
+        std::fs::read_to_string(record)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.split_once(' '))
+            .filter_map(|(attempt, at)| Some(Run { attempt: attempt.parse().ok()?, at_ms: at.parse().ok()? }))
+            .collect()
+    }
+}
+
+async fn flaky(job: Flaky, ctx: JobContext) -> Result<usize, JobError> {
+    let before = Flaky::runs(&job.record).len();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or_default();
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&job.record)?;
+    writeln!(file, "{} {now}", ctx.attempt())?;
+    if before < job.fail_times {
+        let message = format!("run {} failed on purpose", before + 1);
+        return Err(if job.permanent { JobError::permanent(message) } else { JobError::retry(message) });
+    }
+    Ok(before + 1)
+}
+
+/// `test.panic`: panics.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Panic {}
+
+impl Job for Panic {
+    const NAME: &'static str = "test.panic";
+    type Output = ();
+}
+
+async fn panic(_: Panic, _: JobContext) -> Result<(), JobError> {
+    panic!("this handler panics on purpose")
+}
+
+/// `test.abort`: kills the worker process (SIGABRT), like a segfault in native code would.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Abort {}
+
+impl Job for Abort {
+    const NAME: &'static str = "test.abort";
+    type Output = ();
+}
+
+async fn abort(_: Abort, _: JobContext) -> Result<(), JobError> {
+    std::process::abort()
+}
+
 /// Registers the demo jobs and the test jobs.
 #[must_use]
 pub fn register(worker: Worker) -> Worker {
-    lepus_worker::demo::register(worker).register(word_count)
+    lepus_worker::demo::register(worker).register(word_count).register(flaky).register(panic).register(abort)
 }

@@ -8,7 +8,9 @@ mod processes;
 mod python;
 mod queues;
 
-pub use jobs::{WordCount, WordStats, register as register_jobs};
-pub use processes::WorkerProcess;
+pub use jobs::{Abort, Flaky, Panic, Run, WordCount, WordStats, register as register_jobs};
+pub use processes::{WorkerProcess, binary as worker_binary};
 pub use python::{celery_python, python_dir};
-pub use queues::{TestQueue, amqp_url, connect, cut_connections, rabbitmqctl, unique_name, wait_until};
+pub use queues::{
+    TestQueue, amqp_url, connect, cut_connections, header_u64, rabbitmqctl, temp_file, unique_name, wait_until,
+};

@@ -105,7 +105,8 @@ impl Drop for WorkerProcess {
 }
 
 /// `lepus-test-worker`, built by Cargo next to the test executables.
-fn binary() -> PathBuf {
+#[must_use]
+pub fn binary() -> PathBuf {
     let test_exe = std::env::current_exe().expect("current exe");
     let profile_dir = test_exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps layout");
     profile_dir.join(format!("lepus-test-worker{}", std::env::consts::EXE_SUFFIX))

@@ -27,6 +27,28 @@ pub fn unique_name(what: &str) -> String {
     format!("t-{what}-{}", &random[..12])
 }
 
+/// A header's value as a whole number, whatever integer type the sender used.
+#[must_use]
+pub fn header_u64(headers: &FieldTable, name: &str) -> Option<u64> {
+    use lepus::lapin::types::AMQPValue;
+    match headers.inner().get(name)? {
+        AMQPValue::LongLongInt(i) => u64::try_from(*i).ok(),
+        AMQPValue::LongInt(i) => u64::try_from(*i).ok(),
+        AMQPValue::LongUInt(i) => Some(u64::from(*i)),
+        AMQPValue::ShortInt(i) => u64::try_from(*i).ok(),
+        AMQPValue::ShortShortUInt(i) => Some(u64::from(*i)),
+        _ => None,
+    }
+}
+
+/// A path for a file in the temporary directory, unique to this call.
+#[must_use]
+pub fn temp_file(what: &str) -> String {
+    let dir = std::env::temp_dir().join("lepus-tests");
+    std::fs::create_dir_all(&dir).expect("temporary directory");
+    dir.join(unique_name(what)).to_string_lossy().into_owned()
+}
+
 /// A client on the test broker. Its reply queue expires a minute after the client is gone, even
 /// if a failing test never closes it.
 pub async fn connect() -> Client {
