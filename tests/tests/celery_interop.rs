@@ -17,11 +17,39 @@ async fn a_python_celery_client_gets_lepus_results_and_failures() {
     let _worker = WorkerProcess::start(queue.name(), &[]);
     queue.wait_for_consumers(1).await;
 
+    let lines = run_python("call_lepus.py", queue.name()).await;
+
+    assert_eq!(lines[0], json!({"job": "demo.add", "state": "SUCCESS", "value": 5}));
+    assert_eq!(lines[1], json!({"job": "demo.add kwargs", "state": "SUCCESS", "value": 42}));
+    assert_eq!(lines[2]["state"], "FAILURE");
+    assert_eq!(lines[2]["error"], "it broke on purpose");
+    assert_eq!(lines[2]["error_type"], "JobError");
+}
+
+#[tokio::test]
+async fn python_celery_delayed_jobs_reach_lepus_through_the_shared_cascade() {
+    let queue = TestQueue::declare("py-delayed").await;
+    let _worker = WorkerProcess::start(queue.name(), &[]);
+    queue.wait_for_consumers(1).await;
+    let lines = run_python("delayed_call.py", queue.name()).await;
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for line in &lines {
+        assert_eq!(line["value"], 42, "{line}");
+        let seconds = line["seconds"].as_f64().expect("seconds");
+        // Celery rounds the countdown down to whole seconds; Lepus never runs a job before its eta.
+        assert!((2.0..4.0).contains(&seconds), "{line}");
+    }
+    assert_eq!(lines[0]["case"], "native");
+    assert_eq!(lines[1]["case"], "eta");
+}
+
+/// Runs a script from `tests/python` against `queue`; returns its JSON output lines.
+async fn run_python(script: &'static str, queue: &str) -> Vec<Value> {
     let python = celery_python();
-    let name = queue.name().to_owned();
+    let name = queue.to_owned();
     let output = tokio::task::spawn_blocking(move || {
         Command::new(python)
-            .arg("call_lepus.py")
+            .arg(script)
             .current_dir(python_dir())
             .env("LEPUS_TEST_QUEUE", name)
             .env("LEPUS_AMQP_URL", amqp_url())
@@ -31,14 +59,8 @@ async fn a_python_celery_client_gets_lepus_results_and_failures() {
     .await
     .expect("joined");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "call_lepus.py failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
-
-    assert_eq!(lines[0], json!({"job": "demo.add", "state": "SUCCESS", "value": 5}));
-    assert_eq!(lines[1], json!({"job": "demo.add kwargs", "state": "SUCCESS", "value": 42}));
-    assert_eq!(lines[2]["state"], "FAILURE");
-    assert_eq!(lines[2]["error"], "it broke on purpose");
-    assert_eq!(lines[2]["error_type"], "JobError");
+    assert!(output.status.success(), "{script} failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    stdout.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
 }
 
 /// The Python task `py.multiply(a, b)`, seen from Rust: a tuple struct maps to positional args.
