@@ -1,5 +1,6 @@
 //! The client: enqueue jobs, call them and await their typed results.
 
+use crate::batch::{Batch, BatchId, BatchProgress, Callback, SIZE_HEADER, Snapshot};
 use crate::broker::Broker;
 use crate::dead_letter::DeadLetters;
 use crate::error::{Error, Result};
@@ -10,8 +11,8 @@ use crate::replies::{Replies, Waiters};
 use crate::request::Request;
 use crate::topology::{self, WorkQueue};
 use chrono::{DateTime, TimeZone, Utc};
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
+use lapin::options::{BasicGetOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
 use serde::de::DeserializeOwned;
 use std::collections::HashSet;
 use std::fmt;
@@ -146,6 +147,106 @@ impl Client {
         queue.declare(&channel).await?;
         drop(channel.close(200, "declared".into()).await);
         Ok(())
+    }
+
+    /// Sends a batch: its progress record first, then every job (many in flight). Returns the
+    /// batch id once the broker has confirmed them all. Fails before sending anything if a job
+    /// is invalid; if the broker fails midway, the jobs sent so far run and the batch never
+    /// completes.
+    pub async fn enqueue_batch(&self, batch: Batch) -> Result<BatchId> {
+        let Batch { id, jobs, callback } = batch;
+        let id = id.unwrap_or_else(BatchId::random);
+        let now = Utc::now();
+        let total = jobs.len();
+        let callback = callback
+            .map(|request| {
+                let (queue, message) = request.into_message(now)?;
+                let crate::protocol::Arguments { args, kwargs } = message.arguments;
+                Ok::<_, Error>(Callback { task: message.task, queue: queue.into_owned(), args, kwargs })
+            })
+            .transpose()?;
+        let mut messages = Vec::with_capacity(total);
+        for (index, request) in jobs.into_iter().enumerate() {
+            let own_id = request.has_id();
+            let (queue, mut message) = request.into_message(now)?;
+            if !own_id {
+                let job = JobId::from(format!("{id}.{index}"));
+                message.correlation_id = Some(job.to_string());
+                message.root_id = Some(job.to_string());
+                message.id = job;
+            }
+            message.group = Some(id.to_string());
+            message.group_index = Some(index as u64);
+            message.extra_headers.insert(SIZE_HEADER.into(), AMQPValue::LongLongInt(total as i64));
+            messages.push((queue, message));
+        }
+
+        let channel = self.inner.broker.channel().await?;
+        topology::declare_batch_progress(&channel, &id).await?;
+        drop(channel.close(200, "declared".into()).await);
+        let snapshot = Snapshot::new(id.clone(), total, callback).encode()?;
+        let progress = topology::batch_progress_queue(&id);
+        let properties = lapin::BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(crate::protocol::CONTENT_TYPE.into());
+        self.inner
+            .publisher
+            .publish(Outgoing { exchange: "", routing_key: &progress, body: &snapshot, properties })
+            .await?;
+
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(256));
+        let mut sending = tokio::task::JoinSet::new();
+        for (queue, message) in messages {
+            let permit = Arc::clone(&in_flight).acquire_owned().await.map_err(|_| Error::Closed(message.id.clone()))?;
+            let client = self.clone();
+            sending.spawn(async move {
+                let sent = client.publish(&queue, &message).await;
+                drop(permit);
+                sent
+            });
+        }
+        while let Some(sent) = sending.join_next().await {
+            match sent {
+                Ok(sent) => sent?,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        }
+        Ok(id)
+    }
+
+    /// Where batch `id` stands, from its latest snapshot in the broker.
+    pub async fn batch_progress(&self, id: &BatchId) -> Result<BatchProgress> {
+        // The tracker takes the snapshot out for a moment while it replaces it: look again.
+        for _ in 0..100 {
+            if let Some(snapshot) = self.latest_snapshot(id).await? {
+                return Ok(snapshot.progress());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(Error::Timeout { what: "a batch snapshot", after: Duration::from_secs(2) })
+    }
+
+    /// The snapshot with the highest `seq` in the batch's progress queue, read without
+    /// consuming it; `None` if the queue holds none right now.
+    async fn latest_snapshot(&self, id: &BatchId) -> Result<Option<Snapshot>> {
+        let channel = self.inner.broker.channel().await?;
+        let queue = topology::batch_progress_queue(id);
+        let mut latest: Option<Snapshot> = None;
+        loop {
+            match channel.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false }).await {
+                Ok(Some(message)) => {
+                    let snapshot = serde_json::from_slice::<Snapshot>(&message.delivery.data).ok();
+                    if let Some(snapshot) = snapshot.filter(|s| latest.as_ref().is_none_or(|l| s.seq > l.seq)) {
+                        latest = Some(snapshot);
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => return Err(Error::UnknownBatch(id.clone())),
+            }
+        }
+        // Closing the channel puts the snapshots back, untouched.
+        drop(channel.close(200, "read".into()).await);
+        Ok(latest)
     }
 
     /// The dead letters of work queue `queue`: list, requeue, purge.

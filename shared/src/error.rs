@@ -112,6 +112,9 @@ pub enum Error {
         /// Why.
         exception: Box<ExceptionInfo>,
     },
+    /// No batch of that id exists (or its progress expired).
+    #[error("no batch {0} is known to the broker")]
+    UnknownBatch(crate::batch::BatchId),
     /// The client was closed while waiting for a result.
     #[error("the client was closed before the result of job {0} arrived")]
     Closed(JobId),

@@ -14,6 +14,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod batch;
 mod broker;
 mod client;
 pub mod dead_letter;
@@ -26,7 +27,9 @@ mod request;
 mod retry;
 pub mod telemetry;
 pub mod topology;
+mod transaction;
 
+pub use batch::{Batch, BatchId, BatchProgress, BatchSummary};
 pub use broker::{Broker, redact};
 pub use client::{Client, ClientOptions, Pending};
 pub use error::{Error, Result};
@@ -34,6 +37,7 @@ pub use job::{Job, JobId};
 pub use publisher::{Outgoing, Publisher};
 pub use request::Request;
 pub use retry::RetryPolicy;
+pub use transaction::Transaction;
 
 /// The broker URL used when none is configured (`LEPUS_AMQP_URL`).
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";

@@ -140,6 +140,26 @@ impl<O> Request<O> {
         self
     }
 
+    /// The same request with its result left as JSON.
+    pub(crate) fn erase(self) -> Request<Value> {
+        Request {
+            task: self.task,
+            arguments: self.arguments,
+            queue: self.queue,
+            id: self.id,
+            start: self.start,
+            expires: self.expires,
+            retry: self.retry,
+            time_limit: self.time_limit,
+            output: PhantomData,
+        }
+    }
+
+    /// Whether the sender chose the job id.
+    pub(crate) fn has_id(&self) -> bool {
+        self.id.is_some()
+    }
+
     fn blank() -> Self {
         Self {
             task: Cow::Borrowed(""),

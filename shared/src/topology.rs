@@ -9,6 +9,10 @@
 //! - **Reply queue** `lepus.reply.<client id>`: one per client, classic, durable, expires after
 //!   it has been unused for a while (`x-expires`), so results survive a client's reconnect and a
 //!   broker restart but never pile up after the client is gone.
+//! - **Batch records** `lepus.batches`: quorum, durable, single active consumer. Workers publish
+//!   a record for each batch job that finished; one worker at a time tracks them.
+//! - **Batch progress** `lepus.batch.<batch id>`: quorum, durable, expires a week after its last
+//!   use. Holds the batch's snapshot (see `batch.rs`).
 //! - **Delay cascade**: 28 levels `celery_delayed_27` … `celery_delayed_0`, each a topic exchange
 //!   and a quorum queue whose messages wait `2^level` seconds, then dead-letter to the next level
 //!   down; level 0 dead-letters to the topic exchange `celery_delayed_delivery`, to which every
@@ -17,6 +21,7 @@
 //!   arguments are those of Celery 5.5's native delayed delivery (kombu), so Celery and Lepus
 //!   share one cascade. Delays have 1 s resolution and reach 2^28 − 1 s (about 8.5 years).
 
+use crate::batch::BatchId;
 use crate::error::{Error, Result};
 use lapin::options::{ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -218,8 +223,43 @@ pub async fn declare_reply_queue(channel: &Channel, name: &str, expires: Duratio
     declare_queue(channel, name, durable(), args).await
 }
 
+/// The queue of batch records, consumed by one tracker at a time.
+pub const BATCH_RECORDS_QUEUE: &str = "lepus.batches";
+
+/// How long a batch's progress queue outlives its last use.
+const BATCH_PROGRESS_EXPIRES: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Declares the queue of batch records (single active consumer).
+pub async fn declare_batch_records(channel: &Channel) -> Result<()> {
+    let mut args = FieldTable::default();
+    put_str(&mut args, "x-queue-type", "quorum");
+    args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+    declare_queue(channel, BATCH_RECORDS_QUEUE, durable(), args).await
+}
+
+/// The progress queue of batch `id`.
+#[must_use]
+pub fn batch_progress_queue(id: &BatchId) -> String {
+    format!("lepus.batch.{id}")
+}
+
+/// Declares the progress queue of batch `id`; the id is checked.
+pub async fn declare_batch_progress(channel: &Channel, id: &BatchId) -> Result<()> {
+    validate_name("batch", id.as_str())?;
+    let mut args = FieldTable::default();
+    put_str(&mut args, "x-queue-type", "quorum");
+    let millis = i64::try_from(BATCH_PROGRESS_EXPIRES.as_millis()).unwrap_or(i64::MAX);
+    args.insert("x-expires".into(), AMQPValue::LongLongInt(millis));
+    declare_queue(channel, &batch_progress_queue(id), durable(), args).await
+}
+
 /// Checks that `name` can be a Lepus work queue.
 pub fn validate_queue_name(name: &str) -> Result<()> {
+    validate_name("queue", name)
+}
+
+/// Checks a name that becomes part of a queue name (a queue, a batch id, a schedule).
+pub(crate) fn validate_name(kind: &'static str, name: &str) -> Result<()> {
     let reason = if name.is_empty() {
         "must not be empty"
     } else if name.len() > MAX_QUEUE_NAME {
@@ -231,7 +271,7 @@ pub fn validate_queue_name(name: &str) -> Result<()> {
     } else {
         return Ok(());
     };
-    Err(Error::InvalidName { kind: "queue", name: name.to_owned(), reason })
+    Err(Error::InvalidName { kind, name: name.to_owned(), reason })
 }
 
 fn durable() -> QueueDeclareOptions {

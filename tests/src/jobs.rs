@@ -115,8 +115,44 @@ async fn abort(_: Abort, _: JobContext) -> Result<(), JobError> {
     std::process::abort()
 }
 
+/// `test.remember`: appends its `batch` argument as a JSON line to the file `path`. Used as a
+/// batch callback, which receives the batch summary as `batch`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Remember {
+    /// The file.
+    pub path: String,
+    /// Filled in by the batch tracker.
+    #[serde(default)]
+    pub batch: serde_json::Value,
+}
+
+impl Job for Remember {
+    const NAME: &'static str = "test.remember";
+    type Output = ();
+}
+
+impl Remember {
+    /// The summaries remembered in `path`, one per callback run.
+    #[must_use]
+    pub fn calls(path: &str) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
+    }
+}
+
+async fn remember(job: Remember, _: JobContext) -> Result<(), JobError> {
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&job.path)?;
+    writeln!(file, "{}", job.batch)?;
+    Ok(())
+}
+
 /// Registers the demo jobs and the test jobs.
 #[must_use]
 pub fn register(worker: Worker) -> Worker {
-    lepus_worker::demo::register(worker).register(word_count).register(flaky).register(panic).register(abort)
+    lepus_worker::demo::register(worker)
+        .register(word_count)
+        .register(flaky)
+        .register(panic)
+        .register(abort)
+        .register(remember)
 }

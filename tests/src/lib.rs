@@ -8,7 +8,7 @@ mod processes;
 mod python;
 mod queues;
 
-pub use jobs::{Abort, Flaky, Panic, Run, WordCount, WordStats, register as register_jobs};
+pub use jobs::{Abort, Flaky, Panic, Remember, Run, WordCount, WordStats, register as register_jobs};
 pub use processes::{WorkerProcess, binary as worker_binary};
 pub use python::{celery_python, python_dir};
 pub use queues::{

@@ -7,6 +7,9 @@
 //! | `DeadLetter`  | the message to `<queue>.dlq` with the reason, and a `FAILURE` to `reply_to` | ack |
 //! | `Reschedule`  | the message, with new `retries`/`eta`, into the delay cascade | ack |
 //!
+//! A job of a tracked batch that ends (`Done` or `DeadLetter`) also gets its batch record
+//! published to `lepus.batches` before the ack (see `lepus::batch`).
+//!
 //! If a publish fails the delivery is nacked back to the queue: it is redelivered, and the
 //! queue's delivery limit ends any loop. A delivery whose channel died meanwhile is left alone:
 //! the broker has already requeued it.
@@ -15,10 +18,12 @@ use crate::execute;
 use crate::registry::Registry;
 use crate::stats::{Ended, WorkerStats};
 use chrono::{DateTime, Utc};
+use lepus::batch::Record;
 use lepus::dead_letter::{self, Reason};
+use lepus::lapin::BasicProperties;
 use lepus::lapin::message::Delivery;
 use lepus::lapin::options::{BasicAckOptions, BasicNackOptions};
-use lepus::protocol::{ResultMessage, TaskMessage, rescheduled};
+use lepus::protocol::{CONTENT_TYPE, ResultMessage, TaskMessage, rescheduled};
 use lepus::topology::{self, MAX_DELAY, WorkQueue};
 use lepus::{Error, Outgoing, Publisher};
 use std::sync::Arc;
@@ -81,19 +86,20 @@ pub(crate) async fn process(
     match decoded {
         Ok(message) => {
             let span = tracing::info_span!("job", job.id = %message.id, job.name = %message.task);
+            let batch = Record::of(&message, false);
             async {
                 let outcome = execute::run(message, &shared).await;
-                settle(&delivery, &queue, &shared, outcome).await;
+                settle(&delivery, &queue, &shared, outcome, batch).await;
             }
             .instrument(span)
             .await;
         }
-        Err(refused) => settle(&delivery, &queue, &shared, refused).await,
+        Err(refused) => settle(&delivery, &queue, &shared, refused, None).await,
     }
     drop(permit);
 }
 
-async fn settle(delivery: &Delivery, queue: &WorkQueue, shared: &Shared, outcome: Outcome) {
+async fn settle(delivery: &Delivery, queue: &WorkQueue, shared: &Shared, outcome: Outcome, batch: Option<Record>) {
     if !delivery.acker.usable() {
         // The channel died while the job ran: the broker has already requeued the message and
         // will deliver it again, so publishing anything now would only make duplicates.
@@ -128,10 +134,25 @@ async fn settle(delivery: &Delivery, queue: &WorkQueue, shared: &Shared, outcome
             shared.publisher.publish(outgoing).await.map(|()| ended).map_err(|e| format!("cannot reschedule: {e}"))
         }
     };
-    match published {
+    let recorded = match (published, batch) {
+        (Ok(ended), Some(record)) if ended.is_final() => {
+            let record = Record { ok: ended == Ended::Succeeded, ..record };
+            record_batch(&record, shared).await.map(|()| ended)
+        }
+        (published, _) => published,
+    };
+    match recorded {
         Ok(ended) => ack(delivery, shared, ended).await,
         Err(why) => requeue(delivery, shared, &why).await,
     }
+}
+
+/// Tells the batch tracker that a job of its batch has finished.
+async fn record_batch(record: &Record, shared: &Shared) -> Result<(), String> {
+    let body = record.encode().map_err(|e| e.to_string())?;
+    let properties = BasicProperties::default().with_delivery_mode(2).with_content_type(CONTENT_TYPE.into());
+    let outgoing = Outgoing { exchange: "", routing_key: topology::BATCH_RECORDS_QUEUE, body: &body, properties };
+    shared.publisher.publish(outgoing).await.map_err(|e| format!("cannot record the batch job: {e}"))
 }
 
 /// Publishes the reply, if any. A caller whose reply queue is gone is not an error.

@@ -30,6 +30,7 @@ mod job_error;
 mod registry;
 mod shutdown;
 mod stats;
+mod tracker;
 mod worker;
 
 pub use config::WorkerConfig;

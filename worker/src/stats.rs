@@ -27,6 +27,13 @@ pub(crate) enum Ended {
     Expired,
 }
 
+impl Ended {
+    /// Whether the job is over (it will not run again).
+    pub(crate) fn is_final(self) -> bool {
+        !matches!(self, Ended::Retried | Ended::Deferred)
+    }
+}
+
 impl WorkerStats {
     /// Jobs that returned a value.
     #[must_use]

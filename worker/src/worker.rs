@@ -110,6 +110,7 @@ impl Worker {
             broker_timeout: config.broker_timeout,
             stats,
         });
+        let tracker = tokio::spawn(crate::tracker::run(broker.clone(), config.broker_timeout, shared.stop.clone()));
         let reporter = tokio::spawn({
             let shared = Arc::clone(&shared);
             async move { shared.stats.report_every(Duration::from_secs(10)).await }
@@ -125,6 +126,7 @@ impl Worker {
         let channel = supervisor.consume_until_stopped().await?;
         let drained = supervisor.drain(config.grace_period).await;
         reporter.abort();
+        drop(tracker.await);
         shared.stats.log_totals();
         if let Some(channel) = channel {
             drop(channel.close(200, "worker stopped".into()).await);

@@ -1,0 +1,368 @@
+//! Batches: jobs sent together under one batch id (Celery's `group` header), whose completion is
+//! tracked in the broker, with an optional callback job enqueued once when all have finished.
+//!
+//! How tracking works, with RabbitMQ alone:
+//! - Sending a batch declares its progress queue `lepus.batch.<id>` and puts a first
+//!   [`Snapshot`] there (total, callback, nothing done), then sends the jobs, each with `group`,
+//!   `group_index` and `x-lepus-batch-size`.
+//! - A worker that finishes a batch job for good (success, final failure, dead letter, expiry)
+//!   publishes a [`Record`] to `lepus.batches` before acking the job.
+//! - One worker at a time (single active consumer of `lepus.batches`) tracks: it applies the
+//!   records to the batch's snapshot (a bitset by job index, so a record repeated after a crash
+//!   counts once) and, in one AMQP transaction, consumes the records, replaces the snapshot and,
+//!   when the last job is in, publishes the callback. The callback therefore fires exactly once.
+//! - Progress is read from the snapshot with the highest `seq`, without consuming it.
+
+use crate::error::{Error, Result};
+use crate::job::JobId;
+use crate::protocol::{Arguments, TaskMessage};
+use crate::request::Request;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt;
+
+/// Header on every job of a tracked batch: the number of jobs in the batch.
+pub const SIZE_HEADER: &str = "x-lepus-batch-size";
+
+/// A batch id: the `group` header of its jobs and the name of its progress queue.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BatchId(String);
+
+impl BatchId {
+    /// A fresh random id.
+    #[must_use]
+    pub fn random() -> Self {
+        Self(uuid::Uuid::new_v4().to_string())
+    }
+
+    /// The id as a string.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for BatchId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for BatchId {
+    fn from(id: &str) -> Self {
+        Self(id.to_owned())
+    }
+}
+
+impl From<String> for BatchId {
+    fn from(id: String) -> Self {
+        Self(id)
+    }
+}
+
+/// Jobs to send as one batch, and what to run when all have finished.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub(crate) id: Option<BatchId>,
+    pub(crate) jobs: Vec<Request>,
+    pub(crate) callback: Option<Request>,
+}
+
+impl Batch {
+    /// An empty batch with a random id.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Uses `id` instead of a random id (a scheduler uses one derived from the firing).
+    #[must_use]
+    pub fn id(mut self, id: impl Into<BatchId>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// Adds a job.
+    #[must_use]
+    pub fn job<O>(mut self, request: impl Into<Request<O>>) -> Self {
+        self.jobs.push(request.into().erase());
+        self
+    }
+
+    /// Enqueues `request` once every job has finished, with the keyword argument `batch` added:
+    /// the [`BatchSummary`].
+    #[must_use]
+    pub fn callback<O>(mut self, request: impl Into<Request<O>>) -> Self {
+        self.callback = Some(request.into().erase());
+        self
+    }
+
+    /// How many jobs it holds.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Whether it holds no job.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+}
+
+/// Where a batch stands. `done + failed + pending = total` always holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchProgress {
+    /// The batch.
+    pub id: BatchId,
+    /// Jobs in the batch.
+    pub total: usize,
+    /// Jobs that succeeded.
+    pub done: usize,
+    /// Jobs that failed for good (or expired, or were dead-lettered).
+    pub failed: usize,
+    /// Jobs not finished yet.
+    pub pending: usize,
+    /// Ids of the failed jobs.
+    pub failed_jobs: Vec<JobId>,
+    /// Whether every job has finished (and the callback, if any, was enqueued).
+    pub complete: bool,
+}
+
+/// What the callback job receives as its `batch` keyword argument.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchSummary {
+    /// The batch.
+    pub id: BatchId,
+    /// Jobs in the batch.
+    pub total: usize,
+    /// Jobs that succeeded.
+    pub done: usize,
+    /// Jobs that failed for good.
+    pub failed: usize,
+    /// Ids of the failed jobs.
+    pub failed_jobs: Vec<JobId>,
+}
+
+/// The callback to enqueue when a batch completes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Callback {
+    /// Job name.
+    pub task: String,
+    /// Queue.
+    pub queue: String,
+    /// Positional arguments.
+    pub args: Vec<Value>,
+    /// Keyword arguments (the summary is added as `batch`).
+    pub kwargs: serde_json::Map<String, Value>,
+}
+
+impl Callback {
+    /// The callback's task message for a completed batch: id `<batch>.callback`.
+    #[must_use]
+    pub fn message(&self, summary: &BatchSummary) -> TaskMessage {
+        let mut kwargs = self.kwargs.clone();
+        kwargs.insert("batch".into(), serde_json::to_value(summary).unwrap_or(Value::Null));
+        let mut message = TaskMessage::new(self.task.clone(), Arguments { args: self.args.clone(), kwargs });
+        let id = JobId::from(format!("{}.callback", summary.id));
+        message.correlation_id = Some(id.to_string());
+        message.root_id = Some(id.to_string());
+        message.id = id;
+        message
+    }
+}
+
+/// A failed job in a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedJob {
+    /// Its index in the batch.
+    pub index: usize,
+    /// Its id.
+    pub id: JobId,
+}
+
+/// A batch's state, as kept in its progress queue. The one with the highest `seq` is current.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The batch.
+    pub batch: BatchId,
+    /// Version: each update increments it.
+    pub seq: u64,
+    /// Jobs in the batch.
+    pub total: usize,
+    /// Finished jobs by index: a bitset, hex-encoded.
+    pub finished: String,
+    /// Failed jobs.
+    pub failed: Vec<FailedJob>,
+    /// What to enqueue when complete.
+    pub callback: Option<Callback>,
+    /// Whether the callback has been enqueued (or there is none and all jobs finished).
+    pub complete: bool,
+}
+
+/// A job of a batch finished for good: published by the worker to `lepus.batches`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The batch.
+    pub batch: BatchId,
+    /// The job's index in the batch.
+    pub index: usize,
+    /// The job's id.
+    pub job: JobId,
+    /// Whether it succeeded.
+    pub ok: bool,
+}
+
+impl Record {
+    /// The record of `message` finishing, if it is a job of a tracked batch.
+    #[must_use]
+    pub fn of(message: &TaskMessage, ok: bool) -> Option<Self> {
+        if !message.extra_headers.contains_key(SIZE_HEADER) {
+            return None;
+        }
+        Some(Self {
+            batch: BatchId::from(message.group.clone()?),
+            index: usize::try_from(message.group_index?).ok()?,
+            job: message.id.clone(),
+            ok,
+        })
+    }
+
+    /// Encodes for `lepus.batches`.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec(self).map_err(|e| Error::Serde {
+            action: "encode",
+            what: "a batch record".into(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+impl Snapshot {
+    /// The first snapshot of a new batch.
+    #[must_use]
+    pub fn new(batch: BatchId, total: usize, callback: Option<Callback>) -> Self {
+        Self {
+            batch,
+            seq: 0,
+            total,
+            finished: hex(&vec![0; total.div_ceil(8)]),
+            failed: Vec::new(),
+            callback,
+            complete: total == 0,
+        }
+    }
+
+    /// Applies a record; returns whether it changed anything (a repeated record does not).
+    pub fn apply(&mut self, record: &Record) -> bool {
+        let mut bits = unhex(&self.finished);
+        let (byte, bit) = (record.index / 8, 1u8 << (record.index % 8));
+        if record.index >= self.total || byte >= bits.len() || bits[byte] & bit != 0 {
+            return false;
+        }
+        bits[byte] |= bit;
+        self.finished = hex(&bits);
+        if !record.ok {
+            self.failed.push(FailedJob { index: record.index, id: record.job.clone() });
+        }
+        true
+    }
+
+    /// How many jobs have finished.
+    #[must_use]
+    pub fn finished(&self) -> usize {
+        unhex(&self.finished).iter().map(|b| b.count_ones() as usize).sum()
+    }
+
+    /// Whether every job has finished.
+    #[must_use]
+    pub fn all_finished(&self) -> bool {
+        self.finished() == self.total
+    }
+
+    /// The progress this snapshot describes.
+    #[must_use]
+    pub fn progress(&self) -> BatchProgress {
+        let finished = self.finished();
+        BatchProgress {
+            id: self.batch.clone(),
+            total: self.total,
+            done: finished - self.failed.len(),
+            failed: self.failed.len(),
+            pending: self.total - finished,
+            failed_jobs: self.failed.iter().map(|f| f.id.clone()).collect(),
+            complete: self.complete,
+        }
+    }
+
+    /// The summary handed to the callback.
+    #[must_use]
+    pub fn summary(&self) -> BatchSummary {
+        let p = self.progress();
+        BatchSummary { id: p.id, total: p.total, done: p.done, failed: p.failed, failed_jobs: p.failed_jobs }
+    }
+
+    /// Encodes for the progress queue.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec(self).map_err(|e| Error::Serde {
+            action: "encode",
+            what: "a batch snapshot".into(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2).filter_map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(index: usize, ok: bool) -> Record {
+        Record { batch: BatchId::from("b"), index, job: JobId::from(format!("b.{index}")), ok }
+    }
+
+    #[test]
+    fn records_count_once_and_progress_adds_up() {
+        let mut snapshot = Snapshot::new(BatchId::from("b"), 10, None);
+        assert!(snapshot.apply(&record(0, true)));
+        assert!(snapshot.apply(&record(9, false)));
+        assert!(!snapshot.apply(&record(0, true)), "a repeated record changes nothing");
+        assert!(!snapshot.apply(&record(10, true)), "out of range");
+        let p = snapshot.progress();
+        assert_eq!((p.done, p.failed, p.pending), (1, 1, 8));
+        assert_eq!(p.done + p.failed + p.pending, p.total);
+        assert_eq!(p.failed_jobs, [JobId::from("b.9")]);
+        for i in 1..9 {
+            snapshot.apply(&record(i, true));
+        }
+        assert!(snapshot.all_finished());
+    }
+
+    #[test]
+    fn the_callback_gets_the_summary_as_a_keyword_argument() {
+        let callback = Callback { task: "t".into(), queue: "q".into(), args: vec![], kwargs: serde_json::Map::new() };
+        let mut snapshot = Snapshot::new(BatchId::from("b"), 1, Some(callback.clone()));
+        snapshot.apply(&record(0, false));
+        let message = callback.message(&snapshot.summary());
+        assert_eq!(message.id.as_str(), "b.callback");
+        assert_eq!(message.arguments.kwargs["batch"]["failed"], 1);
+        assert_eq!(message.arguments.kwargs["batch"]["failed_jobs"][0], "b.0");
+    }
+
+    #[test]
+    fn snapshots_survive_json() {
+        let mut snapshot = Snapshot::new(BatchId::from("b"), 20, None);
+        snapshot.apply(&record(13, true));
+        let back: Snapshot = serde_json::from_slice(&snapshot.encode().expect("encodes")).expect("decodes");
+        assert_eq!(back, snapshot);
+        assert_eq!(back.finished(), 1);
+    }
+}

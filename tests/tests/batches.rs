@@ -1,0 +1,104 @@
+//! Batches: completion is tracked in the broker, progress reads are consistent midway, and the
+//! callback runs exactly once with the batch's summary, even when a worker dies mid-batch.
+
+use lepus::{Batch, BatchProgress, Error, JobId, Request};
+use lepus_tests::{Remember, TestQueue, WorkerProcess, connect, temp_file, wait_until};
+use lepus_worker::demo::{Fail, Sleep};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn assert_consistent(progress: &BatchProgress, total: usize) {
+    assert_eq!(progress.total, total);
+    assert_eq!(progress.done + progress.failed + progress.pending, total, "{progress:?}");
+    assert_eq!(progress.failed_jobs.len(), progress.failed, "{progress:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_500_with_10_failures_calls_back_once_with_its_summary() {
+    let queue = TestQueue::declare("batch").await;
+    let _workers: Vec<_> = (0..2).map(|_| WorkerProcess::start(queue.name(), &["--concurrency", "4"])).collect();
+    queue.wait_for_consumers(2).await;
+    let client = connect().await;
+    let calls = temp_file("callback");
+
+    let mut batch = Batch::new()
+        .callback(Request::new(Remember { path: calls.clone(), batch: Default::default() }).queue(queue.name()));
+    for i in 0..500 {
+        batch = if i % 50 == 7 {
+            batch.job(Request::new(Fail { message: format!("job {i} fails") }).queue(queue.name()))
+        } else {
+            batch.job(Request::new(Sleep { seconds: 0.02 }).queue(queue.name()))
+        };
+    }
+    let id = client.enqueue_batch(batch).await.expect("sent");
+
+    let mut midway = 0;
+    let last = loop {
+        let progress = client.batch_progress(&id).await.expect("progress");
+        assert_consistent(&progress, 500);
+        if progress.complete {
+            break progress;
+        }
+        if progress.pending > 0 && progress.pending < 500 {
+            midway += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(midway > 0, "no progress read fell midway");
+    assert_eq!((last.done, last.failed, last.pending), (490, 10, 0));
+    let expected: BTreeSet<JobId> =
+        (0..500).filter(|i| i % 50 == 7).map(|i| JobId::from(format!("{id}.{i}"))).collect();
+    assert_eq!(last.failed_jobs.iter().cloned().collect::<BTreeSet<_>>(), expected);
+
+    wait_until("the callback ran", TIMEOUT, || async { !Remember::calls(&calls).is_empty() }).await;
+    tokio::time::sleep(Duration::from_secs(1)).await; // a second call would show up now
+    let summaries = Remember::calls(&calls);
+    assert_eq!(summaries.len(), 1, "the callback ran {} times", summaries.len());
+    assert_eq!(summaries[0]["done"], 490);
+    assert_eq!(summaries[0]["failed"], 10);
+    assert_eq!(summaries[0]["total"], 500);
+    assert_eq!(summaries[0]["id"], id.as_str());
+    assert_eq!(summaries[0]["failed_jobs"].as_array().map(Vec::len), Some(10));
+    client.close().await.expect("closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_batch_does_not_double_count_or_double_call() {
+    let queue = TestQueue::declare("batch-kill").await;
+    let mut first = WorkerProcess::start(queue.name(), &["--concurrency", "4"]);
+    let _second = WorkerProcess::start(queue.name(), &["--concurrency", "4"]);
+    queue.wait_for_consumers(2).await;
+    let client = connect().await;
+    let calls = temp_file("callback");
+
+    let mut batch = Batch::new()
+        .callback(Request::new(Remember { path: calls.clone(), batch: Default::default() }).queue(queue.name()));
+    for _ in 0..200 {
+        batch = batch.job(Request::new(Sleep { seconds: 0.05 }).queue(queue.name()));
+    }
+    let id = client.enqueue_batch(batch).await.expect("sent");
+    wait_until("the batch is under way", TIMEOUT, || async {
+        client.batch_progress(&id).await.is_ok_and(|p| p.done >= 40)
+    })
+    .await;
+    first.kill();
+
+    wait_until("the batch completes", TIMEOUT, || async { client.batch_progress(&id).await.is_ok_and(|p| p.complete) })
+        .await;
+    let progress = client.batch_progress(&id).await.expect("progress");
+    assert_eq!((progress.done, progress.failed, progress.pending), (200, 0, 0));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let summaries = Remember::calls(&calls);
+    assert_eq!(summaries.len(), 1, "the callback ran {} times", summaries.len());
+    assert_eq!(summaries[0]["done"], 200);
+    client.close().await.expect("closed");
+}
+
+#[tokio::test]
+async fn an_unknown_batch_is_an_error() {
+    let client = connect().await;
+    let missing = lepus::BatchId::from("no-such-batch");
+    assert!(matches!(client.batch_progress(&missing).await, Err(Error::UnknownBatch(_))));
+}
