@@ -17,6 +17,8 @@ use crate::error::{Error, Result};
 use crate::job::JobId;
 use crate::protocol::{Arguments, TaskMessage};
 use crate::request::Request;
+use chrono::{DateTime, Utc};
+use lapin::types::AMQPValue;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
@@ -109,6 +111,49 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.jobs.is_empty()
     }
+
+    /// The batch as messages, checked: the first snapshot and each job's queue and message
+    /// (ids `<batch>.<index>` unless chosen, with `group`, `group_index` and the size header).
+    pub fn prepare(self, now: DateTime<Utc>) -> Result<PreparedBatch> {
+        let Batch { id, jobs, callback } = self;
+        let id = id.unwrap_or_else(BatchId::random);
+        crate::topology::validate_name("batch", id.as_str())?;
+        let total = jobs.len();
+        let callback = callback
+            .map(|request| {
+                let (queue, message) = request.into_message(now)?;
+                let Arguments { args, kwargs } = message.arguments;
+                Ok::<_, Error>(Callback { task: message.task, queue: queue.into_owned(), args, kwargs })
+            })
+            .transpose()?;
+        let mut messages = Vec::with_capacity(total);
+        for (index, request) in jobs.into_iter().enumerate() {
+            let own_id = request.has_id();
+            let (queue, mut message) = request.into_message(now)?;
+            if !own_id {
+                let job = JobId::from(format!("{id}.{index}"));
+                message.correlation_id = Some(job.to_string());
+                message.root_id = Some(job.to_string());
+                message.id = job;
+            }
+            message.group = Some(id.to_string());
+            message.group_index = Some(index as u64);
+            message.extra_headers.insert(SIZE_HEADER.into(), AMQPValue::LongLongInt(total as i64));
+            messages.push((queue.into_owned(), message));
+        }
+        Ok(PreparedBatch { snapshot: Snapshot::new(id.clone(), total, callback), id, messages })
+    }
+}
+
+/// A batch ready to send: its first snapshot (to its progress queue first), then its jobs.
+#[derive(Debug)]
+pub struct PreparedBatch {
+    /// The batch id.
+    pub id: BatchId,
+    /// The first snapshot.
+    pub snapshot: Snapshot,
+    /// Each job's queue and message.
+    pub messages: Vec<(String, TaskMessage)>,
 }
 
 /// Where a batch stands. `done + failed + pending = total` always holds.

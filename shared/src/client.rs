@@ -1,6 +1,6 @@
 //! The client: enqueue jobs, call them and await their typed results.
 
-use crate::batch::{Batch, BatchId, BatchProgress, Callback, SIZE_HEADER, Snapshot};
+use crate::batch::{Batch, BatchId, BatchProgress, PreparedBatch, Snapshot};
 use crate::broker::Broker;
 use crate::dead_letter::DeadLetters;
 use crate::error::{Error, Result};
@@ -12,7 +12,7 @@ use crate::request::Request;
 use crate::topology::{self, WorkQueue};
 use chrono::{DateTime, TimeZone, Utc};
 use lapin::options::{BasicGetOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::FieldTable;
 use serde::de::DeserializeOwned;
 use std::collections::HashSet;
 use std::fmt;
@@ -154,37 +154,11 @@ impl Client {
     /// is invalid; if the broker fails midway, the jobs sent so far run and the batch never
     /// completes.
     pub async fn enqueue_batch(&self, batch: Batch) -> Result<BatchId> {
-        let Batch { id, jobs, callback } = batch;
-        let id = id.unwrap_or_else(BatchId::random);
-        let now = Utc::now();
-        let total = jobs.len();
-        let callback = callback
-            .map(|request| {
-                let (queue, message) = request.into_message(now)?;
-                let crate::protocol::Arguments { args, kwargs } = message.arguments;
-                Ok::<_, Error>(Callback { task: message.task, queue: queue.into_owned(), args, kwargs })
-            })
-            .transpose()?;
-        let mut messages = Vec::with_capacity(total);
-        for (index, request) in jobs.into_iter().enumerate() {
-            let own_id = request.has_id();
-            let (queue, mut message) = request.into_message(now)?;
-            if !own_id {
-                let job = JobId::from(format!("{id}.{index}"));
-                message.correlation_id = Some(job.to_string());
-                message.root_id = Some(job.to_string());
-                message.id = job;
-            }
-            message.group = Some(id.to_string());
-            message.group_index = Some(index as u64);
-            message.extra_headers.insert(SIZE_HEADER.into(), AMQPValue::LongLongInt(total as i64));
-            messages.push((queue, message));
-        }
-
+        let PreparedBatch { id, snapshot, messages } = batch.prepare(Utc::now())?;
         let channel = self.inner.broker.channel().await?;
         topology::declare_batch_progress(&channel, &id).await?;
         drop(channel.close(200, "declared".into()).await);
-        let snapshot = Snapshot::new(id.clone(), total, callback).encode()?;
+        let snapshot = snapshot.encode()?;
         let progress = topology::batch_progress_queue(&id);
         let properties = lapin::BasicProperties::default()
             .with_delivery_mode(2)

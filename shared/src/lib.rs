@@ -25,18 +25,20 @@ mod publisher;
 mod replies;
 mod request;
 mod retry;
+mod shutdown;
 pub mod telemetry;
 pub mod topology;
 mod transaction;
 
 pub use batch::{Batch, BatchId, BatchProgress, BatchSummary};
-pub use broker::{Broker, redact};
+pub use broker::{Broker, UNREACHABLE_HINT, redact};
 pub use client::{Client, ClientOptions, Pending};
 pub use error::{Error, Result};
 pub use job::{Job, JobId};
 pub use publisher::{Outgoing, Publisher};
 pub use request::Request;
 pub use retry::RetryPolicy;
+pub use shutdown::shutdown_signal;
 pub use transaction::Transaction;
 
 /// The broker URL used when none is configured (`LEPUS_AMQP_URL`).

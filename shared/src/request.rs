@@ -174,8 +174,9 @@ impl<O> Request<O> {
         }
     }
 
-    /// The queue name and the task message, checked; `eta` and `expires` resolved against `now`.
-    pub(crate) fn into_message(self, now: DateTime<Utc>) -> Result<(Cow<'static, str>, TaskMessage)> {
+    /// The queue and the task message this request sends, checked, with `eta` and `expires`
+    /// resolved against `now`. For code that publishes by other means (a transaction, say).
+    pub fn into_message(self, now: DateTime<Utc>) -> Result<(Cow<'static, str>, TaskMessage)> {
         validate_queue_name(&self.queue)?;
         let arguments = self.arguments.map_err(|reason| Error::Serde {
             action: "encode",

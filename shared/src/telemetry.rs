@@ -1,5 +1,5 @@
 //! Logging set-up with tracing-subscriber: human-readable lines by default, one JSON object per
-//! line on request; colours only on a terminal. `RUST_LOG` filters (default `info`). Job spans carry `job.id` and `job.name`,
+//! line on request; colours only on a terminal. `RUST_LOG` filters (default [`DEFAULT_FILTER`]). Job spans carry `job.id` and `job.name`,
 //! so every line logged inside a job names it in both formats.
 
 use std::io::IsTerminal;
@@ -28,9 +28,14 @@ impl FromStr for LogFormat {
     }
 }
 
+/// The filter used when `RUST_LOG` is not set. lapin's own log lines are off: it logs expected
+/// events (a standby scheduler's refused lock, a channel closed on purpose) as errors, and every
+/// failure that matters reaches Lepus as an error value, which Lepus logs itself.
+pub const DEFAULT_FILTER: &str = "info,lapin=off";
+
 /// Installs the global subscriber, writing to standard error. Calling it again does nothing.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let colour = std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     let installed = match format {

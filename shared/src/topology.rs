@@ -13,6 +13,11 @@
 //!   a record for each batch job that finished; one worker at a time tracks them.
 //! - **Batch progress** `lepus.batch.<batch id>`: quorum, durable, expires a week after its last
 //!   use. Holds the batch's snapshot (see `batch.rs`).
+//! - **Scheduler lock** `lepus.scheduler.<group>.leader`: classic, exclusive. The replica of
+//!   scheduler group `<group>` whose connection declared it leads; the others retry until its
+//!   connection dies. Groups (default `default`) keep unrelated schedulers apart.
+//! - **Schedule state** `lepus.schedule.<group>.<schedule name>`: quorum, durable, at most one
+//!   message: the schedule's last fire time, replaced in the same transaction as each firing.
 //! - **Delay cascade**: 28 levels `celery_delayed_27` … `celery_delayed_0`, each a topic exchange
 //!   and a quorum queue whose messages wait `2^level` seconds, then dead-letter to the next level
 //!   down; level 0 dead-letters to the topic exchange `celery_delayed_delivery`, to which every
@@ -253,13 +258,43 @@ pub async fn declare_batch_progress(channel: &Channel, id: &BatchId) -> Result<(
     declare_queue(channel, &batch_progress_queue(id), durable(), args).await
 }
 
+/// The exclusive queue whose holder leads scheduler group `group`.
+#[must_use]
+pub fn scheduler_lock_queue(group: &str) -> String {
+    format!("lepus.scheduler.{group}.leader")
+}
+
+/// Tries to take the lock of scheduler group `group` on `channel`: declares its exclusive lock
+/// queue. Fails with `RESOURCE_LOCKED` (and the broker closes the channel) while another
+/// connection holds it.
+pub async fn take_scheduler_lock(channel: &Channel, group: &str) -> Result<()> {
+    validate_name("scheduler group", group)?;
+    let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..QueueDeclareOptions::default() };
+    declare_queue(channel, &scheduler_lock_queue(group), options, FieldTable::default()).await
+}
+
+/// The state queue of schedule `name` in scheduler group `group`.
+#[must_use]
+pub fn schedule_state_queue(group: &str, name: &str) -> String {
+    format!("lepus.schedule.{group}.{name}")
+}
+
+/// Declares the state queue of a schedule: it keeps only the latest message.
+pub async fn declare_schedule_state(channel: &Channel, group: &str, name: &str) -> Result<()> {
+    validate_name("schedule", name)?;
+    let mut args = FieldTable::default();
+    put_str(&mut args, "x-queue-type", "quorum");
+    args.insert("x-max-length".into(), AMQPValue::LongLongInt(1));
+    declare_queue(channel, &schedule_state_queue(group, name), durable(), args).await
+}
+
 /// Checks that `name` can be a Lepus work queue.
 pub fn validate_queue_name(name: &str) -> Result<()> {
     validate_name("queue", name)
 }
 
-/// Checks a name that becomes part of a queue name (a queue, a batch id, a schedule).
-pub(crate) fn validate_name(kind: &'static str, name: &str) -> Result<()> {
+/// Checks a name that becomes part of a queue name (a queue, a batch id, a schedule name).
+pub fn validate_name(kind: &'static str, name: &str) -> Result<()> {
     let reason = if name.is_empty() {
         "must not be empty"
     } else if name.len() > MAX_QUEUE_NAME {

@@ -146,6 +146,33 @@ async fn remember(job: Remember, _: JobContext) -> Result<(), JobError> {
     Ok(())
 }
 
+/// `test.tick`: appends its own job id as a line to the file `path`; scheduled jobs use it, so
+/// tests can count firings by their deterministic ids.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tick {
+    /// The file.
+    pub path: String,
+}
+
+impl Job for Tick {
+    const NAME: &'static str = "test.tick";
+    type Output = ();
+}
+
+impl Tick {
+    /// The job ids recorded in `path`, in order.
+    #[must_use]
+    pub fn ids(path: &str) -> Vec<String> {
+        std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_owned).collect()
+    }
+}
+
+async fn tick(job: Tick, ctx: JobContext) -> Result<(), JobError> {
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&job.path)?;
+    writeln!(file, "{}", ctx.id())?;
+    Ok(())
+}
+
 /// Registers the demo jobs and the test jobs.
 #[must_use]
 pub fn register(worker: Worker) -> Worker {
@@ -155,4 +182,5 @@ pub fn register(worker: Worker) -> Worker {
         .register(panic)
         .register(abort)
         .register(remember)
+        .register(tick)
 }

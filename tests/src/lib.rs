@@ -8,9 +8,9 @@ mod processes;
 mod python;
 mod queues;
 
-pub use jobs::{Abort, Flaky, Panic, Remember, Run, WordCount, WordStats, register as register_jobs};
-pub use processes::{WorkerProcess, binary as worker_binary};
+pub use jobs::{Abort, Flaky, Panic, Remember, Run, Tick, WordCount, WordStats, register as register_jobs};
+pub use processes::{WorkerProcess, binary as worker_binary, scheduler_binary};
 pub use python::{celery_python, python_dir};
 pub use queues::{
-    TestQueue, amqp_url, connect, cut_connections, header_u64, rabbitmqctl, temp_file, unique_name, wait_until,
+    Cleanup, TestQueue, amqp_url, connect, cut_connections, header_u64, rabbitmqctl, temp_file, unique_name, wait_until,
 };

@@ -107,7 +107,17 @@ impl Drop for WorkerProcess {
 /// `lepus-test-worker`, built by Cargo next to the test executables.
 #[must_use]
 pub fn binary() -> PathBuf {
+    sibling("lepus-test-worker")
+}
+
+/// `lepus-test-scheduler` (the `lepus-scheduler` command line), built next to the tests.
+#[must_use]
+pub fn scheduler_binary() -> PathBuf {
+    sibling("lepus-test-scheduler")
+}
+
+fn sibling(name: &str) -> PathBuf {
     let test_exe = std::env::current_exe().expect("current exe");
     let profile_dir = test_exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps layout");
-    profile_dir.join(format!("lepus-test-worker{}", std::env::consts::EXE_SUFFIX))
+    profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
 }

@@ -205,21 +205,46 @@ impl TestQueue {
 
 impl Drop for TestQueue {
     fn drop(&mut self) {
-        // A fresh connection on a runtime of its own: the test's runtime may be single-threaded
-        // and is blocked here until the deletion is done.
-        let names = [self.queue.name().to_owned(), self.queue.dead_letter_queue()];
-        let deleting = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-            runtime.block_on(async move {
-                let Ok(broker) = Broker::connect(&amqp_url(), "lepus-tests-cleanup").await else { return };
-                let Ok(channel) = broker.channel().await else { return };
-                for name in &names {
-                    drop(channel.queue_delete(name.as_str().into(), QueueDeleteOptions::default()).await);
-                }
-                // Celery apps bind their queues to a direct exchange of the same name.
-                drop(channel.exchange_delete(names[0].as_str().into(), ExchangeDeleteOptions::default()).await);
-            });
-        });
-        drop(deleting.join());
+        // Celery apps bind their queues to a direct exchange of the same name: delete it too.
+        let name = self.queue.name().to_owned();
+        delete_now(&[name.clone(), self.queue.dead_letter_queue()], &[name]);
     }
+}
+
+/// Queues a test made besides its work queue (batch progress, schedule state); they are deleted
+/// when this is dropped, whether the test passed or not.
+#[derive(Debug, Default)]
+pub struct Cleanup(Vec<String>);
+
+impl Cleanup {
+    /// Deletes `queue` at the end of the test.
+    pub fn queue(&mut self, queue: String) {
+        self.0.push(queue);
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        delete_now(&self.0, &[]);
+    }
+}
+
+/// Deletes queues and exchanges at once, on a fresh connection and a runtime of its own: the
+/// test's runtime may be single-threaded and is blocked while this runs.
+fn delete_now(queues: &[String], exchanges: &[String]) {
+    let (queues, exchanges) = (queues.to_vec(), exchanges.to_vec());
+    let deleting = std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        runtime.block_on(async move {
+            let Ok(broker) = Broker::connect(&amqp_url(), "lepus-tests-cleanup").await else { return };
+            let Ok(channel) = broker.channel().await else { return };
+            for name in &queues {
+                drop(channel.queue_delete(name.as_str().into(), QueueDeleteOptions::default()).await);
+            }
+            for name in &exchanges {
+                drop(channel.exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default()).await);
+            }
+        });
+    });
+    drop(deleting.join());
 }

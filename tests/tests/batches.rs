@@ -1,8 +1,9 @@
 //! Batches: completion is tracked in the broker, progress reads are consistent midway, and the
 //! callback runs exactly once with the batch's summary, even when a worker dies mid-batch.
 
+use lepus::topology::batch_progress_queue;
 use lepus::{Batch, BatchProgress, Error, JobId, Request};
-use lepus_tests::{Remember, TestQueue, WorkerProcess, connect, temp_file, wait_until};
+use lepus_tests::{Cleanup, Remember, TestQueue, WorkerProcess, connect, temp_file, wait_until};
 use lepus_worker::demo::{Fail, Sleep};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -33,6 +34,8 @@ async fn a_batch_of_500_with_10_failures_calls_back_once_with_its_summary() {
         };
     }
     let id = client.enqueue_batch(batch).await.expect("sent");
+    let mut cleanup = Cleanup::default();
+    cleanup.queue(batch_progress_queue(&id));
 
     let mut midway = 0;
     let last = loop {
@@ -79,6 +82,8 @@ async fn a_worker_killed_mid_batch_does_not_double_count_or_double_call() {
         batch = batch.job(Request::new(Sleep { seconds: 0.05 }).queue(queue.name()));
     }
     let id = client.enqueue_batch(batch).await.expect("sent");
+    let mut cleanup = Cleanup::default();
+    cleanup.queue(batch_progress_queue(&id));
     wait_until("the batch is under way", TIMEOUT, || async {
         client.batch_progress(&id).await.is_ok_and(|p| p.done >= 40)
     })

@@ -20,10 +20,9 @@ use crate::stats::{Ended, WorkerStats};
 use chrono::{DateTime, Utc};
 use lepus::batch::Record;
 use lepus::dead_letter::{self, Reason};
-use lepus::lapin::BasicProperties;
 use lepus::lapin::message::Delivery;
 use lepus::lapin::options::{BasicAckOptions, BasicNackOptions};
-use lepus::protocol::{CONTENT_TYPE, ResultMessage, TaskMessage, rescheduled};
+use lepus::protocol::{ResultMessage, TaskMessage, persistent_json, rescheduled};
 use lepus::topology::{self, MAX_DELAY, WorkQueue};
 use lepus::{Error, Outgoing, Publisher};
 use std::sync::Arc;
@@ -150,7 +149,7 @@ async fn settle(delivery: &Delivery, queue: &WorkQueue, shared: &Shared, outcome
 /// Tells the batch tracker that a job of its batch has finished.
 async fn record_batch(record: &Record, shared: &Shared) -> Result<(), String> {
     let body = record.encode().map_err(|e| e.to_string())?;
-    let properties = BasicProperties::default().with_delivery_mode(2).with_content_type(CONTENT_TYPE.into());
+    let properties = persistent_json();
     let outgoing = Outgoing { exchange: "", routing_key: topology::BATCH_RECORDS_QUEUE, body: &body, properties };
     shared.publisher.publish(outgoing).await.map_err(|e| format!("cannot record the batch job: {e}"))
 }

@@ -9,9 +9,7 @@ pub enum WorkerError {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// The broker could not be reached at start-up.
-    #[error(
-        "{0}\n\nIs RabbitMQ running? Start it with `rabbitmq-server -detached` (install it with `apt-get install rabbitmq-server`), or point LEPUS_AMQP_URL (or --amqp-url) at your broker."
-    )]
+    #[error("{0}\n\n{hint}", hint = lepus::UNREACHABLE_HINT)]
     Unreachable(lepus::Error),
     /// The broker refused the worker's set-up (e.g. a queue exists with other arguments).
     #[error("{0}")]

@@ -5,13 +5,13 @@
 
 use futures_lite::{StreamExt, future};
 use lepus::batch::{BatchId, Record, Snapshot};
+use lepus::lapin::Consumer;
 use lepus::lapin::message::Delivery;
 use lepus::lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicQosOptions, QueueDeclareOptions,
 };
 use lepus::lapin::types::FieldTable;
-use lepus::lapin::{BasicProperties, Consumer};
-use lepus::protocol::CONTENT_TYPE;
+use lepus::protocol::persistent_json;
 use lepus::{Broker, Outgoing, Transaction, topology};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -192,7 +192,7 @@ impl Tracker {
         }
         snapshot.seq += 1;
         let body = snapshot.encode()?;
-        let properties = BasicProperties::default().with_delivery_mode(2).with_content_type(CONTENT_TYPE.into());
+        let properties = persistent_json();
         self.tx.publish(Outgoing { exchange: "", routing_key: &queue, body: &body, properties }).await?;
         for old in &stored {
             ack(old).await?;

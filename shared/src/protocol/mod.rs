@@ -11,7 +11,15 @@ pub use result::{ExceptionInfo, ResultMessage, Status};
 pub use task::{CONTENT_TYPE, DecodeError, TaskMessage, TimeLimit};
 pub use task::{header_str, rescheduled, set_header};
 
+use lapin::BasicProperties;
 use std::sync::OnceLock;
+
+/// Properties of Lepus's own JSON records (batch records and snapshots, schedule state):
+/// persistent, `application/json`.
+#[must_use]
+pub fn persistent_json() -> BasicProperties {
+    BasicProperties::default().with_delivery_mode(2).with_content_type(CONTENT_TYPE.into())
+}
 
 /// This process's node name, `hostname:pid`: Celery's `origin` header and the result's `worker`.
 #[must_use]

@@ -1,4 +1,4 @@
-//! [`shutdown_signal`]: the future a worker binary passes to `Worker::run`.
+//! [`shutdown_signal`]: the future a worker or scheduler binary passes to its `run`.
 
 /// Completes on ctrl-c (SIGINT) or SIGTERM.
 pub async fn shutdown_signal() {
@@ -17,7 +17,7 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     let terminate = std::future::pending::<()>();
     tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received: finishing running jobs"),
-        () = terminate => tracing::info!("SIGTERM received: finishing running jobs"),
+        () = ctrl_c => tracing::info!("SIGINT received: stopping"),
+        () = terminate => tracing::info!("SIGTERM received: stopping"),
     }
 }

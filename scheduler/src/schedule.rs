@@ -1,0 +1,308 @@
+//! [`Schedule`]: a named cron rule that enqueues a job (or a batch of jobs) at each tick, and
+//! what to do with ticks missed while no scheduler ran ([`Misfire`]).
+
+use crate::cron::CronExpr;
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use chrono_tz::Tz;
+use lepus::batch::{Batch, PreparedBatch};
+use lepus::protocol::{Arguments, TaskMessage};
+use lepus::topology::{DEFAULT_QUEUE, validate_name, validate_queue_name};
+use lepus::{Request, RetryPolicy};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::time::Duration;
+
+/// What to do with ticks that passed while no scheduler was running.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Misfire {
+    /// Run none of them; wait for the next tick (the default).
+    #[default]
+    Skip,
+    /// Run one catch-up now, for the latest missed tick.
+    Once,
+    /// Run every missed tick, oldest first, up to [`MAX_CATCH_UP`].
+    All,
+}
+
+/// The most missed ticks one schedule catches up on at once with [`Misfire::All`].
+pub const MAX_CATCH_UP: usize = 100;
+
+/// The callback of a schedule that expands into a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleCallback {
+    /// Job name.
+    pub job: String,
+    /// Queue.
+    pub queue: String,
+    /// Keyword arguments (the batch summary is added as `batch`).
+    pub kwargs: Map<String, Value>,
+}
+
+/// One schedule.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    name: String,
+    cron: CronExpr,
+    zone: Tz,
+    job: String,
+    queue: String,
+    arguments: Arguments,
+    items: Option<Vec<Value>>,
+    callback: Option<ScheduleCallback>,
+    expires: Option<Duration>,
+    retry: Option<RetryPolicy>,
+    misfire: Misfire,
+}
+
+impl Schedule {
+    /// A schedule named `name` that enqueues `job` with no arguments to the default queue at
+    /// each tick of `cron` (UTC). The name and the expression are checked.
+    pub fn new(name: &str, cron: &str, job: &str) -> Result<Self, String> {
+        validate_name("schedule", name).map_err(|e| e.to_string())?;
+        if job.trim().is_empty() {
+            return Err("the job name is empty".into());
+        }
+        let cron = CronExpr::parse(cron).map_err(|e| format!("invalid cron expression {cron:?}: {e}"))?;
+        Ok(Self {
+            name: name.to_owned(),
+            cron,
+            zone: Tz::UTC,
+            job: job.to_owned(),
+            queue: DEFAULT_QUEUE.to_owned(),
+            arguments: Arguments::default(),
+            items: None,
+            callback: None,
+            expires: None,
+            retry: None,
+            misfire: Misfire::default(),
+        })
+    }
+
+    /// Reads the cron expression in IANA time zone `zone` (e.g. `Europe/Paris`).
+    pub fn timezone(mut self, zone: &str) -> Result<Self, String> {
+        self.zone =
+            zone.parse().map_err(|_| format!("unknown time zone {zone:?} (use an IANA name like Europe/Paris)"))?;
+        Ok(self)
+    }
+
+    /// Sends the jobs to `queue`.
+    pub fn queue(mut self, queue: &str) -> Result<Self, String> {
+        validate_queue_name(queue).map_err(|e| e.to_string())?;
+        self.queue = queue.to_owned();
+        Ok(self)
+    }
+
+    /// The jobs' arguments.
+    #[must_use]
+    pub fn arguments(mut self, arguments: Arguments) -> Self {
+        self.arguments = arguments;
+        self
+    }
+
+    /// Expands each tick into a batch: one job per item. An object item is merged into the
+    /// keyword arguments; any other item is appended to the positional arguments.
+    #[must_use]
+    pub fn items(mut self, items: Vec<Value>) -> Self {
+        self.items = Some(items);
+        self
+    }
+
+    /// With [`Schedule::items`]: the job to enqueue once a tick's batch has finished.
+    #[must_use]
+    pub fn callback(mut self, callback: ScheduleCallback) -> Self {
+        self.callback = Some(callback);
+        self
+    }
+
+    /// Each job expires `expires` after its tick.
+    #[must_use]
+    pub fn expires(mut self, expires: Duration) -> Self {
+        self.expires = Some(expires);
+        self
+    }
+
+    /// Retries each job by `policy`.
+    #[must_use]
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    /// What to do with ticks missed while no scheduler ran.
+    #[must_use]
+    pub fn misfire(mut self, misfire: Misfire) -> Self {
+        self.misfire = misfire;
+        self
+    }
+
+    /// The schedule's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its misfire policy.
+    #[must_use]
+    pub fn misfire_policy(&self) -> Misfire {
+        self.misfire
+    }
+
+    /// The cron expression, as written.
+    #[must_use]
+    pub fn cron(&self) -> &str {
+        self.cron.as_str()
+    }
+
+    /// Its time zone.
+    #[must_use]
+    pub fn zone(&self) -> Tz {
+        self.zone
+    }
+
+    /// The first tick strictly after `after`.
+    #[must_use]
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron.next_after(after, self.zone)
+    }
+
+    /// The latest tick at or before `until`.
+    #[must_use]
+    pub fn last_until(&self, until: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron.last_until(until, self.zone)
+    }
+
+    /// The ticks in `(after, until]`, oldest first, at most `limit`.
+    #[must_use]
+    pub fn ticks(&self, after: DateTime<Utc>, until: DateTime<Utc>, limit: usize) -> Vec<DateTime<Utc>> {
+        let mut ticks = Vec::new();
+        let mut at = after;
+        while ticks.len() < limit {
+            match self.next_after(at).filter(|next| *next <= until) {
+                Some(next) => {
+                    ticks.push(next);
+                    at = next;
+                }
+                None => break,
+            }
+        }
+        ticks
+    }
+
+    /// The deterministic id of the firing at `tick`: `<name>@<tick, UTC>`. A firing repeated
+    /// for the same tick carries the same id.
+    #[must_use]
+    pub fn firing_id(&self, tick: DateTime<Utc>) -> String {
+        format!("{}@{}", self.name, tick.to_rfc3339_opts(SecondsFormat::Secs, true))
+    }
+
+    /// What the firing at `tick` sends.
+    pub fn firing(&self, tick: DateTime<Utc>) -> Result<Firing, lepus::Error> {
+        let id = self.firing_id(tick);
+        match &self.items {
+            None => {
+                let mut request = self.request(self.arguments.clone()).id(id.as_str());
+                if let Some(expires) = self.expires {
+                    request = request.expires_at(tick + TimeDelta::from_std(expires).unwrap_or(TimeDelta::MAX));
+                }
+                let (queue, message) = request.into_message(Utc::now())?;
+                Ok(Firing::Job { queue: queue.into_owned(), message })
+            }
+            Some(items) => {
+                let mut batch = Batch::new().id(id.as_str());
+                for item in items {
+                    let mut arguments = self.arguments.clone();
+                    match item {
+                        Value::Object(fields) => arguments.kwargs.extend(fields.clone()),
+                        other => arguments.args.push(other.clone()),
+                    }
+                    let mut request = self.request(arguments);
+                    if let Some(expires) = self.expires {
+                        request = request.expires_at(tick + TimeDelta::from_std(expires).unwrap_or(TimeDelta::MAX));
+                    }
+                    batch = batch.job(request);
+                }
+                if let Some(callback) = &self.callback {
+                    let arguments = Arguments { args: Vec::new(), kwargs: callback.kwargs.clone() };
+                    batch =
+                        batch.callback(Request::task(callback.job.clone(), arguments).queue(callback.queue.clone()));
+                }
+                Ok(Firing::Batch(batch.prepare(Utc::now())?))
+            }
+        }
+    }
+
+    fn request(&self, arguments: Arguments) -> Request {
+        let request = Request::task(self.job.clone(), arguments).queue(self.queue.clone());
+        match self.retry {
+            Some(policy) => request.retry(policy),
+            None => request,
+        }
+    }
+}
+
+/// What one firing sends.
+#[derive(Debug)]
+pub enum Firing {
+    /// One job.
+    Job {
+        /// Its queue.
+        queue: String,
+        /// The message.
+        message: TaskMessage,
+    },
+    /// A batch of jobs.
+    Batch(PreparedBatch),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    fn at(s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 27, 10, 0, s).single().expect("valid")
+    }
+
+    #[test]
+    fn ticks_and_firing_ids_are_deterministic() {
+        let every_two = Schedule::new("pulse", "*/2 * * * * *", "demo.noop").expect("valid");
+        assert_eq!(every_two.ticks(at(0), at(9), 10), [at(2), at(4), at(6), at(8)]);
+        assert_eq!(every_two.ticks(at(0), at(9), 2).len(), 2);
+        assert_eq!(every_two.firing_id(at(4)), "pulse@2026-11-27T10:00:04Z");
+        match every_two.firing(at(4)).expect("a firing") {
+            Firing::Job { queue, message } => {
+                assert_eq!((queue.as_str(), message.id.as_str()), ("lepus", "pulse@2026-11-27T10:00:04Z"));
+                assert!(message.group.is_none());
+            }
+            Firing::Batch(_) => panic!("not a batch"),
+        }
+    }
+
+    #[test]
+    fn items_expand_into_a_batch_with_a_deterministic_id() {
+        let fan_out = Schedule::new("fan", "@hourly", "demo.add")
+            .expect("valid")
+            .arguments(Arguments { args: vec![], kwargs: json!({"b": 1}).as_object().cloned().unwrap_or_default() })
+            .items(vec![json!({"a": 1}), json!({"a": 2})]);
+        match fan_out.firing(at(0)).expect("a firing") {
+            Firing::Batch(batch) => {
+                assert_eq!(batch.id.as_str(), "fan@2026-11-27T10:00:00Z");
+                assert_eq!(batch.messages.len(), 2);
+                assert_eq!(batch.messages[1].1.arguments.kwargs, *json!({"a": 2, "b": 1}).as_object().expect("object"));
+                assert_eq!(batch.messages[1].1.id.as_str(), "fan@2026-11-27T10:00:00Z.1");
+            }
+            Firing::Job { .. } => panic!("a batch"),
+        }
+    }
+
+    #[test]
+    fn bad_names_zones_and_expressions_are_refused() {
+        assert!(Schedule::new("has space", "@daily", "j").is_err());
+        assert!(Schedule::new("ok", "not cron", "j").is_err());
+        assert!(Schedule::new("ok", "@daily", "").is_err());
+        assert!(Schedule::new("ok", "@daily", "j").expect("valid").timezone("Mars/Olympus").is_err());
+        assert!(Schedule::new("ok", "@daily", "j").expect("valid").timezone("Europe/Paris").is_ok());
+    }
+}
