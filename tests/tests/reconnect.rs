@@ -23,7 +23,8 @@ async fn a_worker_whose_connection_is_cut_reconnects_and_reruns_its_jobs() {
     }
     wait_until("both jobs are running", TIMEOUT, || async { queue.ready().await == 0 }).await;
 
-    assert_eq!(cut_connections(&format!("lepus-worker {}", worker.node_name())), 1);
+    // All of the worker's connections (consumers, publisher, batch tracker).
+    assert!(cut_connections(&format!("lepus-worker {}", worker.node_name())) >= 1);
 
     for job in pending {
         let result = job.result(TIMEOUT).await.expect("the job completes after the cut");
