@@ -1,0 +1,30 @@
+//! The command line of `lepus-bench`.
+
+use clap::Parser;
+
+/// Measures Lepus against plain lapin on the same broker, queue type and durability.
+#[derive(Debug, Parser)]
+#[command(name = "lepus-bench")]
+pub(crate) struct Options {
+    /// Jobs sent in each throughput phase, (a) and (b).
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) jobs: u64,
+    /// Rounds; each runs both sides, alternating which goes first.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) rounds: u32,
+    /// Calls timed in phase (c), one at a time.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) calls: u32,
+    /// Untimed calls made first (they also set up each side's reply path).
+    #[arg(long, default_value_t = 200)]
+    pub(crate) warmup: u32,
+    /// Publishes awaiting their confirm at once, on both sides.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) window: u32,
+    /// Worker concurrency, which is also each worker's per-consumer prefetch.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) concurrency: u16,
+    /// Broker URL.
+    #[arg(long, env = "LEPUS_AMQP_URL", default_value = lepus::DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
+    pub(crate) amqp_url: String,
+}

@@ -1,0 +1,112 @@
+//! The hidden worker roles. The orchestrator starts each worker by re-executing this binary with
+//! `LEPUS_BENCH_ROLE` set (`lepus-worker` or `raw-worker`); the other `LEPUS_BENCH_*` variables
+//! say which queue to consume, how many jobs at once, and at which counts of settled deliveries
+//! to report (see [`crate::watcher`]). The broker URL travels in the environment, not on the
+//! command line, so that its password stays out of the process list.
+
+use std::fmt;
+use std::process::{Command, ExitCode};
+
+const ROLE: &str = "LEPUS_BENCH_ROLE";
+const URL: &str = "LEPUS_BENCH_AMQP_URL";
+const QUEUE: &str = "LEPUS_BENCH_QUEUE";
+const CONCURRENCY: &str = "LEPUS_BENCH_CONCURRENCY";
+const TARGETS: &str = "LEPUS_BENCH_TARGETS";
+
+/// The two sides of the comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// Plain lapin, no framework: the ceiling.
+    Raw,
+    /// Lepus: `lepus::Client` and the stock Lepus worker.
+    Lepus,
+}
+
+impl Side {
+    /// The role name a worker of this side runs under.
+    fn role(self) -> &'static str {
+        match self {
+            Side::Raw => "raw-worker",
+            Side::Lepus => "lepus-worker",
+        }
+    }
+
+    /// A short name for queue names and file names.
+    pub(crate) fn tag(self) -> &'static str {
+        match self {
+            Side::Raw => "raw",
+            Side::Lepus => "lepus",
+        }
+    }
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Raw => "raw lapin",
+            Side::Lepus => "Lepus",
+        })
+    }
+}
+
+/// What a worker process is told.
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerSpec {
+    pub(crate) side: Side,
+    pub(crate) amqp_url: String,
+    pub(crate) queue: String,
+    pub(crate) concurrency: u16,
+    /// Counts of settled deliveries to report the moment they are reached.
+    pub(crate) targets: Vec<u64>,
+}
+
+impl WorkerSpec {
+    /// The command that starts this worker: this very binary, in the worker's role.
+    pub(crate) fn command(&self) -> std::io::Result<Command> {
+        let mut command = Command::new(std::env::current_exe()?);
+        let targets: Vec<String> = self.targets.iter().map(u64::to_string).collect();
+        command
+            .env(ROLE, self.side.role())
+            .env(URL, &self.amqp_url)
+            .env(QUEUE, &self.queue)
+            .env(CONCURRENCY, self.concurrency.to_string())
+            .env(TARGETS, targets.join(","))
+            // Both workers log as a deployed Lepus worker does by default.
+            .env("RUST_LOG", "info");
+        Ok(command)
+    }
+}
+
+/// The worker this process is asked to be, if any; `Err` for a malformed environment.
+pub(crate) fn from_env() -> Option<Result<WorkerSpec, String>> {
+    let role = std::env::var(ROLE).ok()?;
+    Some(parse(&role))
+}
+
+fn parse(role: &str) -> Result<WorkerSpec, String> {
+    let side = match role {
+        "raw-worker" => Side::Raw,
+        "lepus-worker" => Side::Lepus,
+        other => return Err(format!("unknown {ROLE} {other:?}: expected raw-worker or lepus-worker")),
+    };
+    let var = |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set"));
+    let concurrency = var(CONCURRENCY)?.parse().map_err(|e| format!("{CONCURRENCY}: {e}"))?;
+    let targets = var(TARGETS)?
+        .split(',')
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse().map_err(|e| format!("{TARGETS}: {e}")))
+        .collect::<Result<_, _>>()?;
+    Ok(WorkerSpec { side, amqp_url: var(URL)?, queue: var(QUEUE)?, concurrency, targets })
+}
+
+/// Runs the worker role described by `spec`.
+pub(crate) fn run(spec: Result<WorkerSpec, String>) -> ExitCode {
+    match spec {
+        Ok(spec) if spec.side == Side::Lepus => crate::lepus_worker_role::run(&spec),
+        Ok(spec) => crate::raw_worker_role::run(&spec),
+        Err(e) => {
+            eprintln!("lepus-bench worker: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
