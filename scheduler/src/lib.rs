@@ -21,3 +21,4 @@ pub use cron::CronExpr;
 pub use file::{ScheduleFileError, load as load_schedules, parse as parse_schedules};
 pub use schedule::{Firing, MAX_CATCH_UP, Misfire, Schedule, ScheduleCallback};
 pub use scheduler::{Scheduler, SchedulerError};
+pub use state::last_fired;

@@ -15,8 +15,9 @@ struct State {
     last_fired: DateTime<Utc>,
 }
 
-/// Declares the schedule's state queue and reads its last fire time, leaving it in place.
-pub(crate) async fn last_fired(channel: &Channel, group: &str, schedule: &str) -> lepus::Result<Option<DateTime<Utc>>> {
+/// When schedule `schedule` of scheduler group `group` last fired (`None` if never): declares the
+/// schedule's state queue and reads its last fire time, leaving it in place.
+pub async fn last_fired(channel: &Channel, group: &str, schedule: &str) -> lepus::Result<Option<DateTime<Utc>>> {
     topology::declare_schedule_state(channel, group, schedule).await?;
     let queue = topology::schedule_state_queue(group, schedule);
     let got = channel

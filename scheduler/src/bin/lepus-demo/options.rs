@@ -3,8 +3,9 @@
 use clap::Parser;
 use std::time::Duration;
 
-/// Runs a Lepus demo: starts worker processes, sends them demo jobs, checks every result and
-/// cleans up after itself.
+/// Runs a Lepus demo: starts worker processes and scheduler replicas, sends the workers demo jobs
+/// and a batch, lets the schedulers fire, checks every result and firing, and cleans up after
+/// itself.
 #[derive(Debug, Parser)]
 #[command(name = "lepus-demo", version)]
 pub(crate) struct Options {
@@ -23,6 +24,12 @@ pub(crate) struct Options {
     /// Jobs submitted and not yet answered, at most.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) in_flight: u32,
+    /// Scheduler replicas to start: one leads, the others stand by.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=8))]
+    pub(crate) schedulers: u16,
+    /// Seconds the schedulers run at least (they also run while the jobs are processed).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub(crate) schedule_seconds: u32,
     /// How long to wait for one job's result, e.g. `30s`.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub(crate) timeout: Duration,

@@ -40,10 +40,8 @@ fn refused_paragraph(url: &str, reason: &str) -> String {
 /// What to do when nothing answers at `url` (already redacted by the client).
 fn unreachable_paragraph(url: &str, reason: &str) -> String {
     format!(
-        "lepus-demo: RabbitMQ is not reachable at {url} ({reason}). The demo needs a running broker: \
-         start one with `rabbitmq-server -detached` (install it first with `apt-get install rabbitmq-server` \
-         if it is missing), or point LEPUS_AMQP_URL at a broker that is running, for example \
-         LEPUS_AMQP_URL=amqp://user:password@rabbit.example:5672/%2f."
+        "lepus-demo: RabbitMQ is not reachable at {url} ({reason}). The demo needs a running broker. {}",
+        lepus::UNREACHABLE_HINT
     )
 }
 
