@@ -10,8 +10,8 @@ use crate::error::{Error, Result};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel, Confirmation};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
-use tokio::sync::Mutex;
 
 /// A message to publish.
 #[derive(Debug)]
@@ -30,7 +30,10 @@ pub struct Outgoing<'a> {
 #[derive(Debug)]
 pub struct Publisher {
     broker: Broker,
+    /// The open channel; a plain mutex, held only to clone it.
     channel: Mutex<Option<Channel>>,
+    /// Held while a new channel is opened, so that only one is.
+    opening: tokio::sync::Mutex<()>,
     timeout: Duration,
 }
 
@@ -39,7 +42,7 @@ impl Publisher {
     /// at most `timeout`.
     #[must_use]
     pub fn new(broker: Broker, timeout: Duration) -> Self {
-        Self { broker, channel: Mutex::new(None), timeout }
+        Self { broker, channel: Mutex::new(None), opening: tokio::sync::Mutex::new(()), timeout }
     }
 
     /// Publishes one message and waits for its confirm. An unroutable message is an error.
@@ -49,15 +52,16 @@ impl Publisher {
         let key = short("routing key", routing_key)?;
         let channel = self.channel().await?;
         let options = BasicPublishOptions { mandatory: true, immediate: false };
-        let publishing = channel.basic_publish(exchange_name, key, options, body, properties);
-        let confirm = tokio::time::timeout(self.timeout, publishing)
+        let confirmed = async {
+            let confirm = channel
+                .basic_publish(exchange_name, key, options, body, properties)
+                .await
+                .map_err(Error::amqp("publish"))?;
+            confirm.await.map_err(Error::amqp("publisher confirm"))
+        };
+        let confirmation = tokio::time::timeout(self.timeout, confirmed)
             .await
-            .map_err(Error::timeout("publish", self.timeout))?
-            .map_err(Error::amqp("publish"))?;
-        let confirmation = tokio::time::timeout(self.timeout, confirm)
-            .await
-            .map_err(Error::timeout("publisher confirm", self.timeout))?
-            .map_err(Error::amqp("publisher confirm"))?;
+            .map_err(Error::timeout("publisher confirm", self.timeout))??;
         match confirmation {
             Confirmation::Ack(None) => Ok(()),
             Confirmation::Ack(Some(returned)) => Err(Error::Unroutable {
@@ -72,14 +76,22 @@ impl Publisher {
     }
 
     async fn channel(&self) -> Result<Channel> {
-        let mut current = self.channel.lock().await;
-        if let Some(channel) = current.as_ref().filter(|c| c.status().connected()) {
-            return Ok(channel.clone());
+        if let Some(channel) = self.open_channel() {
+            return Ok(channel);
+        }
+        let _opening = self.opening.lock().await;
+        if let Some(channel) = self.open_channel() {
+            return Ok(channel);
         }
         let channel = self.broker.channel().await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(Error::amqp("confirm select"))?;
-        *current = Some(channel.clone());
+        *self.channel.lock().unwrap_or_else(PoisonError::into_inner) = Some(channel.clone());
         Ok(channel)
+    }
+
+    fn open_channel(&self) -> Option<Channel> {
+        let current = self.channel.lock().unwrap_or_else(PoisonError::into_inner);
+        current.as_ref().filter(|c| c.status().connected()).cloned()
     }
 }
 
