@@ -32,10 +32,22 @@ impl Broker {
     /// up in RabbitMQ under `name`. Fails at once, with the password masked, when the broker
     /// cannot be reached.
     pub async fn connect(url: &str, name: &str) -> Result<Self> {
+        Self::connect_with(url, name, 16).await
+    }
+
+    /// Like [`Broker::connect`], with at most `connections` connections in the pool. A process
+    /// that only needs a few channels (a worker) does best with one: each connection costs an I/O
+    /// thread and its buffers.
+    ///
+    /// Unless the URL sets `frame_max`, Lepus asks for 32 KiB frames: lapin keeps buffers of 32
+    /// frames per direction and connection, 8 MiB at RabbitMQ's default of 128 KiB. Larger
+    /// messages travel as several frames.
+    pub async fn connect_with(url: &str, name: &str, connections: usize) -> Result<Self> {
         let redacted: Arc<str> = redact(url).into();
         url.parse::<lapin::uri::AMQPUri>().map_err(|reason| Error::InvalidUrl { url: redacted.to_string(), reason })?;
         let name = name.to_owned();
-        let config = Config { url: Some(url.to_owned()), pool: Some(PoolConfig::new(16)) };
+        let url = with_frame_max(url);
+        let config = Config { url: Some(url), pool: Some(PoolConfig::new(connections.max(1))) };
         let pool = config
             .create_pool(
                 move || ConnectionProperties::default().with_connection_name(name.clone().into()),
@@ -80,6 +92,17 @@ fn pool_reason(e: PoolError) -> String {
     }
 }
 
+/// The URL with `frame_max=32768` added, unless it sets a frame size already.
+fn with_frame_max(url: &str) -> String {
+    if url.contains("frame_max=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&frame_max=32768")
+    } else {
+        format!("{url}?frame_max=32768")
+    }
+}
+
 /// Masks the password of an AMQP URL: `amqp://guest:***@host/`.
 #[must_use]
 pub fn redact(url: &str) -> String {
@@ -97,6 +120,13 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::redact;
+
+    #[test]
+    fn a_frame_size_is_asked_for_unless_the_url_sets_one() {
+        assert_eq!(super::with_frame_max("amqp://h/%2f"), "amqp://h/%2f?frame_max=32768");
+        assert_eq!(super::with_frame_max("amqp://h/%2f?heartbeat=5"), "amqp://h/%2f?heartbeat=5&frame_max=32768");
+        assert_eq!(super::with_frame_max("amqp://h/%2f?frame_max=4096"), "amqp://h/%2f?frame_max=4096");
+    }
 
     #[test]
     fn passwords_never_show() {

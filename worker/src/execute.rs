@@ -94,8 +94,7 @@ pub(crate) async fn run(mut message: TaskMessage, shared: &Shared) -> Outcome {
 
 /// Calls the handler under its time limit, catching panics.
 async fn call(message: &mut TaskMessage, job: &Registered, shared: &Shared) -> Called {
-    let context =
-        JobContext::new(message.id.clone(), Arc::clone(&job.name), message.retries, shared.stop.child_token());
+    let context = JobContext::new(message.id.clone(), Arc::clone(&job.name), message.retries, shared.stop.clone());
     let arguments = std::mem::take(&mut message.arguments);
     let limit = time_limit(message, job);
     let running = AssertUnwindSafe(async {

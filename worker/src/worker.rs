@@ -86,7 +86,7 @@ impl Worker {
             return Err(WorkerError::Config(format!("job {name:?} is registered twice")));
         }
         let name = format!("lepus-worker {}", lepus::protocol::node_name());
-        let broker = Broker::connect(&config.amqp_url, &name).await?;
+        let broker = Broker::connect_with(&config.amqp_url, &name, 1).await?;
         let stop = CancellationToken::new();
         tokio::spawn({
             let stop = stop.clone();
