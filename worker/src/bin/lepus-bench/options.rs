@@ -24,6 +24,10 @@ pub(crate) struct Options {
     /// Worker concurrency, which is also each worker's per-consumer prefetch.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) concurrency: u16,
+    /// Give the raw side's jobs the very headers and body a Lepus `demo.noop` job carries, so
+    /// both sides move the same bytes through the broker and the ratio is the framework's own cost.
+    #[arg(long)]
+    pub(crate) raw_headers: bool,
     /// Broker URL.
     #[arg(long, env = "LEPUS_AMQP_URL", default_value = lepus::DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
     pub(crate) amqp_url: String,

@@ -72,6 +72,7 @@ impl Run<'_> {
             queue: self.queue.clone(),
             concurrency: options.concurrency,
             targets: vec![options.jobs],
+            celery_wire: options.raw_headers,
         };
         let mut worker = WorkerProcess::start(&spec, self.log)?;
         self.admin.await_consumer(&self.queue, &mut worker, READY_TIMEOUT).await?;
@@ -80,9 +81,15 @@ impl Run<'_> {
         let window = options.window as usize;
         let timed = match self.side {
             Side::Raw => {
-                let producer = RawProducer::connect(&options.amqp_url, &self.queue, &self.reply_queue(), window)
-                    .await
-                    .context("the raw producer cannot connect")?;
+                let producer = RawProducer::connect(
+                    &options.amqp_url,
+                    &self.queue,
+                    &self.reply_queue(),
+                    window,
+                    options.raw_headers,
+                )
+                .await
+                .context("the raw producer cannot connect")?;
                 let timed = self.phases(&producer, &mut worker).await;
                 let closed = producer.close().await;
                 timed.and_then(|timed| closed.map(|()| timed))

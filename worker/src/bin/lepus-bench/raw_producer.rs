@@ -1,6 +1,7 @@
 //! The raw side of the sending end: plain lapin on a connection of its own, as the baselines
-//! measured it. Jobs are a small fixed JSON body (a Celery body with no arguments; no headers),
-//! persistent and `mandatory`, on a confirm-mode channel. Each publish and its confirm run in a
+//! measured it. Jobs are a small fixed JSON body (a Celery body with no arguments) with no headers,
+//! or, with `--raw-headers`, the very headers and body of a Lepus `demo.noop` job; persistent and
+//! `mandatory`, on a confirm-mode channel. Each publish and its confirm run in a
 //! task of their own, at most the window's worth at once: awaiting publishes one after the other
 //! would serialise them on lapin's I/O thread. Results arrive on a reply queue declared as Lepus
 //! declares its own (`topology::declare_reply_queue`), consumed without acks on a second channel
@@ -12,6 +13,7 @@ use futures_lite::StreamExt;
 use lepus::lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions};
 use lepus::lapin::types::{FieldTable, ShortString};
 use lepus::lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lepus::protocol::{Arguments, TaskMessage};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -38,10 +40,19 @@ pub(crate) struct RawProducer {
     receiving: JoinHandle<()>,
     next_id: AtomicU64,
     window: usize,
+    /// The job's body, and its headers if any.
+    body: Arc<[u8]>,
+    headers: Option<FieldTable>,
 }
 
 impl RawProducer {
-    pub(crate) async fn connect(url: &str, queue: &str, reply_queue: &str, window: usize) -> anyhow::Result<Self> {
+    pub(crate) async fn connect(
+        url: &str,
+        queue: &str,
+        reply_queue: &str,
+        window: usize,
+        celery_headers: bool,
+    ) -> anyhow::Result<Self> {
         let properties = ConnectionProperties::default().with_connection_name("lepus-bench raw producer".into());
         let connection = Connection::connect(url, properties).await.context("connect")?;
         let publishing = connection.create_channel().await?;
@@ -68,7 +79,22 @@ impl RawProducer {
             receiving,
             next_id: AtomicU64::new(0),
             window,
-        })
+            body: Arc::from(BODY),
+            headers: None,
+        }
+        .with_celery_headers(celery_headers))
+    }
+
+    /// Takes the body and headers of an encoded Lepus `demo.noop` message, if asked to.
+    fn with_celery_headers(mut self, wanted: bool) -> Self {
+        if wanted {
+            let noop = TaskMessage::new("demo.noop", Arguments::default());
+            if let Ok((body, properties)) = noop.encode() {
+                self.body = Arc::from(body);
+                self.headers = properties.headers().clone();
+            }
+        }
+        self
     }
 
     /// A job's properties: persistent JSON, with a correlation id and `reply_to` if it wants a
@@ -80,6 +106,9 @@ impl RawProducer {
         if reply {
             properties = properties.with_correlation_id(id.clone()).with_reply_to(self.reply_queue.clone());
         }
+        if let Some(headers) = &self.headers {
+            properties = properties.with_headers(headers.clone());
+        }
         (id, properties)
     }
 
@@ -90,9 +119,9 @@ impl RawProducer {
         for _ in 0..n {
             let permit = Arc::clone(&window).acquire_owned().await?;
             let (channel, queue, (_, properties)) = (self.publishing.clone(), self.queue.clone(), self.job(reply));
-            let sent = Arc::clone(sent);
+            let (sent, body) = (Arc::clone(sent), Arc::clone(&self.body));
             publishing.spawn(async move {
-                let published = publish(&channel, queue, properties).await;
+                let published = publish(&channel, queue, &body, properties).await;
                 drop(permit);
                 sent.fetch_add(1, Ordering::Relaxed);
                 published
@@ -118,8 +147,13 @@ impl RawProducer {
 }
 
 /// Publishes a job to `queue` and waits for its confirm; anything but a plain ack is an error.
-async fn publish(channel: &Channel, queue: ShortString, properties: BasicProperties) -> anyhow::Result<()> {
-    let confirm = channel.basic_publish("".into(), queue, MANDATORY, BODY, properties).await?;
+async fn publish(
+    channel: &Channel,
+    queue: ShortString,
+    body: &[u8],
+    properties: BasicProperties,
+) -> anyhow::Result<()> {
+    let confirm = channel.basic_publish("".into(), queue, MANDATORY, body, properties).await?;
     match confirm.await? {
         Confirmation::Ack(None) => Ok(()),
         Confirmation::Ack(Some(returned)) => bail!("message returned unroutable: {}", returned.reply_text),
@@ -152,7 +186,7 @@ impl Producer for RawProducer {
 
     async fn call(&self) -> anyhow::Result<()> {
         let (id, properties) = self.job(true);
-        publish(&self.publishing, self.queue.clone(), properties).await?;
+        publish(&self.publishing, self.queue.clone(), &self.body, properties).await?;
         let mut results = self.results.lock().await;
         while Self::next_result(&mut results).await? != id {}
         Ok(())

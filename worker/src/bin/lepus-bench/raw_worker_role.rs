@@ -16,6 +16,7 @@ use lepus::lapin::options::{
 };
 use lepus::lapin::types::FieldTable;
 use lepus::lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lepus::protocol::ResultMessage;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +24,15 @@ use tokio::signal::unix::{SignalKind, signal};
 
 /// The result every job returns, about the size of a small Celery result.
 pub(crate) const RESULT: &[u8] = br#"{"status": "SUCCESS", "result": null, "traceback": null, "children": []}"#;
+
+/// The result body: [`RESULT`], or with `--raw-headers` a Lepus `SUCCESS` result message.
+fn result_body(celery_wire: bool) -> Arc<[u8]> {
+    let lepus = ResultMessage::success(&lepus::JobId::random(), serde_json::Value::Null).encode("x").ok();
+    match lepus {
+        Some((body, _)) if celery_wire => Arc::from(body),
+        _ => Arc::from(RESULT),
+    }
+}
 
 pub(crate) fn run(spec: &WorkerSpec) -> ExitCode {
     let served = tokio::runtime::Builder::new_multi_thread()
@@ -47,6 +57,7 @@ async fn serve(spec: &WorkerSpec) -> anyhow::Result<()> {
     let publishing = connection.create_channel().await?;
     publishing.confirm_select(ConfirmSelectOptions::default()).await?;
 
+    let result = result_body(spec.celery_wire);
     let acked = Arc::new(AtomicU64::new(0));
     let count = Arc::clone(&acked);
     crate::watcher::spawn(&spec.targets, move || count.load(Ordering::Relaxed))?;
@@ -63,9 +74,9 @@ async fn serve(spec: &WorkerSpec) -> anyhow::Result<()> {
                 None => bail!("the broker cancelled the consumer of {}", spec.queue),
             },
         };
-        let (publishing, acked) = (publishing.clone(), Arc::clone(&acked));
+        let (publishing, acked, result) = (publishing.clone(), Arc::clone(&acked), Arc::clone(&result));
         tokio::spawn(async move {
-            match settle(&delivery, &publishing).await {
+            match settle(&delivery, &publishing, &result).await {
                 Ok(()) => drop(acked.fetch_add(1, Ordering::Relaxed)),
                 Err(e) => eprintln!("lepus-bench raw worker: {e:#}"),
             }
@@ -76,14 +87,14 @@ async fn serve(spec: &WorkerSpec) -> anyhow::Result<()> {
 }
 
 /// Acks the delivery, after publishing its result and awaiting the confirm if it wants one.
-async fn settle(delivery: &Delivery, publishing: &Channel) -> anyhow::Result<()> {
+async fn settle(delivery: &Delivery, publishing: &Channel, result: &[u8]) -> anyhow::Result<()> {
     let Some(reply_to) = delivery.properties.reply_to().clone() else { return ack(delivery).await };
     let mut properties = BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
     if let Some(id) = delivery.properties.correlation_id() {
         properties = properties.with_correlation_id(id.clone());
     }
     let options = BasicPublishOptions { mandatory: true, immediate: false };
-    let confirm = publishing.basic_publish("".into(), reply_to, options, RESULT, properties).await?;
+    let confirm = publishing.basic_publish("".into(), reply_to, options, result, properties).await?;
     match confirm.await? {
         Confirmation::Ack(None) => ack(delivery).await,
         other => bail!("result not accepted by the broker: {other:?}"),

@@ -40,14 +40,24 @@ pub(crate) fn header(options: &Options, lepus_body: usize) {
         o.jobs, o.calls, o.warmup, o.rounds
     );
     println!("    alternating which side goes first");
-    println!(
-        "  job bodies: {} bytes raw (no headers), {lepus_body} bytes Lepus (`demo.noop`, plus Celery v2 headers);",
-        crate::raw_producer::BODY.len()
-    );
-    println!(
-        "    results: a fixed {}-byte body raw, a Celery result message Lepus",
-        crate::raw_worker_role::RESULT.len()
-    );
+    if o.raw_headers {
+        println!(
+            "  jobs: raw sends the very headers and {lepus_body}-byte body of a Lepus `demo.noop` job (--raw-headers);"
+        );
+    } else {
+        println!(
+            "  job bodies: {} bytes raw (no headers), {lepus_body} bytes Lepus (`demo.noop`, plus Celery v2 headers);",
+            crate::raw_producer::BODY.len()
+        );
+    }
+    if o.raw_headers {
+        println!("    results: a Celery result message on both sides");
+    } else {
+        println!(
+            "    results: a fixed {}-byte body raw, a Celery result message Lepus",
+            crate::raw_worker_role::RESULT.len()
+        );
+    }
     println!("  Lepus/raw above 1 is better for jobs/s, below 1 is better for latency and memory");
     println!();
 }

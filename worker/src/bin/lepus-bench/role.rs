@@ -12,6 +12,7 @@ const URL: &str = "LEPUS_BENCH_AMQP_URL";
 const QUEUE: &str = "LEPUS_BENCH_QUEUE";
 const CONCURRENCY: &str = "LEPUS_BENCH_CONCURRENCY";
 const TARGETS: &str = "LEPUS_BENCH_TARGETS";
+const CELERY_WIRE: &str = "LEPUS_BENCH_CELERY_WIRE";
 
 /// The two sides of the comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +59,8 @@ pub(crate) struct WorkerSpec {
     pub(crate) concurrency: u16,
     /// Counts of settled deliveries to report the moment they are reached.
     pub(crate) targets: Vec<u64>,
+    /// The raw worker answers with a Celery result message like Lepus's (`--raw-headers`).
+    pub(crate) celery_wire: bool,
 }
 
 impl WorkerSpec {
@@ -71,6 +74,7 @@ impl WorkerSpec {
             .env(QUEUE, &self.queue)
             .env(CONCURRENCY, self.concurrency.to_string())
             .env(TARGETS, targets.join(","))
+            .env(CELERY_WIRE, if self.celery_wire { "1" } else { "0" })
             // Both workers log as a deployed Lepus worker does by default.
             .env("RUST_LOG", "info");
         Ok(command)
@@ -96,7 +100,8 @@ fn parse(role: &str) -> Result<WorkerSpec, String> {
         .filter(|t| !t.is_empty())
         .map(|t| t.parse().map_err(|e| format!("{TARGETS}: {e}")))
         .collect::<Result<_, _>>()?;
-    Ok(WorkerSpec { side, amqp_url: var(URL)?, queue: var(QUEUE)?, concurrency, targets })
+    let celery_wire = var(CELERY_WIRE).is_ok_and(|v| v == "1");
+    Ok(WorkerSpec { side, amqp_url: var(URL)?, queue: var(QUEUE)?, concurrency, targets, celery_wire })
 }
 
 /// Runs the worker role described by `spec`.
