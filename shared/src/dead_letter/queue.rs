@@ -71,8 +71,18 @@ impl DeadLetters {
                 None => break,
             }
         }
-        // Closing the channel hands every message taken back to the queue, unacked.
+        // Closing the channel hands every message taken back to the queue, unacked. A quorum
+        // queue takes them back asynchronously: wait until it shows them again, so that what
+        // follows a listing (a requeue by id, say) finds them.
         drop(channel.close(200, "listed".into()).await);
+        let checking = self.channel().await?;
+        for _ in 0..100 {
+            if self.count(&checking).await? >= letters.len() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        drop(checking.close(200, "listed".into()).await);
         Ok(letters)
     }
 
