@@ -1,5 +1,7 @@
 //! Jobs defined by the tests (not by Lepus), registered by `lepus-test-worker` next to the demo
-//! jobs: a user's own typed job, and jobs that fail, panic or crash on purpose.
+//! jobs: a user's own typed job, and jobs that fail, panic or crash on purpose. Jobs that record
+//! to a file write each line with one `write_all`: jobs running at once append to the same file,
+//! and one small append is not interleaved with another.
 
 use lepus::{Job, RetryPolicy};
 use lepus_worker::{JobContext, JobError, Worker};
@@ -81,7 +83,7 @@ async fn flaky(job: Flaky, ctx: JobContext) -> Result<usize, JobError> {
     let before = Flaky::runs(&job.record).len();
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or_default();
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&job.record)?;
-    writeln!(file, "{} {now}", ctx.attempt())?;
+    file.write_all(format!("{} {now}\n", ctx.attempt()).as_bytes())?;
     if before < job.fail_times {
         let message = format!("run {} failed on purpose", before + 1);
         return Err(if job.permanent { JobError::permanent(message) } else { JobError::retry(message) });
@@ -142,7 +144,7 @@ impl Remember {
 
 async fn remember(job: Remember, _: JobContext) -> Result<(), JobError> {
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&job.path)?;
-    writeln!(file, "{}", job.batch)?;
+    file.write_all(format!("{}\n", job.batch).as_bytes())?;
     Ok(())
 }
 
@@ -169,7 +171,7 @@ impl Tick {
 
 async fn tick(job: Tick, ctx: JobContext) -> Result<(), JobError> {
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&job.path)?;
-    writeln!(file, "{}", ctx.id())?;
+    file.write_all(format!("{}\n", ctx.id()).as_bytes())?;
     Ok(())
 }
 
