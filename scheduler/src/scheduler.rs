@@ -53,14 +53,7 @@ impl Scheduler {
         if self.schedules.is_empty() {
             return Err(SchedulerError::Config("no schedules to run".into()));
         }
-        let stop = CancellationToken::new();
-        tokio::spawn({
-            let stop = stop.clone();
-            async move {
-                shutdown.await;
-                stop.cancel();
-            }
-        });
+        let stop = lepus::cancelled_by(shutdown);
         let name = format!("lepus-scheduler {}", lepus::protocol::node_name());
         let group = self.config.group.as_str();
         tracing::info!(

@@ -38,7 +38,7 @@ pub use job::{Job, JobId};
 pub use publisher::{Outgoing, Publisher};
 pub use request::Request;
 pub use retry::RetryPolicy;
-pub use shutdown::shutdown_signal;
+pub use shutdown::{cancelled_by, shutdown_signal};
 pub use transaction::Transaction;
 
 /// The broker URL used when none is configured (`LEPUS_AMQP_URL`).

@@ -87,14 +87,7 @@ impl Worker {
         }
         let name = format!("lepus-worker {}", lepus::protocol::node_name());
         let broker = Broker::connect_with(&config.amqp_url, &name, 1).await?;
-        let stop = CancellationToken::new();
-        tokio::spawn({
-            let stop = stop.clone();
-            async move {
-                shutdown.await;
-                stop.cancel();
-            }
-        });
+        let stop = lepus::cancelled_by(shutdown);
         tracing::info!(
             broker = broker.url(),
             queues = ?config.queues,
