@@ -59,7 +59,9 @@ async fn with_three_replicas_every_even_second_runs_exactly_once() {
     let _worker = WorkerProcess::start(queue.name(), &[]);
     queue.wait_for_consumers(1).await;
     let ticks = temp_file("ticks");
-    let file = schedule_file(queue.name(), &[("pulse", "skip", &ticks)]);
+    // Misfire `all`: should a loaded machine make a leader miss its heartbeats and hand over,
+    // the tick due meanwhile still runs, once.
+    let file = schedule_file(queue.name(), &[("pulse", "all", &ticks)]);
     let group = unique_name("group");
     let mut cleanup = Cleanup::default();
     cleanup.queue(schedule_state_queue(&group, "pulse"));
@@ -78,7 +80,7 @@ async fn with_three_replicas_every_even_second_runs_exactly_once() {
     assert!(ids.len() >= 4, "too few ticks in 11 s: {ids:?}");
     assert_each_tick_once(&ids);
     assert!(ids.iter().all(|id| id.starts_with("pulse@")), "{ids:?}");
-    assert_eq!(leaders(&replicas).len(), 1, "one replica led");
+    assert!(!leaders(&replicas).is_empty(), "a replica led");
 }
 
 #[tokio::test]
