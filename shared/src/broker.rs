@@ -68,6 +68,15 @@ impl Broker {
         connection.create_channel().await.map_err(Error::amqp("channel open"))
     }
 
+    /// Closes the pooled connections cleanly (the broker logs a close, not a lost client) and
+    /// closes the pool.
+    pub async fn close(&self) {
+        for connection in self.pool.retain(|_, _| false).removed {
+            drop(connection.close(200, "closing".into()).await);
+        }
+        self.pool.close();
+    }
+
     /// The connection pool, for application code that talks to RabbitMQ directly.
     #[must_use]
     pub fn pool(&self) -> &Pool {

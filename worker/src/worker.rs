@@ -109,7 +109,7 @@ impl Worker {
             async move { shared.stats.report_every(Duration::from_secs(10)).await }
         });
         let supervisor = Supervisor {
-            broker,
+            broker: broker.clone(),
             queues,
             permits: Arc::new(Semaphore::new(usize::from(config.concurrency))),
             tracker: TaskTracker::new(),
@@ -124,6 +124,7 @@ impl Worker {
         if let Some(channel) = channel {
             drop(channel.close(200, "worker stopped".into()).await);
         }
+        broker.close().await;
         drained
     }
 }
