@@ -201,10 +201,7 @@ impl Schedule {
         let id = self.firing_id(tick);
         match &self.items {
             None => {
-                let mut request = self.request(self.arguments.clone()).id(id.as_str());
-                if let Some(expires) = self.expires {
-                    request = request.expires_at(tick + TimeDelta::from_std(expires).unwrap_or(TimeDelta::MAX));
-                }
+                let request = self.request(self.arguments.clone(), tick).id(id.as_str());
                 let (queue, message) = request.into_message(Utc::now())?;
                 Ok(Firing::Job { queue: queue.into_owned(), message })
             }
@@ -216,11 +213,7 @@ impl Schedule {
                         Value::Object(fields) => arguments.kwargs.extend(fields.clone()),
                         other => arguments.args.push(other.clone()),
                     }
-                    let mut request = self.request(arguments);
-                    if let Some(expires) = self.expires {
-                        request = request.expires_at(tick + TimeDelta::from_std(expires).unwrap_or(TimeDelta::MAX));
-                    }
-                    batch = batch.job(request);
+                    batch = batch.job(self.request(arguments, tick));
                 }
                 if let Some(callback) = &self.callback {
                     let arguments = Arguments { args: Vec::new(), kwargs: callback.kwargs.clone() };
@@ -232,12 +225,17 @@ impl Schedule {
         }
     }
 
-    fn request(&self, arguments: Arguments) -> Request {
-        let request = Request::task(self.job.clone(), arguments).queue(self.queue.clone());
-        match self.retry {
-            Some(policy) => request.retry(policy),
-            None => request,
+    /// One job of the firing at `tick`: to the schedule's queue, with its retry policy, expiring
+    /// `expires` after the tick.
+    fn request(&self, arguments: Arguments, tick: DateTime<Utc>) -> Request {
+        let mut request = Request::task(self.job.clone(), arguments).queue(self.queue.clone());
+        if let Some(policy) = self.retry {
+            request = request.retry(policy);
         }
+        if let Some(expires) = self.expires {
+            request = request.expires_at(tick + TimeDelta::from_std(expires).unwrap_or(TimeDelta::MAX));
+        }
+        request
     }
 }
 
