@@ -170,7 +170,8 @@ pub async fn declare_delay_cascade(channel: &Channel) -> Result<()> {
             .map_err(Error::amqp("exchange declare"))
     };
     topic(DELAY_DELIVERY_EXCHANGE.to_owned()).await?;
-    for level in (0..DELAY_LEVELS).rev() {
+    // Upwards, so that the exchange each level dead-letters and falls through to already exists.
+    for level in 0..DELAY_LEVELS {
         let name = delay_level(level);
         topic(name.clone()).await?;
         let next = if level == 0 { DELAY_DELIVERY_EXCHANGE.to_owned() } else { delay_level(level - 1) };
