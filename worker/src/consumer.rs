@@ -4,10 +4,10 @@
 //! asked to stop, the loop cancels its consumer and hands back (nacks with requeue) whatever the
 //! broker had already pushed but no job had started on.
 
+use crate::acks::Acks;
 use crate::delivery::{Shared, process};
 use futures_lite::StreamExt;
-use lepus::lapin::message::Delivery;
-use lepus::lapin::options::{BasicCancelOptions, BasicNackOptions};
+use lepus::lapin::options::BasicCancelOptions;
 use lepus::lapin::{Channel, Consumer};
 use lepus::topology::WorkQueue;
 use std::sync::Arc;
@@ -30,6 +30,8 @@ pub(crate) struct ConsumeLoop {
     pub(crate) channel: Channel,
     pub(crate) consumer: Consumer,
     pub(crate) shared: Arc<Shared>,
+    /// Settles the deliveries of `channel`.
+    pub(crate) acks: Acks,
     pub(crate) permits: Arc<Semaphore>,
     pub(crate) tracker: TaskTracker,
     /// Cancelled when another loop of the same session lost its channel.
@@ -57,7 +59,7 @@ impl ConsumeLoop {
             let permit = tokio::select! {
                 biased;
                 () = stop.cancelled() => {
-                    hand_back(&delivery).await;
+                    self.acks.requeue(delivery.delivery_tag).await;
                     return self.cancel().await;
                 }
                 permit = Arc::clone(&self.permits).acquire_owned() => match permit {
@@ -68,7 +70,8 @@ impl ConsumeLoop {
             // A delivery prefetched before a connection loss can no longer be acked: the broker
             // has already requeued it, so running it would only duplicate the work.
             if delivery.acker.usable() {
-                self.tracker.spawn(process(delivery, Arc::clone(&self.queue), Arc::clone(&self.shared), permit));
+                let (queue, shared, acks) = (Arc::clone(&self.queue), Arc::clone(&self.shared), self.acks.clone());
+                self.tracker.spawn(process(delivery, queue, shared, acks, permit));
             }
         }
     }
@@ -80,14 +83,9 @@ impl ConsumeLoop {
         if tokio::time::timeout(Duration::from_secs(5), cancelled).await.is_ok() {
             while let Ok(Some(Ok(delivery))) = tokio::time::timeout(Duration::from_secs(5), self.consumer.next()).await
             {
-                hand_back(&delivery).await;
+                self.acks.requeue(delivery.delivery_tag).await;
             }
         }
         End::Stopped
     }
-}
-
-async fn hand_back(delivery: &Delivery) {
-    let nack = delivery.acker.nack(BasicNackOptions { requeue: true, multiple: false });
-    drop(tokio::time::timeout(Duration::from_secs(5), nack).await);
 }

@@ -14,6 +14,7 @@
 //! queue's delivery limit ends any loop. A delivery whose channel died meanwhile is left alone:
 //! the broker has already requeued it.
 
+use crate::acks::Acks;
 use crate::execute;
 use crate::registry::Registry;
 use crate::stats::{Ended, WorkerStats};
@@ -21,7 +22,6 @@ use chrono::{DateTime, Utc};
 use lepus::batch::Record;
 use lepus::dead_letter::{self, Reason};
 use lepus::lapin::message::Delivery;
-use lepus::lapin::options::{BasicAckOptions, BasicNackOptions};
 use lepus::protocol::{ResultMessage, TaskMessage, persistent_json, rescheduled};
 use lepus::topology::{self, MAX_DELAY, WorkQueue};
 use lepus::{Error, Outgoing, Publisher};
@@ -71,6 +71,7 @@ pub(crate) async fn process(
     delivery: Delivery,
     queue: Arc<WorkQueue>,
     shared: Arc<Shared>,
+    acks: Acks,
     permit: OwnedSemaphorePermit,
 ) {
     let refuse = |reason, error| Outcome::DeadLetter { reason, error, attempts: 0, reply: None };
@@ -88,17 +89,24 @@ pub(crate) async fn process(
             let batch = Record::of(&message, false);
             async {
                 let outcome = execute::run(message, &shared).await;
-                settle(&delivery, &queue, &shared, outcome, batch).await;
+                settle(&delivery, &queue, &shared, &acks, outcome, batch).await;
             }
             .instrument(span)
             .await;
         }
-        Err(refused) => settle(&delivery, &queue, &shared, refused, None).await,
+        Err(refused) => settle(&delivery, &queue, &shared, &acks, refused, None).await,
     }
     drop(permit);
 }
 
-async fn settle(delivery: &Delivery, queue: &WorkQueue, shared: &Shared, outcome: Outcome, batch: Option<Record>) {
+async fn settle(
+    delivery: &Delivery,
+    queue: &WorkQueue,
+    shared: &Shared,
+    acks: &Acks,
+    outcome: Outcome,
+    batch: Option<Record>,
+) {
     if !delivery.acker.usable() {
         // The channel died while the job ran: the broker has already requeued the message and
         // will deliver it again, so publishing anything now would only make duplicates.
@@ -141,8 +149,20 @@ async fn settle(delivery: &Delivery, queue: &WorkQueue, shared: &Shared, outcome
         (published, _) => published,
     };
     match recorded {
-        Ok(ended) => ack(delivery, shared, ended).await,
-        Err(why) => requeue(delivery, shared, &why).await,
+        Ok(ended) => {
+            if acks.ack(delivery.delivery_tag).await {
+                shared.stats.count(ended);
+            } else {
+                tracing::warn!(
+                    delivery_tag = delivery.delivery_tag,
+                    "ack failed (connection lost?); the broker will redeliver the message"
+                );
+            }
+        }
+        Err(why) => {
+            tracing::error!(error = why, "message returned to its queue for redelivery");
+            acks.requeue(delivery.delivery_tag).await;
+        }
     }
 }
 
@@ -166,23 +186,4 @@ async fn answer(reply: Option<Reply>, shared: &Shared) -> Result<(), String> {
         }
         Err(e) => Err(format!("cannot publish the result: {e}")),
     }
-}
-
-async fn ack(delivery: &Delivery, shared: &Shared, ended: Ended) {
-    match tokio::time::timeout(shared.broker_timeout, delivery.acker.ack(BasicAckOptions::default())).await {
-        Ok(Ok(true)) => shared.stats.count(ended),
-        Ok(Ok(false) | Err(_)) | Err(_) => {
-            tracing::warn!(
-                delivery_tag = delivery.delivery_tag,
-                "ack failed (connection lost?); the broker will redeliver the message"
-            );
-        }
-    }
-}
-
-/// Hands the message back to the broker for another delivery.
-async fn requeue(delivery: &Delivery, shared: &Shared, why: &str) {
-    tracing::error!(error = why, "message returned to its queue for redelivery");
-    let nack = delivery.acker.nack(BasicNackOptions { requeue: true, multiple: false });
-    drop(tokio::time::timeout(shared.broker_timeout, nack).await);
 }

@@ -18,6 +18,7 @@
 //! # }
 //! ```
 
+mod acks;
 pub mod cli;
 mod config;
 mod consumer;

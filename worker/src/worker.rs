@@ -5,6 +5,7 @@
 //! but their acks fail and the broker redelivers them (at-least-once). When the shutdown future
 //! completes it stops taking deliveries, waits up to the grace period for running jobs, and returns.
 
+use crate::acks::Acks;
 use crate::config::WorkerConfig;
 use crate::consumer::{ConsumeLoop, End};
 use crate::context::JobContext;
@@ -178,6 +179,7 @@ impl Supervisor {
             .await
             .map_err(|source| lepus::Error::Amqp { operation: "basic.qos", source })?;
         let session = CancellationToken::new();
+        let acks = Acks::start(channel.clone(), self.shared.broker_timeout);
         let mut loops = Vec::with_capacity(self.queues.len());
         for queue in &self.queues {
             queue.declare(&channel).await?;
@@ -190,6 +192,7 @@ impl Supervisor {
                 channel: channel.clone(),
                 consumer,
                 shared: Arc::clone(&self.shared),
+                acks: acks.clone(),
                 permits: Arc::clone(&self.permits),
                 tracker: self.tracker.clone(),
                 session: session.clone(),

@@ -34,7 +34,8 @@ pub(crate) fn header(options: &Options, lepus_body: usize) {
         "    the worker in its own process, {} jobs at once (prefetch {}), multi-thread tokio runtime,",
         o.concurrency, o.concurrency
     );
-    println!("    acking each delivery; results published persistent, confirmed before the ack");
+    println!("    acking after the work (raw: each delivery on its own; Lepus: runs of finished");
+    println!("    deliveries in one multiple ack); results published persistent, confirmed before the ack");
     println!(
         "  (a) and (b): {} jobs each; (c): {} calls one at a time after {} untimed ones; {} round(s),",
         o.jobs, o.calls, o.warmup, o.rounds

@@ -1,0 +1,157 @@
+//! A worker acks runs of finished deliveries with one `multiple` ack. These tests hold it to what
+//! that must never break: a job still running is never covered by an ack (a SIGKILL gives it back
+//! to the queue), and jobs finishing in any order are each acked once (no channel error, no
+//! redelivery, one result per job, nothing left unacked).
+
+use futures_lite::StreamExt;
+use lepus::lapin::options::{BasicConsumeOptions, QueueDeleteOptions};
+use lepus::lapin::types::FieldTable;
+use lepus::lapin::{BasicProperties, Channel, Consumer};
+use lepus::protocol::{Arguments, ResultMessage, Status, TaskMessage};
+use lepus::topology;
+use lepus_tests::{TestQueue, WorkerProcess, unique_name, wait_until};
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// A reply queue read raw, so that a duplicate result would be seen rather than dropped.
+struct Replies {
+    name: String,
+    channel: Channel,
+    consumer: Consumer,
+}
+
+impl Replies {
+    async fn open(queue: &TestQueue) -> Self {
+        let name = unique_name("replies");
+        let channel = queue.broker().channel().await.expect("channel");
+        topology::declare_reply_queue(&channel, &name, Duration::from_secs(300)).await.expect("reply queue");
+        let no_ack = BasicConsumeOptions { no_ack: true, ..BasicConsumeOptions::default() };
+        let consumer = channel
+            .basic_consume(name.as_str().into(), "".into(), no_ack, FieldTable::default())
+            .await
+            .expect("consume");
+        Self { name, channel, consumer }
+    }
+
+    /// Waits for `n` results, then one more quiet second in which a duplicate would show up.
+    async fn take(&mut self, n: usize, timeout: Duration) -> Vec<ResultMessage> {
+        let mut all = Vec::new();
+        let deadline = Instant::now() + timeout;
+        while all.len() < n {
+            match tokio::time::timeout_at(deadline.into(), self.consumer.next()).await {
+                Ok(Some(Ok(delivery))) => all.push(ResultMessage::decode(&delivery.data).expect("a result")),
+                Ok(other) => panic!("reply consumer ended: {other:?}"),
+                Err(_) => panic!("only {} of {n} results arrived", all.len()),
+            }
+        }
+        while let Ok(Some(Ok(delivery))) = tokio::time::timeout(Duration::from_secs(1), self.consumer.next()).await {
+            all.push(ResultMessage::decode(&delivery.data).expect("a result"));
+        }
+        all
+    }
+
+    async fn delete(self) {
+        drop(self.channel.queue_delete(self.name.as_str().into(), QueueDeleteOptions::default()).await);
+    }
+}
+
+fn job(task: &str, kwargs: Value, reply_to: &str) -> TaskMessage {
+    let kwargs: Map<String, Value> = kwargs.as_object().cloned().unwrap_or_default();
+    let mut message = TaskMessage::new(task, Arguments { args: vec![], kwargs });
+    message.reply_to = Some(reply_to.to_owned());
+    message
+}
+
+/// Publishes the messages one after the other, so that their delivery tags follow this order.
+async fn publish_in_order(queue: &TestQueue, messages: &[TaskMessage]) {
+    for message in messages {
+        queue.publish(message).await;
+    }
+}
+
+#[tokio::test]
+async fn a_running_job_is_never_covered_by_the_acks_of_jobs_that_finished_after_it() {
+    let queue = TestQueue::declare("ack-gap").await;
+    let mut worker = WorkerProcess::start(queue.name(), &["--concurrency", "16"]);
+    queue.wait_for_consumers(1).await;
+    let mut replies = Replies::open(&queue).await;
+
+    // Delivery tag 1 sleeps; the 300 jobs after it finish (and are acked) while it runs.
+    let sleeper = job("demo.sleep", json!({"seconds": 30.0}), &replies.name);
+    let mut messages = vec![sleeper.clone()];
+    messages.extend((0..300).map(|i| job("demo.echo", json!({"i": i}), &replies.name)));
+    publish_in_order(&queue, &messages).await;
+    let results = replies.take(300, Duration::from_secs(30)).await;
+    assert_eq!(results.len(), 300, "each quick job has exactly one result");
+    assert!(results.iter().all(|r| r.task_id != sleeper.id.as_str()), "the sleeper cannot have finished");
+
+    // Killed while the sleeper runs: it alone comes back, so no ack covered it.
+    worker.kill();
+    wait_until("the killed worker's consumer is gone", Duration::from_secs(10), || async {
+        queue.consumers().await == 0
+    })
+    .await;
+    wait_until("the sleeper is back in the queue", Duration::from_secs(10), || async { queue.ready().await == 1 })
+        .await;
+    let back = queue.take_all(queue.name()).await;
+    let ids: Vec<_> = back.iter().filter_map(|d| header_id(&d.properties)).collect();
+    assert_eq!(ids, [sleeper.id.to_string()], "only the running job was unacked");
+    replies.delete().await;
+}
+
+fn header_id(properties: &BasicProperties) -> Option<String> {
+    let headers = properties.headers().as_ref()?;
+    match headers.inner().get("id")? {
+        lepus::lapin::types::AMQPValue::LongString(id) => Some(id.to_string()),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn jobs_finishing_in_any_order_are_each_acked_once() {
+    const JOBS: usize = 600;
+    let queue = TestQueue::declare("ack-order").await;
+    let worker = WorkerProcess::start(queue.name(), &["--concurrency", "32"]);
+    queue.wait_for_consumers(1).await;
+    let mut replies = Replies::open(&queue).await;
+
+    // Sleeps of 0 to 40 ms in a scrambled order, failures (dead-lettered with a FAILURE result)
+    // and undecodable bodies (dead-lettered, no result) in between.
+    let mut messages = Vec::new();
+    let mut expected = HashMap::new();
+    for i in 0..JOBS {
+        let message = if i % 10 == 3 {
+            job("demo.fail", json!({"message": format!("failure {i}")}), &replies.name)
+        } else {
+            job("demo.sleep", json!({"seconds": ((i * 7919) % 41) as f64 / 1000.0}), &replies.name)
+        };
+        let status = if i % 10 == 3 { Status::Failure } else { Status::Success };
+        expected.insert(message.id.to_string(), status);
+        messages.push(message);
+    }
+    let garbage = 20;
+    for i in 0..JOBS + garbage {
+        if i % 31 == 0 && i / 31 < garbage {
+            queue.publish_raw(b"\x00 not json", BasicProperties::default().with_delivery_mode(2)).await;
+        }
+        if let Some(message) = messages.get(i) {
+            queue.publish(message).await;
+        }
+    }
+
+    let results = replies.take(JOBS, Duration::from_secs(60)).await;
+    assert_eq!(results.len(), JOBS, "each job has exactly one result");
+    for result in &results {
+        assert_eq!(expected.remove(&result.task_id), Some(result.status), "result {result:?} unexpected or repeated");
+    }
+    wait_until("the work queue is empty and nothing is unacked", Duration::from_secs(20), || async {
+        queue.ready().await == 0 && queue.unacked() == 0
+    })
+    .await;
+    let dead = queue.ready_in(&queue.dead_letter_queue()).await as usize;
+    assert_eq!(dead, JOBS / 10 + garbage, "failures and garbage are dead-lettered once each");
+    let log = worker.log();
+    assert!(!log.contains("reconnecting") && !log.contains("PRECONDITION"), "the channel failed:\n{log}");
+    replies.delete().await;
+}
