@@ -121,16 +121,15 @@ impl TaskMessage {
         let maybe_time = |t: Option<DateTime<Utc>>| t.map_or(AMQPValue::Void, |t| text(&iso8601(t)));
         let seconds = |s: Option<f64>| s.map_or(AMQPValue::Void, AMQPValue::Double);
         let mut headers = self.extra_headers.clone();
+        let root_id = self.root_id.as_deref().filter(|root| *root != self.id.as_str());
         for (name, value) in [
-            ("lang", text("py")),
             ("task", text(&self.task)),
             ("id", text(self.id.as_str())),
-            ("shadow", AMQPValue::Void),
             ("eta", maybe_time(self.eta)),
             ("expires", maybe_time(self.expires)),
             ("group", maybe_text(self.group.as_deref())),
             ("group_index", self.group_index.map_or(AMQPValue::Void, |i| AMQPValue::LongLongInt(i as i64))),
-            ("retries", AMQPValue::LongLongInt(i64::from(self.retries))),
+            ("retries", if self.retries == 0 { AMQPValue::Void } else { AMQPValue::LongLongInt(self.retries.into()) }),
             (
                 "timelimit",
                 match self.time_limit {
@@ -138,15 +137,14 @@ impl TaskMessage {
                     TimeLimit { hard, soft } => AMQPValue::FieldArray(vec![seconds(hard), seconds(soft)].into()),
                 },
             ),
-            ("root_id", text(self.root_id.as_deref().unwrap_or(self.id.as_str()))),
+            ("root_id", maybe_text(root_id)),
             ("parent_id", maybe_text(self.parent_id.as_deref())),
-            ("argsrepr", text(&truncated(&self.arguments.args))),
-            ("kwargsrepr", text(&truncated(&self.arguments.kwargs))),
-            ("origin", text(super::node_name())),
-            ("ignore_result", AMQPValue::Boolean(self.ignore_result)),
+            ("ignore_result", if self.ignore_result { AMQPValue::Boolean(true) } else { AMQPValue::Void }),
         ] {
-            // Celery reads every optional header with a default: an absent one costs nothing on
-            // the wire, and the broker moves (and writes to disk) fewer bytes per job.
+            // Celery reads every header but `task` and `id` with a default (`retries` 0, no root
+            // but the job itself, `ignore_result` false, `argsrepr` from the args, no `lang`,
+            // `shadow` or `origin`). A header left at its default costs nothing on the wire, and
+            // the broker moves, and writes to its log, fewer bytes per job.
             if !matches!(value, AMQPValue::Void) {
                 headers.insert(ShortString::from(name), value);
             }
@@ -180,6 +178,7 @@ impl TaskMessage {
         let task = headers.string("task")?.ok_or(DecodeError::MissingHeader("task"))?;
         let id = headers.string("id")?.ok_or(DecodeError::MissingHeader("id"))?;
         let (args, kwargs, embed) = decode_body(body)?;
+        let root_id = headers.string("root_id")?.unwrap_or_else(|| id.clone());
         Ok(Self {
             id: JobId::from(id),
             task,
@@ -190,7 +189,7 @@ impl TaskMessage {
             retries: headers.whole("retries")?.map_or(0, |r| u32::try_from(r).unwrap_or(u32::MAX)),
             group: headers.string("group")?,
             group_index: headers.whole("group_index")?,
-            root_id: headers.string("root_id")?,
+            root_id: Some(root_id),
             parent_id: headers.string("parent_id")?,
             time_limit: headers.time_limit()?,
             ignore_result: matches!(headers.get("ignore_result"), Some(AMQPValue::Boolean(true))),
@@ -343,21 +342,6 @@ pub(crate) fn iso8601(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, false)
 }
 
-/// Celery's `argsrepr`/`kwargsrepr`: a readable, bounded rendering for logs and monitors.
-fn truncated(value: &impl serde::Serialize) -> String {
-    const LIMIT: usize = 1024;
-    let mut s = serde_json::to_string(value).unwrap_or_default();
-    if s.len() > LIMIT {
-        let mut end = LIMIT;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-        s.push_str("...");
-    }
-    s
-}
-
 fn short(s: Option<&str>) -> Option<ShortString> {
     s.and_then(|s| ShortString::try_new(s).ok())
 }
@@ -396,6 +380,10 @@ mod tests {
         m.retry = Some(RetryPolicy::attempts(3));
         set_header(&mut m.extra_headers, "x-custom", "kept");
         assert_eq!(round_trip(&m), m);
+        m.root_id = Some("the-workflow".into());
+        m.ignore_result = true;
+        m.retries = 0;
+        assert_eq!(round_trip(&m), m, "non-default root and ignore_result, default retries");
     }
 
     #[test]
@@ -413,7 +401,9 @@ mod tests {
         assert_eq!(properties.content_type().as_ref().map(ShortString::as_str), Some(CONTENT_TYPE));
         let headers = properties.headers().clone().unwrap_or_default();
         assert_eq!(header_str(&headers, "task").as_deref(), Some("demo.echo"));
-        assert_eq!(header_str(&headers, "lang").as_deref(), Some("py"));
+        let mut names: Vec<&str> = headers.inner().keys().map(ShortString::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["id", "task"], "headers at Celery's defaults are left out");
         assert_eq!(properties.correlation_id().as_ref().map(ShortString::as_str), Some(m.id.as_str()));
     }
 
