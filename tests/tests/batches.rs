@@ -1,6 +1,7 @@
 //! Batches: completion is tracked in the broker, progress reads are consistent midway, and the
 //! callback runs exactly once with the batch's summary, even when a worker dies mid-batch.
 
+use lepus::lapin::options::BasicGetOptions;
 use lepus::topology::batch_progress_queue;
 use lepus::{Batch, BatchProgress, Error, JobId, Request};
 use lepus_tests::{Cleanup, Remember, TestQueue, WorkerProcess, connect, temp_file, wait_until};
@@ -98,6 +99,40 @@ async fn a_worker_killed_mid_batch_does_not_double_count_or_double_call() {
     let summaries = Remember::calls(&calls);
     assert_eq!(summaries.len(), 1, "the callback ran {} times", summaries.len());
     assert_eq!(summaries[0]["done"], 200);
+    client.close().await.expect("closed");
+}
+
+#[tokio::test]
+async fn a_batch_completes_when_a_reader_held_its_progress_as_its_last_record_came_in() {
+    let queue = TestQueue::declare("batch-held").await;
+    let client = connect().await;
+    let calls = temp_file("held-callback");
+    let batch = Batch::new()
+        .callback(Request::new(Remember { path: calls.clone(), batch: Default::default() }).queue(queue.name()))
+        .job(Request::new(Sleep { seconds: 0.0 }).queue(queue.name()));
+    let id = client.enqueue_batch(batch).await.expect("sent");
+    let mut cleanup = Cleanup::default();
+    cleanup.queue(batch_progress_queue(&id));
+
+    // Hold the stored snapshot, as a slow progress reader would, while the only job runs: the
+    // tracker finds the batch busy and must try its record again once the reader lets go.
+    let reader = queue.broker().channel().await.expect("channel");
+    let held = reader
+        .basic_get(batch_progress_queue(&id).as_str().into(), BasicGetOptions { no_ack: false })
+        .await
+        .expect("basic.get")
+        .expect("the stored snapshot");
+    let _worker = WorkerProcess::start(queue.name(), &[]);
+    wait_until("the job has run", TIMEOUT, || async { queue.ready().await == 0 && queue.consumers().await == 1 }).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    drop(held);
+    reader.close(200, "let go".into()).await.expect("closed");
+
+    wait_until("the batch completes", Duration::from_secs(20), || async {
+        client.batch_progress(&id).await.is_ok_and(|p| p.complete)
+    })
+    .await;
+    wait_until("the callback ran", TIMEOUT, || async { !Remember::calls(&calls).is_empty() }).await;
     client.close().await.expect("closed");
 }
 

@@ -147,6 +147,9 @@ impl Tracker {
             for delivery in retry_later {
                 delivery.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await.map_err(amqp("nack"))?;
             }
+            // On a transactional channel a nack takes effect at the commit: without this one the
+            // records would wait for the next chunk, which may never come (they were the last).
+            self.tx.commit().await?;
         }
         Ok(())
     }
