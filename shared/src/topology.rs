@@ -4,8 +4,9 @@
 //! - **Work queue** `<name>` (default `lepus`): quorum, durable; dead-letters to `<name>.dlq`
 //!   through the default exchange, at least once; `x-delivery-limit` stops poison messages.
 //!   Jobs are published to the default exchange with the queue name as routing key.
-//! - **Dead-letter queue** `<name>.dlq`: quorum, durable. Holds messages the broker gave up on
-//!   (delivery limit) and messages a worker refused, each with an `x-lepus-reason` header.
+//! - **Dead-letter queue** `<name>.dlq`: quorum, durable. Holds messages a worker refused or
+//!   gave up on (among them those at the delivery limit), each with an `x-lepus-reason` header,
+//!   and any the broker dead-lettered itself (with its `x-death` header).
 //! - **Reply queue** `lepus.reply.<client id>`: one per client, classic, durable, expires after
 //!   it has been unused for a while (`x-expires`), so results survive a client's reconnect and a
 //!   broker restart but never pile up after the client is gone.
@@ -58,11 +59,18 @@ impl WorkQueue {
         Ok(Self { name, delivery_limit: DEFAULT_DELIVERY_LIMIT })
     }
 
-    /// Sets how many deliveries the broker attempts before dead-lettering a message.
+    /// Sets the queue's `x-delivery-limit`: how many times a message may be handed back (a worker
+    /// died or lost its connection while it held it) before it is dead-lettered.
     #[must_use]
     pub fn with_delivery_limit(mut self, limit: u32) -> Self {
         self.delivery_limit = limit;
         self
+    }
+
+    /// The queue's `x-delivery-limit`.
+    #[must_use]
+    pub fn delivery_limit(&self) -> u32 {
+        self.delivery_limit
     }
 
     /// The queue's name.

@@ -72,7 +72,8 @@ pub struct Args {
     /// How long running jobs may take to finish after SIGTERM/SIGINT, e.g. `30s`, `2m`.
     #[arg(long, env = "LEPUS_GRACE_PERIOD", default_value = "30s", value_parser = humantime::parse_duration)]
     pub grace_period: Duration,
-    /// Deliveries of one message before the broker dead-letters it (the queue's x-delivery-limit).
+    /// Times a message may be handed back (its worker died or lost its connection) before it is
+    /// dead-lettered instead of run again: the queues' x-delivery-limit.
     #[arg(long, env = "LEPUS_DELIVERY_LIMIT", default_value_t = lepus::topology::DEFAULT_DELIVERY_LIMIT)]
     pub delivery_limit: u32,
     /// Largest message body accepted, in bytes; larger ones are dead-lettered.

@@ -16,7 +16,8 @@ pub struct WorkerConfig {
     pub concurrency: u16,
     /// How long running jobs may take to finish after a stop signal.
     pub grace_period: Duration,
-    /// Deliveries of one message before the broker dead-letters it (the queues' `x-delivery-limit`).
+    /// Times a message may be handed back (its worker died or lost its connection) before it is
+    /// dead-lettered instead of run again: the queues' `x-delivery-limit`.
     pub delivery_limit: u32,
     /// Largest message body accepted; larger ones are dead-lettered.
     pub max_payload: usize,

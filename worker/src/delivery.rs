@@ -87,8 +87,12 @@ pub(crate) async fn process(
         Ok(message) => {
             let span = tracing::info_span!("job", job.id = %message.id, job.name = %message.task);
             let batch = Record::of(&message, false);
+            let handed_out = dead_letter::delivery_count(&delivery.properties);
             async {
-                let outcome = execute::run(message, &shared).await;
+                let outcome = match execute::past_delivery_limit(&message, handed_out, queue.delivery_limit()) {
+                    Some(refused) => refused,
+                    None => execute::run(message, &shared).await,
+                };
                 settle(&delivery, &queue, &shared, &acks, outcome, batch).await;
             }
             .instrument(span)

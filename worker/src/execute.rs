@@ -1,5 +1,6 @@
-//! Deciding what becomes of a decoded job: refuse it, let it expire, send it back to wait for its
-//! `eta`, or run it (with its time limit, catching panics) and, if it fails, retry it or give up.
+//! Deciding what becomes of a decoded job: refuse it (unknown, or past the delivery limit), let it
+//! expire, send it back to wait for its `eta`, or run it (with its time limit, catching panics)
+//! and, if it fails, retry it or give up.
 
 use crate::context::JobContext;
 use crate::delivery::{Outcome, Reply, Shared};
@@ -24,6 +25,26 @@ enum Called {
         exception: ExceptionInfo,
         next: Next,
     },
+}
+
+/// Refuses a message the broker has already handed out `limit` times (its `x-delivery-count`,
+/// `handed_out`), each time to a worker that died or lost its connection before settling it: a
+/// job that crashes its process, say. Run again, it would end the same way, and then the broker
+/// would dead-letter it without a word to anyone. Dead-lettered here instead, it fails for its
+/// caller (Celery's `WorkerLostError`) and for its batch. So a message runs at most `limit` times.
+pub(crate) fn past_delivery_limit(message: &TaskMessage, handed_out: u64, limit: u32) -> Option<Outcome> {
+    if handed_out < u64::from(limit) {
+        return None;
+    }
+    let error = format!(
+        "handed out {handed_out} times (the queue's delivery limit) without finishing: each time, \
+         the worker running it died or lost its connection; not run again"
+    );
+    tracing::error!(handed_out, limit, "job dead-lettered at the delivery limit");
+    let exception = ExceptionInfo::python("celery.exceptions", "WorkerLostError", error.clone());
+    let reply = Reply::to(message, ResultMessage::failure(&message.id, &exception, None));
+    let attempts = u32::try_from(handed_out).unwrap_or(u32::MAX);
+    Some(Outcome::DeadLetter { reason: Reason::DeliveryLimit, error, attempts, reply })
 }
 
 /// Decides the outcome of one job message.

@@ -8,6 +8,7 @@ mod task;
 
 pub use args::{Arguments, ArgumentsError};
 pub use result::{ExceptionInfo, ResultMessage, Status};
+pub(crate) use task::without;
 pub use task::{CONTENT_TYPE, DecodeError, TaskMessage, TimeLimit};
 pub use task::{header_str, rescheduled, set_header};
 

@@ -227,25 +227,29 @@ const MODELLED: &[&str] = &[
     "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin", "ignore_result", RETRY_HEADER,
 ];
 
-/// The properties of a delivered message for its next attempt: `retries` and `eta` replaced,
-/// everything else (body, id, reply_to, other headers) kept.
+/// The properties of a delivered message for its next attempt: `retries` and `eta` replaced, the
+/// broker's `x-delivery-count` dropped (the new message starts its own count), everything else
+/// (body, id, reply_to, other headers) kept.
 #[must_use]
 pub fn rescheduled(original: &BasicProperties, retries: u32, eta: Option<DateTime<Utc>>) -> BasicProperties {
-    let mut headers = original.headers().clone().unwrap_or_default();
+    let mut headers = without(original.headers().as_ref(), &["x-delivery-count"]);
     headers.insert("retries".into(), AMQPValue::LongLongInt(i64::from(retries)));
     let eta = eta.map_or(AMQPValue::Void, |eta| AMQPValue::LongString(iso8601(eta).into()));
     headers.insert("eta".into(), eta);
     original.clone().with_headers(headers)
 }
 
+/// A copy of `headers` (none: an empty table) without the headers named in `names`.
+pub(crate) fn without(headers: Option<&FieldTable>, names: &[&str]) -> FieldTable {
+    let Some(headers) = headers else { return FieldTable::default() };
+    let kept = headers.inner().iter().filter(|(name, _)| !names.contains(&name.as_str()));
+    FieldTable::from(
+        kept.map(|(name, value)| (name.clone(), value.clone())).collect::<std::collections::BTreeMap<_, _>>(),
+    )
+}
+
 fn unmodelled(headers: &FieldTable) -> FieldTable {
-    let mut extra = FieldTable::default();
-    for (key, value) in headers {
-        if !MODELLED.contains(&key.as_str()) {
-            extra.insert(key.clone(), value.clone());
-        }
-    }
-    extra
+    without(Some(headers), MODELLED)
 }
 
 /// The body's three parts: args, kwargs, embed.
