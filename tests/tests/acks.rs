@@ -3,58 +3,12 @@
 //! to the queue), and jobs finishing in any order are each acked once (no channel error, no
 //! redelivery, one result per job, nothing left unacked).
 
-use futures_lite::StreamExt;
-use lepus::lapin::options::{BasicConsumeOptions, QueueDeleteOptions};
-use lepus::lapin::types::FieldTable;
-use lepus::lapin::{BasicProperties, Channel, Consumer};
-use lepus::protocol::{Arguments, ResultMessage, Status, TaskMessage};
-use lepus::topology;
-use lepus_tests::{TestQueue, WorkerProcess, unique_name, wait_until};
+use lepus::lapin::BasicProperties;
+use lepus::protocol::{Arguments, Status, TaskMessage};
+use lepus_tests::{RawReplies, TestQueue, WorkerProcess, wait_until};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
-
-/// A reply queue read raw, so that a duplicate result would be seen rather than dropped.
-struct Replies {
-    name: String,
-    channel: Channel,
-    consumer: Consumer,
-}
-
-impl Replies {
-    async fn open(queue: &TestQueue) -> Self {
-        let name = unique_name("replies");
-        let channel = queue.broker().channel().await.expect("channel");
-        topology::declare_reply_queue(&channel, &name, Duration::from_secs(300)).await.expect("reply queue");
-        let no_ack = BasicConsumeOptions { no_ack: true, ..BasicConsumeOptions::default() };
-        let consumer = channel
-            .basic_consume(name.as_str().into(), "".into(), no_ack, FieldTable::default())
-            .await
-            .expect("consume");
-        Self { name, channel, consumer }
-    }
-
-    /// Waits for `n` results, then one more quiet second in which a duplicate would show up.
-    async fn take(&mut self, n: usize, timeout: Duration) -> Vec<ResultMessage> {
-        let mut all = Vec::new();
-        let deadline = Instant::now() + timeout;
-        while all.len() < n {
-            match tokio::time::timeout_at(deadline.into(), self.consumer.next()).await {
-                Ok(Some(Ok(delivery))) => all.push(ResultMessage::decode(&delivery.data).expect("a result")),
-                Ok(other) => panic!("reply consumer ended: {other:?}"),
-                Err(_) => panic!("only {} of {n} results arrived", all.len()),
-            }
-        }
-        while let Ok(Some(Ok(delivery))) = tokio::time::timeout(Duration::from_secs(1), self.consumer.next()).await {
-            all.push(ResultMessage::decode(&delivery.data).expect("a result"));
-        }
-        all
-    }
-
-    async fn delete(self) {
-        drop(self.channel.queue_delete(self.name.as_str().into(), QueueDeleteOptions::default()).await);
-    }
-}
+use std::time::Duration;
 
 fn job(task: &str, kwargs: Value, reply_to: &str) -> TaskMessage {
     let kwargs: Map<String, Value> = kwargs.as_object().cloned().unwrap_or_default();
@@ -75,12 +29,12 @@ async fn a_running_job_is_never_covered_by_the_acks_of_jobs_that_finished_after_
     let queue = TestQueue::declare("ack-gap").await;
     let mut worker = WorkerProcess::start(queue.name(), &["--concurrency", "16"]);
     queue.wait_for_consumers(1).await;
-    let mut replies = Replies::open(&queue).await;
+    let mut replies = RawReplies::open(&queue).await;
 
     // Delivery tag 1 sleeps; the 300 jobs after it finish (and are acked) while it runs.
-    let sleeper = job("demo.sleep", json!({"seconds": 30.0}), &replies.name);
+    let sleeper = job("demo.sleep", json!({"seconds": 30.0}), replies.name());
     let mut messages = vec![sleeper.clone()];
-    messages.extend((0..300).map(|i| job("demo.echo", json!({"i": i}), &replies.name)));
+    messages.extend((0..300).map(|i| job("demo.echo", json!({"i": i}), replies.name())));
     publish_in_order(&queue, &messages).await;
     let results = replies.take(300, Duration::from_secs(30)).await;
     assert_eq!(results.len(), 300, "each quick job has exactly one result");
@@ -114,7 +68,7 @@ async fn jobs_finishing_in_any_order_are_each_acked_once() {
     let queue = TestQueue::declare("ack-order").await;
     let worker = WorkerProcess::start(queue.name(), &["--concurrency", "32"]);
     queue.wait_for_consumers(1).await;
-    let mut replies = Replies::open(&queue).await;
+    let mut replies = RawReplies::open(&queue).await;
 
     // Sleeps of 0 to 40 ms in a scrambled order, failures (dead-lettered with a FAILURE result)
     // and undecodable bodies (dead-lettered, no result) in between.
@@ -122,9 +76,9 @@ async fn jobs_finishing_in_any_order_are_each_acked_once() {
     let mut expected = HashMap::new();
     for i in 0..JOBS {
         let message = if i % 10 == 3 {
-            job("demo.fail", json!({"message": format!("failure {i}")}), &replies.name)
+            job("demo.fail", json!({"message": format!("failure {i}")}), replies.name())
         } else {
-            job("demo.sleep", json!({"seconds": ((i * 7919) % 41) as f64 / 1000.0}), &replies.name)
+            job("demo.sleep", json!({"seconds": ((i * 7919) % 41) as f64 / 1000.0}), replies.name())
         };
         let status = if i % 10 == 3 { Status::Failure } else { Status::Success };
         expected.insert(message.id.to_string(), status);

@@ -1,16 +1,13 @@
 //! Jobs round-trip: typed jobs sent from Rust run on worker processes and their typed results
 //! come back; many jobs spread over several workers, each with exactly one result.
 
-use futures_lite::StreamExt;
-use lepus::lapin::options::{BasicConsumeOptions, QueueDeleteOptions};
-use lepus::lapin::types::FieldTable;
+use lepus::Request;
 use lepus::protocol::{Arguments, ResultMessage, Status, TaskMessage};
-use lepus::{Request, topology};
-use lepus_tests::{TestQueue, WordCount, WordStats, WorkerProcess, connect, unique_name};
+use lepus_tests::{RawReplies, TestQueue, WordCount, WordStats, WorkerProcess, connect};
 use lepus_worker::demo::Add;
 use serde_json::json;
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -42,14 +39,7 @@ async fn a_thousand_jobs_through_three_workers_get_exactly_one_result_each() {
     queue.wait_for_consumers(3).await;
 
     // Our own reply queue, read raw, so duplicates would be seen rather than dropped.
-    let replies = unique_name("replies");
-    let channel = queue.broker().channel().await.expect("channel");
-    topology::declare_reply_queue(&channel, &replies, Duration::from_secs(300)).await.expect("reply queue");
-    let no_ack = BasicConsumeOptions { no_ack: true, ..BasicConsumeOptions::default() };
-    let mut consumer = channel
-        .basic_consume(replies.as_str().into(), "".into(), no_ack, FieldTable::default())
-        .await
-        .expect("consume");
+    let mut replies = RawReplies::open(&queue).await;
 
     let mut sent = HashMap::new();
     let mut publishing = tokio::task::JoinSet::new();
@@ -57,7 +47,7 @@ async fn a_thousand_jobs_through_three_workers_get_exactly_one_result_each() {
     for i in 0..JOBS {
         let mut message =
             TaskMessage::new("demo.add", Arguments { args: vec![json!(i), json!(i)], kwargs: Default::default() });
-        message.reply_to = Some(replies.clone());
+        message.reply_to = Some(replies.name().to_owned());
         sent.insert(message.id.to_string(), 2 * i);
         let queue = std::sync::Arc::clone(&queue);
         publishing.spawn(async move { queue.publish(&message).await });
@@ -66,21 +56,7 @@ async fn a_thousand_jobs_through_three_workers_get_exactly_one_result_each() {
         published.expect("publish task");
     }
 
-    let mut all: Vec<ResultMessage> = Vec::new();
-    let decode = |data: &[u8]| ResultMessage::decode(data).expect("a result message");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while all.len() < sent.len() {
-        match tokio::time::timeout_at(deadline.into(), consumer.next()).await {
-            Ok(Some(Ok(delivery))) => all.push(decode(&delivery.data)),
-            Ok(other) => panic!("reply consumer ended: {other:?}"),
-            Err(_) => panic!("only {} of {JOBS} results arrived", all.len()),
-        }
-    }
-    // One more quiet second, in which a duplicate result would show up.
-    while let Ok(Some(Ok(delivery))) = tokio::time::timeout(Duration::from_secs(1), consumer.next()).await {
-        all.push(decode(&delivery.data));
-    }
-
+    let all = replies.take(sent.len(), Duration::from_secs(60)).await;
     assert_eq!(all.len(), sent.len(), "each job has exactly one result");
     let mut results: HashMap<String, Vec<ResultMessage>> = HashMap::new();
     for result in all {
@@ -99,5 +75,5 @@ async fn a_thousand_jobs_through_three_workers_get_exactly_one_result_each() {
     }
     assert_eq!(per_worker.len(), 3, "{per_worker:?}");
     assert_eq!(queue.ready().await, 0);
-    drop(channel.queue_delete(replies.as_str().into(), QueueDeleteOptions::default()).await);
+    replies.delete().await;
 }

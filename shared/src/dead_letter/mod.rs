@@ -14,6 +14,7 @@ mod queue;
 
 pub use queue::{DeadLetter, DeadLetters};
 
+use crate::protocol::amqp_value::to_json;
 use crate::protocol::{set_header, without};
 use chrono::Utc;
 use lapin::BasicProperties;
@@ -105,17 +106,8 @@ const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
 /// How many times the broker handed this delivery's message out before without it being settled.
 #[must_use]
 pub fn delivery_count(delivered: &BasicProperties) -> u64 {
-    let Some(headers) = delivered.headers() else { return 0 };
-    match headers.inner().get(DELIVERY_COUNT_HEADER) {
-        Some(AMQPValue::LongLongInt(n)) => u64::try_from(*n).unwrap_or(0),
-        Some(AMQPValue::LongInt(n)) => u64::try_from(*n).unwrap_or(0),
-        Some(AMQPValue::LongUInt(n)) => u64::from(*n),
-        Some(AMQPValue::ShortInt(n)) => u64::try_from(*n).unwrap_or(0),
-        Some(AMQPValue::ShortUInt(n)) => u64::from(*n),
-        Some(AMQPValue::ShortShortInt(n)) => u64::try_from(*n).unwrap_or(0),
-        Some(AMQPValue::ShortShortUInt(n)) => u64::from(*n),
-        _ => 0,
-    }
+    let count = delivered.headers().as_ref().and_then(|headers| headers.inner().get(DELIVERY_COUNT_HEADER));
+    count.map(to_json).and_then(|count| count.as_u64()).unwrap_or(0)
 }
 
 /// The original properties with the dead-letter headers added; `attempts` is how many times the
