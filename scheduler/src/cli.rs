@@ -93,7 +93,7 @@ struct SendArgs {
     #[arg(long, default_value = "{}")]
     kwargs: String,
     /// The queue.
-    #[arg(long, default_value = lepus::topology::DEFAULT_QUEUE)]
+    #[arg(long, default_value = lepus::DEFAULT_QUEUE)]
     queue: String,
     /// Do not run a job that has not started this long after it was sent, e.g. `10m`.
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -213,5 +213,5 @@ async fn run(cli: Cli) -> Result<(), String> {
 }
 
 async fn connect(url: &str) -> Result<Client, String> {
-    Client::connect(url).await.map_err(|e| format!("{e}\n\n{}", lepus::UNREACHABLE_HINT))
+    Client::connect(url).await.map_err(|e| format!("{e}\n\n{}", lepus::internal::UNREACHABLE_HINT))
 }

@@ -1,10 +1,13 @@
 //! [`SchedulerConfig`]: a scheduler replica's settings.
 
+use crate::scheduler::SchedulerError;
 use std::fmt;
 use std::time::Duration;
 
-/// A scheduler replica's settings.
+/// A scheduler replica's settings. New settings can be added without breaking anyone: start from
+/// [`SchedulerConfig::default`] and change what you need.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct SchedulerConfig {
     /// Broker URL.
     pub amqp_url: String,
@@ -35,7 +38,7 @@ impl Default for SchedulerConfig {
 impl fmt::Debug for SchedulerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SchedulerConfig")
-            .field("amqp_url", &lepus::redact(&self.amqp_url))
+            .field("amqp_url", &lepus::internal::redact(&self.amqp_url))
             .field("group", &self.group)
             .field("heartbeat", &self.heartbeat)
             .field("standby_poll", &self.standby_poll)
@@ -45,14 +48,51 @@ impl fmt::Debug for SchedulerConfig {
 }
 
 impl SchedulerConfig {
+    /// Sets [`SchedulerConfig::amqp_url`].
+    #[must_use]
+    pub fn amqp_url(mut self, url: impl Into<String>) -> Self {
+        self.amqp_url = url.into();
+        self
+    }
+
+    /// Sets [`SchedulerConfig::group`].
+    #[must_use]
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = group.into();
+        self
+    }
+
+    /// Sets [`SchedulerConfig::heartbeat`].
+    #[must_use]
+    pub fn heartbeat(mut self, heartbeat: Duration) -> Self {
+        self.heartbeat = heartbeat;
+        self
+    }
+
+    /// Sets [`SchedulerConfig::standby_poll`].
+    #[must_use]
+    pub fn standby_poll(mut self, poll: Duration) -> Self {
+        self.standby_poll = poll;
+        self
+    }
+
+    /// Sets [`SchedulerConfig::broker_timeout`].
+    #[must_use]
+    pub fn broker_timeout(mut self, timeout: Duration) -> Self {
+        self.broker_timeout = timeout;
+        self
+    }
+
     /// Checks the settings.
-    pub(crate) fn validate(&self) -> Result<(), String> {
-        lepus::topology::validate_name("scheduler group", &self.group).map_err(|e| e.to_string())?;
+    pub(crate) fn validate(&self) -> Result<(), SchedulerError> {
+        lepus::internal::topology::validate_name("scheduler group", &self.group).map_err(SchedulerError::Group)?;
         if !(1..=600).contains(&self.heartbeat.as_secs()) {
-            return Err(format!("heartbeat must be between 1 s and 10 min, not {:?}", self.heartbeat));
+            return Err(SchedulerError::Heartbeat(self.heartbeat));
         }
-        if self.standby_poll.is_zero() || self.broker_timeout.is_zero() {
-            return Err("standby poll and broker timeout must be more than zero".into());
+        for (what, duration) in [("the standby poll", self.standby_poll), ("the broker timeout", self.broker_timeout)] {
+            if duration.is_zero() {
+                return Err(SchedulerError::Zero(what));
+            }
         }
         Ok(())
     }

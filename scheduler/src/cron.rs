@@ -14,6 +14,18 @@ use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
 use std::fmt;
 
+/// Why a cron expression was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CronError {
+    /// Neither 5 nor 6 fields, and not a shorthand.
+    #[error("expected 5 fields (minute hour day month weekday) or 6 (seconds first), got {0}")]
+    FieldCount(usize),
+    /// A field is out of range or malformed (croner's explanation).
+    #[error(transparent)]
+    Invalid(#[from] croner::errors::CronError),
+}
+
 /// A parsed cron expression.
 #[derive(Clone)]
 pub struct CronExpr {
@@ -30,15 +42,13 @@ impl fmt::Debug for CronExpr {
 impl CronExpr {
     /// Parses a 5-field crontab line, a 6-field line with seconds first, or a shorthand
     /// (`@yearly`, `@monthly`, `@weekly`, `@daily`, `@hourly`).
-    pub fn parse(expression: &str) -> Result<Self, String> {
+    pub fn parse(expression: &str) -> Result<Self, CronError> {
         let fields = expression.split_whitespace().count();
         if !expression.trim_start().starts_with('@') && !(5..=6).contains(&fields) {
-            return Err(format!(
-                "expected 5 fields (minute hour day month weekday) or 6 (seconds first), got {fields}"
-            ));
+            return Err(CronError::FieldCount(fields));
         }
         let parser = CronParser::builder().seconds(Seconds::Optional).year(Year::Disallowed).build();
-        let cron = parser.parse(expression).map_err(|e| e.to_string())?;
+        let cron = parser.parse(expression)?;
         Ok(Self { source: expression.trim().to_owned(), cron })
     }
 

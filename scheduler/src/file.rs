@@ -17,7 +17,7 @@
 //! callback = { job = "reports.done", queue = "lepus", kwargs = {} }   # optional, with items
 //! ```
 
-use crate::schedule::{Misfire, Schedule, ScheduleCallback};
+use crate::schedule::{Misfire, Schedule, ScheduleCallback, ScheduleError};
 use lepus::RetryPolicy;
 use lepus::protocol::Arguments;
 use serde::Deserialize;
@@ -126,14 +126,16 @@ pub fn parse(text: &str, source: &str) -> Result<Vec<Schedule>, ScheduleFileErro
 
 impl Entry {
     fn into_schedule(self) -> Result<Schedule, String> {
-        let mut schedule = Schedule::new(&self.name, &self.cron, &self.job)?
+        let problem = |e: ScheduleError| e.to_string();
+        let mut schedule = Schedule::new(&self.name, &self.cron, &self.job)
+            .map_err(problem)?
             .arguments(Arguments { args: self.args, kwargs: self.kwargs })
             .misfire(self.misfire);
         if let Some(zone) = &self.timezone {
-            schedule = schedule.timezone(zone)?;
+            schedule = schedule.timezone(zone).map_err(problem)?;
         }
         if let Some(queue) = &self.queue {
-            schedule = schedule.queue(queue)?;
+            schedule = schedule.queue(queue).map_err(problem)?;
         }
         if let Some(expires) = &self.expires {
             let expires =
@@ -149,8 +151,8 @@ impl Entry {
             (Some(items), callback) => {
                 schedule = schedule.items(items);
                 if let Some(callback) = callback {
-                    let queue = callback.queue.unwrap_or_else(|| lepus::topology::DEFAULT_QUEUE.to_owned());
-                    lepus::topology::validate_queue_name(&queue).map_err(|e| format!("callback: {e}"))?;
+                    let queue = callback.queue.unwrap_or_else(|| lepus::DEFAULT_QUEUE.to_owned());
+                    lepus::internal::topology::validate_queue_name(&queue).map_err(|e| format!("callback: {e}"))?;
                     schedule =
                         schedule.callback(ScheduleCallback { job: callback.job, queue, kwargs: callback.kwargs });
                 }

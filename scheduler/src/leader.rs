@@ -1,11 +1,19 @@
 //! Leadership: the replica whose connection holds the exclusive lock queue leads. The lock and
 //! every firing share that one connection, so a replica that lost the lock (its connection died)
 //! can no longer publish anything.
+//!
+//! On taking the lead a replica announces itself (its node name and the time) in the group's
+//! leader-info queue; [`leader`] reads the lock and that announcement, so operators, tests and the
+//! demo learn from the broker who leads, not from a replica's log.
 
 use crate::config::SchedulerConfig;
+use chrono::{DateTime, Utc};
+use lepus::internal::{Outgoing, Transaction, persistent_json, topology};
+use lepus::lapin::options::BasicGetOptions;
 use lepus::lapin::uri::AMQPUri;
 use lepus::lapin::{Channel, Connection, ConnectionProperties};
-use lepus::topology;
+use lepus::{Broker, ReplyCode};
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -15,44 +23,69 @@ pub(crate) struct Leadership {
     connection: Connection,
 }
 
+/// Who leads a scheduler group, as that replica announced when it took the lead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leader {
+    /// The replica's node name, `host:pid`.
+    pub node: String,
+    /// When it took the lead.
+    pub since: DateTime<Utc>,
+}
+
 impl Leadership {
-    /// Waits until this replica takes the lock; `None` if `stop` comes first.
+    /// Waits until this replica takes the lock of its group, then announces it; `None` if `stop`
+    /// comes first. Between attempts to connect it waits by the reconnect policy, and while
+    /// another replica leads it asks again every `standby_poll`.
     pub(crate) async fn acquire(config: &SchedulerConfig, name: &str, stop: &CancellationToken) -> Option<Self> {
         let mut standing_by = false;
         loop {
-            match connect(config, name).await {
-                Ok(connection) => loop {
-                    if !connection.status().connected() {
+            let connection = lepus::internal::reconnect("scheduler", stop, || connect(config, name)).await?;
+            while connection.status().connected() {
+                match take_lock(&connection, &config.group).await {
+                    Ok(()) => {
+                        let leadership = Self { connection };
+                        match leadership.announce(config).await {
+                            Ok(()) => return Some(leadership),
+                            Err(e) => tracing::warn!(error = %e, "took the lock but cannot announce it; trying again"),
+                        }
+                        leadership.release().await;
                         break;
                     }
-                    let locked = match connection.create_channel().await {
-                        Ok(channel) => topology::take_scheduler_lock(&channel, &config.group).await,
-                        Err(e) => Err(lepus::Error::Amqp { operation: "channel open", source: e }),
-                    };
-                    match locked {
-                        Ok(()) => return Some(Self { connection }),
-                        Err(e) if e.to_string().contains("RESOURCE_LOCKED") => {
-                            if !standing_by {
-                                tracing::info!("another replica leads; standing by");
-                                standing_by = true;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot take the scheduler lock");
-                            break;
+                    Err(e) if e.reply_code() == Some(ReplyCode::ResourceLocked) => {
+                        if !standing_by {
+                            tracing::info!("another replica leads; standing by");
+                            standing_by = true;
                         }
                     }
-                    if wait(stop, config.standby_poll).await {
-                        drop(connection.close(200, "stopping".into()).await);
-                        return None;
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot take the scheduler lock");
+                        break;
                     }
-                },
-                Err(e) => tracing::warn!(error = %e, "cannot connect to the broker"),
-            }
-            if wait(stop, config.standby_poll).await {
-                return None;
+                }
+                if wait(stop, config.standby_poll).await {
+                    drop(connection.close(200, "stopping".into()).await);
+                    return None;
+                }
             }
         }
+    }
+
+    /// Puts this replica's name in the group's leader-info queue, on the lock's connection.
+    async fn announce(&self, config: &SchedulerConfig) -> lepus::Result<()> {
+        let channel = self.channel().await?;
+        topology::declare_scheduler_leader_info(&channel, &config.group).await?;
+        let leader = Leader { node: lepus::internal::node_name().to_owned(), since: Utc::now() };
+        let body = serde_json::to_vec(&leader).map_err(|source| lepus::Error::Serde {
+            action: "encode",
+            what: "a leader announcement".into(),
+            source,
+        })?;
+        let tx = Transaction::open(channel, config.broker_timeout).await?;
+        let queue = topology::scheduler_leader_queue(&config.group);
+        tx.publish(Outgoing { exchange: "", routing_key: &queue, body: &body, properties: persistent_json() }).await?;
+        tx.commit().await?;
+        tracing::info!(group = config.group, "this replica now leads");
+        Ok(())
     }
 
     /// Whether the lock is still held (the connection that holds it is alive).
@@ -74,9 +107,48 @@ impl Leadership {
     }
 }
 
+/// Who leads scheduler group `group` right now: `None` if no replica holds the lock, or if the one
+/// that has just taken it has not announced itself yet (a moment). Read from the broker, so any
+/// process can ask.
+pub async fn leader(broker: &Broker, group: &str) -> lepus::Result<Option<Leader>> {
+    match topology::inspect_queue(broker, &topology::scheduler_lock_queue(group)).await {
+        Ok(None) => return Ok(None),
+        // Another connection holds the exclusive lock queue: a replica leads.
+        Err(e) if e.reply_code() == Some(ReplyCode::ResourceLocked) => {}
+        Ok(Some(_)) => {}
+        Err(e) => return Err(e),
+    }
+    let channel = broker.channel().await?;
+    let queue = topology::scheduler_leader_queue(group);
+    let mut latest: Option<Leader> = None;
+    loop {
+        match channel.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false }).await {
+            Ok(Some(message)) => {
+                let announced = serde_json::from_slice::<Leader>(&message.delivery.data).ok();
+                if let Some(leader) = announced.filter(|a| latest.as_ref().is_none_or(|l| a.since > l.since)) {
+                    latest = Some(leader);
+                }
+            }
+            Ok(None) => break,
+            Err(e) if ReplyCode::of(&e) == Some(ReplyCode::NotFound) => return Ok(None),
+            Err(source) => return Err(lepus::Error::Amqp { operation: "basic.get", source }),
+        }
+    }
+    // Closing the channel puts the announcements back, untouched.
+    drop(channel.close(200, "read".into()).await);
+    Ok(latest)
+}
+
+/// Tries to take the lock of `group` on a channel of its own (a refusal closes the channel).
+async fn take_lock(connection: &Connection, group: &str) -> lepus::Result<()> {
+    let channel =
+        connection.create_channel().await.map_err(|source| lepus::Error::Amqp { operation: "channel open", source })?;
+    topology::take_scheduler_lock(&channel, group).await
+}
+
 /// Connects with the configured heartbeat; the connection shows in RabbitMQ as `name`.
 async fn connect(config: &SchedulerConfig, name: &str) -> lepus::Result<Connection> {
-    let redacted = lepus::redact(&config.amqp_url);
+    let redacted = lepus::internal::redact(&config.amqp_url);
     let mut uri: AMQPUri =
         config.amqp_url.parse().map_err(|reason| lepus::Error::InvalidUrl { url: redacted.clone(), reason })?;
     uri.query.heartbeat = Some(u16::try_from(config.heartbeat.as_secs()).unwrap_or(u16::MAX));
@@ -84,10 +156,11 @@ async fn connect(config: &SchedulerConfig, name: &str) -> lepus::Result<Connecti
     let connecting = Connection::connect_uri(uri, properties);
     match tokio::time::timeout(config.broker_timeout, connecting).await {
         Ok(Ok(connection)) => Ok(connection),
-        Ok(Err(e)) => Err(lepus::Error::Connect { url: redacted, reason: e.to_string() }),
+        Ok(Err(e)) => Err(lepus::Error::Connect { url: redacted, reason: e.to_string(), source: Some(Box::new(e)) }),
         Err(_) => Err(lepus::Error::Connect {
             url: redacted,
             reason: format!("no answer within {:?}", config.broker_timeout),
+            source: None,
         }),
     }
 }

@@ -17,8 +17,9 @@ mod scheduler;
 mod state;
 
 pub use config::SchedulerConfig;
-pub use cron::CronExpr;
+pub use cron::{CronError, CronExpr};
 pub use file::{ScheduleFileError, load as load_schedules, parse as parse_schedules};
-pub use schedule::{Firing, MAX_CATCH_UP, Misfire, Schedule, ScheduleCallback};
+pub use leader::{Leader, leader};
+pub use schedule::{Firing, MAX_CATCH_UP, Misfire, Schedule, ScheduleCallback, ScheduleError};
 pub use scheduler::{Scheduler, SchedulerError};
 pub use state::last_fired;

@@ -1,12 +1,14 @@
 //! [`Schedule`]: a named cron rule that enqueues a job (or a batch of jobs) at each tick, and
 //! what to do with ticks missed while no scheduler ran ([`Misfire`]).
 
-use crate::cron::CronExpr;
+use crate::cron::{CronError, CronExpr};
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use chrono_tz::Tz;
-use lepus::batch::{Batch, PreparedBatch};
+use lepus::Batch;
+use lepus::DEFAULT_QUEUE;
+use lepus::internal::PreparedBatch;
+use lepus::internal::topology::{validate_name, validate_queue_name};
 use lepus::protocol::{Arguments, TaskMessage};
-use lepus::topology::{DEFAULT_QUEUE, validate_name, validate_queue_name};
 use lepus::{Request, RetryPolicy};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -23,6 +25,29 @@ pub enum Misfire {
     Once,
     /// Run every missed tick, oldest first, up to [`MAX_CATCH_UP`].
     All,
+}
+
+/// Why a schedule could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScheduleError {
+    /// The schedule's name, or a queue name, is not acceptable.
+    #[error(transparent)]
+    Name(lepus::Error),
+    /// The job name is empty.
+    #[error("the job name is empty")]
+    EmptyJob,
+    /// The cron expression does not parse.
+    #[error("invalid cron expression {expression:?}: {source}")]
+    Cron {
+        /// The expression as given.
+        expression: String,
+        /// Why it does not parse.
+        source: CronError,
+    },
+    /// The time zone is not an IANA name.
+    #[error("unknown time zone {0:?} (use an IANA name like Europe/Paris)")]
+    TimeZone(String),
 }
 
 /// The most missed ticks one schedule catches up on at once with [`Misfire::All`].
@@ -58,12 +83,13 @@ pub struct Schedule {
 impl Schedule {
     /// A schedule named `name` that enqueues `job` with no arguments to the default queue at
     /// each tick of `cron` (UTC). The name and the expression are checked.
-    pub fn new(name: &str, cron: &str, job: &str) -> Result<Self, String> {
-        validate_name("schedule", name).map_err(|e| e.to_string())?;
+    pub fn new(name: &str, cron: &str, job: &str) -> Result<Self, ScheduleError> {
+        validate_name("schedule", name).map_err(ScheduleError::Name)?;
         if job.trim().is_empty() {
-            return Err("the job name is empty".into());
+            return Err(ScheduleError::EmptyJob);
         }
-        let cron = CronExpr::parse(cron).map_err(|e| format!("invalid cron expression {cron:?}: {e}"))?;
+        let cron =
+            CronExpr::parse(cron).map_err(|source| ScheduleError::Cron { expression: cron.to_owned(), source })?;
         Ok(Self {
             name: name.to_owned(),
             cron,
@@ -80,15 +106,14 @@ impl Schedule {
     }
 
     /// Reads the cron expression in IANA time zone `zone` (e.g. `Europe/Paris`).
-    pub fn timezone(mut self, zone: &str) -> Result<Self, String> {
-        self.zone =
-            zone.parse().map_err(|_| format!("unknown time zone {zone:?} (use an IANA name like Europe/Paris)"))?;
+    pub fn timezone(mut self, zone: &str) -> Result<Self, ScheduleError> {
+        self.zone = zone.parse().map_err(|_| ScheduleError::TimeZone(zone.to_owned()))?;
         Ok(self)
     }
 
     /// Sends the jobs to `queue`.
-    pub fn queue(mut self, queue: &str) -> Result<Self, String> {
-        validate_queue_name(queue).map_err(|e| e.to_string())?;
+    pub fn queue(mut self, queue: &str) -> Result<Self, ScheduleError> {
+        validate_queue_name(queue).map_err(ScheduleError::Name)?;
         self.queue = queue.to_owned();
         Ok(self)
     }
@@ -297,10 +322,11 @@ mod tests {
 
     #[test]
     fn bad_names_zones_and_expressions_are_refused() {
-        assert!(Schedule::new("has space", "@daily", "j").is_err());
-        assert!(Schedule::new("ok", "not cron", "j").is_err());
-        assert!(Schedule::new("ok", "@daily", "").is_err());
-        assert!(Schedule::new("ok", "@daily", "j").expect("valid").timezone("Mars/Olympus").is_err());
+        assert!(matches!(Schedule::new("has space", "@daily", "j"), Err(ScheduleError::Name(_))));
+        assert!(matches!(Schedule::new("ok", "not cron", "j"), Err(ScheduleError::Cron { .. })));
+        assert!(matches!(Schedule::new("ok", "@daily", ""), Err(ScheduleError::EmptyJob)));
+        let zoned = Schedule::new("ok", "@daily", "j").expect("valid").timezone("Mars/Olympus");
+        assert!(matches!(zoned, Err(ScheduleError::TimeZone(zone)) if zone == "Mars/Olympus"));
         assert!(Schedule::new("ok", "@daily", "j").expect("valid").timezone("Europe/Paris").is_ok());
     }
 }

@@ -11,8 +11,7 @@ use crate::leader::Leadership;
 use crate::schedule::{Firing, MAX_CATCH_UP, Misfire, Schedule};
 use crate::state;
 use chrono::{DateTime, TimeDelta, Utc};
-use lepus::protocol::persistent_json;
-use lepus::{Outgoing, Transaction, topology};
+use lepus::internal::{Outgoing, Transaction, persistent_json, topology};
 use std::future::Future;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -24,12 +23,33 @@ const TOLERANCE: TimeDelta = TimeDelta::milliseconds(500);
 /// How often a leader checks, while waiting for a tick, that it still leads.
 const LEAD_CHECK: Duration = Duration::from_millis(250);
 
-/// Why a scheduler could not run.
+/// Why a scheduler could not run: its configuration is invalid.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SchedulerError {
-    /// The configuration or the schedules are invalid.
+    /// The scheduler group's name is not acceptable.
     #[error("invalid configuration: {0}")]
-    Config(String),
+    Group(#[source] lepus::Error),
+    /// The heartbeat is out of range.
+    #[error("invalid configuration: the heartbeat must be between 1 s and 10 min, not {0:?}")]
+    Heartbeat(Duration),
+    /// A duration that must be positive is zero.
+    #[error("invalid configuration: {0} must be more than zero")]
+    Zero(&'static str),
+    /// There is nothing to schedule.
+    #[error("invalid configuration: no schedules to run")]
+    NoSchedules,
+}
+
+/// Why a replica stopped leading (it stands by again and tries to lead once more).
+#[derive(Debug, thiserror::Error)]
+enum LeadEnded {
+    /// The connection that held the lock died, and the lock with it.
+    #[error("the connection holding the scheduler lock died")]
+    LostLock,
+    /// The broker refused or failed an operation of the leader.
+    #[error(transparent)]
+    Broker(#[from] lepus::Error),
 }
 
 /// A scheduler replica.
@@ -49,27 +69,26 @@ impl Scheduler {
     /// Runs until `shutdown` completes: stands by, leads when it can, releases the lead at the
     /// end. Broker trouble is retried, not returned.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), SchedulerError> {
-        self.config.validate().map_err(SchedulerError::Config)?;
+        self.config.validate()?;
         if self.schedules.is_empty() {
-            return Err(SchedulerError::Config("no schedules to run".into()));
+            return Err(SchedulerError::NoSchedules);
         }
-        let stop = lepus::cancelled_by(shutdown);
-        let name = format!("lepus-scheduler {}", lepus::protocol::node_name());
+        let stop = lepus::internal::cancelled_by(shutdown);
+        let name = format!("lepus-scheduler {}", lepus::internal::node_name());
         let group = self.config.group.as_str();
         tracing::info!(
-            broker = lepus::redact(&self.config.amqp_url),
+            broker = lepus::internal::redact(&self.config.amqp_url),
             group,
             schedules = self.schedules.len(),
             "scheduler starting"
         );
         while let Some(leadership) = Leadership::acquire(&self.config, &name, &stop).await {
-            tracing::info!("this replica now leads");
             match self.lead(&leadership, &stop).await {
                 Ok(()) => {
                     leadership.release().await;
                     break;
                 }
-                Err(e) => tracing::warn!(error = %e, "lost the lead; standing by"),
+                Err(e) => tracing::warn!(error = %e, "stopped leading; standing by"),
             }
         }
         tracing::info!("scheduler stopped");
@@ -77,7 +96,7 @@ impl Scheduler {
     }
 
     /// Fires schedules while this replica leads; `Ok` when told to stop.
-    async fn lead(&self, leadership: &Leadership, stop: &CancellationToken) -> lepus::Result<()> {
+    async fn lead(&self, leadership: &Leadership, stop: &CancellationToken) -> Result<(), LeadEnded> {
         let reader = leadership.channel().await?;
         let tx = Transaction::open(leadership.channel().await?, self.config.broker_timeout).await?;
         let due_from = Utc::now() - TOLERANCE;
@@ -104,10 +123,7 @@ impl Scheduler {
                     () = tokio::time::sleep(wait.min(LEAD_CHECK)) => {}
                 }
                 if !leadership.held() {
-                    return Err(lepus::Error::Connect {
-                        url: lepus::redact(&self.config.amqp_url),
-                        reason: "the leader's connection died".into(),
-                    });
+                    return Err(LeadEnded::LostLock);
                 }
             }
             let schedule = &self.schedules[index];
@@ -197,9 +213,9 @@ impl Scheduler {
 }
 
 fn encode(message: &lepus::protocol::TaskMessage) -> lepus::Result<(Vec<u8>, lepus::lapin::BasicProperties)> {
-    message.encode().map_err(|e| lepus::Error::Serde {
+    message.encode().map_err(|source| lepus::Error::Serde {
         action: "encode",
         what: format!("job {}", message.task),
-        reason: e.to_string(),
+        source,
     })
 }

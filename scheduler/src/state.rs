@@ -3,10 +3,9 @@
 //! firing.
 
 use chrono::{DateTime, Utc};
+use lepus::internal::{Outgoing, Transaction, persistent_json, topology};
 use lepus::lapin::Channel;
 use lepus::lapin::options::{BasicGetOptions, BasicRejectOptions};
-use lepus::protocol::persistent_json;
-use lepus::{Outgoing, Transaction, topology};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -37,9 +36,8 @@ pub async fn last_fired(channel: &Channel, group: &str, schedule: &str) -> lepus
 
 /// Adds "`schedule` last fired at `tick`" to the transaction.
 pub(crate) async fn record(tx: &Transaction, group: &str, schedule: &str, tick: DateTime<Utc>) -> lepus::Result<()> {
-    let body = serde_json::to_vec(&State { schedule: schedule.to_owned(), last_fired: tick }).map_err(|e| {
-        lepus::Error::Serde { action: "encode", what: "a schedule state".into(), reason: e.to_string() }
-    })?;
+    let body = serde_json::to_vec(&State { schedule: schedule.to_owned(), last_fired: tick })
+        .map_err(|source| lepus::Error::Serde { action: "encode", what: "a schedule state".into(), source })?;
     let queue = topology::schedule_state_queue(group, schedule);
     tx.publish(Outgoing { exchange: "", routing_key: &queue, body: &body, properties: persistent_json() }).await
 }

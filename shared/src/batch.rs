@@ -14,54 +14,16 @@
 //! - Progress is read from the snapshot with the highest `seq`, without consuming it.
 
 use crate::error::{Error, Result};
-use crate::job::JobId;
+use crate::ids::{BatchId, JobId};
 use crate::protocol::{Arguments, TaskMessage};
 use crate::request::Request;
 use chrono::{DateTime, Utc};
 use lapin::types::AMQPValue;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::fmt;
 
 /// Header on every job of a tracked batch: the number of jobs in the batch.
 pub const SIZE_HEADER: &str = "x-lepus-batch-size";
-
-/// A batch id: the `group` header of its jobs and the name of its progress queue.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct BatchId(String);
-
-impl BatchId {
-    /// A fresh random id.
-    #[must_use]
-    pub fn random() -> Self {
-        Self(uuid::Uuid::new_v4().to_string())
-    }
-
-    /// The id as a string.
-    #[must_use]
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for BatchId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<&str> for BatchId {
-    fn from(id: &str) -> Self {
-        Self(id.to_owned())
-    }
-}
-
-impl From<String> for BatchId {
-    fn from(id: String) -> Self {
-        Self(id)
-    }
-}
 
 /// Jobs to send as one batch, and what to run when all have finished.
 #[derive(Debug, Default)]
@@ -276,11 +238,7 @@ impl Record {
 
     /// Encodes for `lepus.batches`.
     pub fn encode(&self) -> Result<Vec<u8>> {
-        serde_json::to_vec(self).map_err(|e| Error::Serde {
-            action: "encode",
-            what: "a batch record".into(),
-            reason: e.to_string(),
-        })
+        serde_json::to_vec(self).map_err(Error::serde("encode", "a batch record"))
     }
 }
 
@@ -350,11 +308,7 @@ impl Snapshot {
 
     /// Encodes for the progress queue.
     pub fn encode(&self) -> Result<Vec<u8>> {
-        serde_json::to_vec(self).map_err(|e| Error::Serde {
-            action: "encode",
-            what: "a batch snapshot".into(),
-            reason: e.to_string(),
-        })
+        serde_json::to_vec(self).map_err(Error::serde("encode", "a batch snapshot"))
     }
 }
 

@@ -53,7 +53,7 @@ impl Broker {
                 move || ConnectionProperties::default().with_connection_name(name.clone().into()),
                 Runtime::Tokio1,
             )
-            .map_err(|e| Error::Connect { url: redacted.to_string(), reason: e.to_string() })?;
+            .map_err(|e| Error::Connect { url: redacted.to_string(), reason: e.to_string(), source: None })?;
         let broker = Self { pool, url: redacted };
         broker.channel().await?.close(200, "connected".into()).await.map_err(Error::amqp("channel close"))?;
         Ok(broker)
@@ -63,8 +63,11 @@ impl Broker {
     pub async fn channel(&self) -> Result<Channel> {
         let connection = tokio::time::timeout(CONNECT_TIMEOUT, self.pool.get())
             .await
-            .map_err(|_| self.connect_error(format!("no connection within {CONNECT_TIMEOUT:?}")))?
-            .map_err(|e| self.connect_error(pool_reason(e)))?;
+            .map_err(|_| self.connect_error(format!("no connection within {CONNECT_TIMEOUT:?}"), None))?
+            .map_err(|e| match e {
+                PoolError::Backend(e) => self.connect_error(e.to_string(), Some(Box::new(e))),
+                other => self.connect_error(other.to_string(), None),
+            })?;
         connection.create_channel().await.map_err(Error::amqp("channel open"))
     }
 
@@ -89,15 +92,8 @@ impl Broker {
         &self.url
     }
 
-    fn connect_error(&self, reason: String) -> Error {
-        Error::Connect { url: self.url.to_string(), reason }
-    }
-}
-
-fn pool_reason(e: PoolError) -> String {
-    match e {
-        PoolError::Backend(e) => e.to_string(),
-        other => other.to_string(),
+    fn connect_error(&self, reason: String, source: Option<Box<lapin::Error>>) -> Error {
+        Error::Connect { url: self.url.to_string(), reason, source }
     }
 }
 

@@ -1,6 +1,6 @@
 //! The errors of the client and of everything else in this crate.
 
-use crate::job::JobId;
+use crate::ids::{BatchId, JobId};
 use crate::protocol::ExceptionInfo;
 use std::time::Duration;
 
@@ -13,8 +13,11 @@ pub enum Error {
     Connect {
         /// The broker address, with the password masked.
         url: String,
-        /// Why.
+        /// Why, in words.
         reason: String,
+        /// lapin's error, when the attempt got that far (not for a timeout).
+        #[source]
+        source: Option<Box<lapin::Error>>,
     },
     /// The AMQP URL is not valid.
     #[error("invalid AMQP URL {url}: {reason}")]
@@ -77,14 +80,14 @@ pub enum Error {
         max: Duration,
     },
     /// A job's input or output could not be (de)serialized.
-    #[error("cannot {action} {what}: {reason}")]
+    #[error("cannot {action} {what}: {source}")]
     Serde {
         /// `encode` or `decode`.
         action: &'static str,
         /// What was being converted.
         what: String,
-        /// The serializer's message.
-        reason: String,
+        /// The serializer's error.
+        source: serde_json::Error,
     },
     /// The message is larger than the configured limit.
     #[error("message of {size} bytes exceeds the limit of {limit} bytes")]
@@ -114,7 +117,7 @@ pub enum Error {
     },
     /// No batch of that id exists (or its progress expired).
     #[error("no batch {0} is known to the broker")]
-    UnknownBatch(crate::batch::BatchId),
+    UnknownBatch(BatchId),
     /// The client was closed while waiting for a result.
     #[error("the client was closed before the result of job {0} arrived")]
     Closed(JobId),
@@ -124,11 +127,84 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// The AMQP reply code with which the broker refused what was asked (`NOT_FOUND` for a
+    /// missing queue, `RESOURCE_LOCKED` for an exclusive queue another connection holds,
+    /// `ACCESS_REFUSED` for a login it turned down, …); `None` when the broker did not answer
+    /// with one (a timeout, a lost connection, an error of Lepus's own).
+    #[must_use]
+    pub fn reply_code(&self) -> Option<ReplyCode> {
+        match self {
+            Error::Amqp { source, .. } => ReplyCode::of(source),
+            Error::Connect { source: Some(source), .. } => ReplyCode::of(source),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn serde(action: &'static str, what: impl Into<String>) -> impl FnOnce(serde_json::Error) -> Self {
+        move |source| Error::Serde { action, what: what.into(), source }
+    }
+
     pub(crate) fn amqp(operation: &'static str) -> impl FnOnce(lapin::Error) -> Self {
         move |source| Error::Amqp { operation, source }
     }
 
     pub(crate) fn timeout(what: &'static str, after: Duration) -> impl FnOnce(tokio::time::error::Elapsed) -> Self {
         move |_| Error::Timeout { what, after }
+    }
+}
+
+/// An AMQP reply code: how the broker said no. Lepus decides what to do by these codes, never by
+/// the words of an error message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ReplyCode {
+    /// 403: the login, virtual host or operation is not allowed.
+    AccessRefused,
+    /// 404: no such queue or exchange.
+    NotFound,
+    /// 405: an exclusive queue that another connection holds.
+    ResourceLocked,
+    /// 406: declared with other arguments, or an unknown delivery tag.
+    PreconditionFailed,
+    /// 530: the virtual host does not exist (at connection open), or a similar refusal.
+    NotAllowed,
+    /// Any other code.
+    Other(u16),
+}
+
+impl ReplyCode {
+    /// The code of an error the broker sent, if `error` is one.
+    #[must_use]
+    pub fn of(error: &lapin::Error) -> Option<Self> {
+        match error.kind() {
+            lapin::ErrorKind::ProtocolError(amqp) => Some(Self::from(amqp.get_id())),
+            _ => None,
+        }
+    }
+
+    /// The numeric code.
+    #[must_use]
+    pub fn code(self) -> u16 {
+        match self {
+            ReplyCode::AccessRefused => 403,
+            ReplyCode::NotFound => 404,
+            ReplyCode::ResourceLocked => 405,
+            ReplyCode::PreconditionFailed => 406,
+            ReplyCode::NotAllowed => 530,
+            ReplyCode::Other(code) => code,
+        }
+    }
+}
+
+impl From<u16> for ReplyCode {
+    fn from(code: u16) -> Self {
+        match code {
+            403 => ReplyCode::AccessRefused,
+            404 => ReplyCode::NotFound,
+            405 => ReplyCode::ResourceLocked,
+            406 => ReplyCode::PreconditionFailed,
+            530 => ReplyCode::NotAllowed,
+            other => ReplyCode::Other(other),
+        }
     }
 }

@@ -3,7 +3,6 @@
 use crate::retry::RetryPolicy;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::fmt;
 use std::time::Duration;
 
 /// A job type: the input is the implementing type itself, serialized to Celery `args`/`kwargs`
@@ -39,43 +38,5 @@ pub trait Job: Serialize + DeserializeOwned + Send + 'static {
     #[must_use]
     fn time_limit() -> Option<Duration> {
         None
-    }
-}
-
-/// A job's id: Celery's `id` header and the result's `correlation_id`. A UUID v4 unless the
-/// sender chose another.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
-#[serde(transparent)]
-pub struct JobId(String);
-
-impl JobId {
-    /// A fresh random id.
-    #[must_use]
-    pub fn random() -> Self {
-        Self(uuid::Uuid::new_v4().to_string())
-    }
-
-    /// The id as a string.
-    #[must_use]
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for JobId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<String> for JobId {
-    fn from(id: String) -> Self {
-        Self(id)
-    }
-}
-
-impl From<&str> for JobId {
-    fn from(id: &str) -> Self {
-        Self(id.to_owned())
     }
 }

@@ -14,35 +14,59 @@
 //! # Ok(()) }
 //! ```
 
-pub mod batch;
+mod batch;
 mod broker;
 mod client;
 pub mod dead_letter;
 mod error;
+mod ids;
 mod job;
 pub mod protocol;
 mod publisher;
+mod reconnect;
 mod replies;
 mod request;
 mod retry;
 mod shutdown;
 pub mod telemetry;
-pub mod topology;
+mod topology;
 mod transaction;
 
-pub use batch::{Batch, BatchId, BatchProgress, BatchSummary};
-pub use broker::{Broker, UNREACHABLE_HINT, redact};
+pub use batch::{Batch, BatchProgress, BatchSummary};
+pub use broker::Broker;
 pub use client::{Client, ClientOptions, Pending};
-pub use error::{Error, Result};
-pub use job::{Job, JobId};
-pub use publisher::{Outgoing, Publisher};
+pub use dead_letter::{DeadLetter, DeadLetters};
+pub use error::{Error, ReplyCode, Result};
+pub use ids::{BatchId, JobId};
+pub use job::Job;
 pub use request::Request;
 pub use retry::RetryPolicy;
-pub use shutdown::{cancelled_by, shutdown_signal};
-pub use transaction::Transaction;
+pub use shutdown::shutdown_signal;
+pub use topology::{DEFAULT_DELIVERY_LIMIT, DEFAULT_QUEUE, MAX_DELAY, WorkQueue};
 
 /// The broker URL used when none is configured (`LEPUS_AMQP_URL`).
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 /// Re-exported so that users need not depend on lapin for channels and properties.
 pub use lapin;
+
+/// Plumbing that `lepus-worker` and `lepus-scheduler` share with this crate (and that Lepus's own
+/// tests and tools use): publishing and transactions, batch tracking, dead-letter marking, the
+/// reconnect policy and every queue name. Not part of the public API: it changes without notice.
+#[doc(hidden)]
+pub mod internal {
+    pub use crate::batch::{Callback, FailedJob, PreparedBatch, Record, SIZE_HEADER, Snapshot};
+    pub use crate::broker::{UNREACHABLE_HINT, redact};
+    pub use crate::dead_letter::marks::{delivery_count, mark, revived};
+    pub use crate::protocol::headers::{header_str, node_name, persistent_json, set_header, without};
+    pub use crate::protocol::task::rescheduled;
+    pub use crate::publisher::{Outgoing, Publisher};
+    pub use crate::reconnect::reconnect;
+    pub use crate::shutdown::cancelled_by;
+    pub use crate::transaction::Transaction;
+
+    /// Every queue and exchange Lepus names and declares.
+    pub mod topology {
+        pub use crate::topology::*;
+    }
+}

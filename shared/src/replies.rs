@@ -142,35 +142,16 @@ impl Consuming {
                 Some(Err(e)) => tracing::warn!(queue, error = %e, "reply consumer error"),
                 None => {
                     drop(channel);
-                    match reattach(&self.broker, queue, self.expires, &self.stop).await {
-                        Some(attached) => (channel, consumer) = attached,
+                    let attach = || attach(&self.broker, queue, self.expires);
+                    match crate::reconnect::reconnect("reply consumer", &self.stop, attach).await {
+                        Some(attached) => {
+                            tracing::info!(queue, "reply consumer re-attached");
+                            (channel, consumer) = attached;
+                        }
                         None => return,
                     }
                 }
             }
         }
-    }
-}
-
-async fn reattach(
-    broker: &Broker,
-    queue: &str,
-    expires: Duration,
-    stop: &CancellationToken,
-) -> Option<(Channel, Consumer)> {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return None,
-            () = tokio::time::sleep(delay) => {}
-        }
-        match attach(broker, queue, expires).await {
-            Ok(attached) => {
-                tracing::info!(queue, "reply consumer re-attached");
-                return Some(attached);
-            }
-            Err(e) => tracing::warn!(queue, error = %e, retry_in = ?delay, "reply consumer cannot re-attach"),
-        }
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }

@@ -1,7 +1,8 @@
 //! [`Request`]: what to run (a typed job or a task name with raw arguments) and where to send it.
 
 use crate::error::{Error, Result};
-use crate::job::{Job, JobId};
+use crate::ids::JobId;
+use crate::job::Job;
 use crate::protocol::{Arguments, TaskMessage};
 use crate::retry::RetryPolicy;
 use crate::topology::{DEFAULT_QUEUE, validate_queue_name};
@@ -19,7 +20,7 @@ use std::time::Duration;
 /// arguments, for jobs with no Rust type (a Python task, say).
 pub struct Request<O = Value> {
     task: Cow<'static, str>,
-    arguments: Result<Arguments, String>,
+    arguments: Result<Arguments, serde_json::Error>,
     queue: Cow<'static, str>,
     id: Option<JobId>,
     start: Option<Start>,
@@ -59,7 +60,7 @@ impl<J: Job> From<J> for Request<J::Output> {
     fn from(job: J) -> Self {
         Self {
             task: Cow::Borrowed(J::NAME),
-            arguments: Arguments::from_input(&job).map_err(|e| e.to_string()),
+            arguments: Arguments::from_input(&job),
             queue: Cow::Borrowed(J::QUEUE),
             ..Self::blank()
         }
@@ -178,11 +179,7 @@ impl<O> Request<O> {
     /// resolved against `now`. For code that publishes by other means (a transaction, say).
     pub fn into_message(self, now: DateTime<Utc>) -> Result<(Cow<'static, str>, TaskMessage)> {
         validate_queue_name(&self.queue)?;
-        let arguments = self.arguments.map_err(|reason| Error::Serde {
-            action: "encode",
-            what: format!("the input of job {}", self.task),
-            reason,
-        })?;
+        let arguments = self.arguments.map_err(Error::serde("encode", format!("the input of job {}", self.task)))?;
         let mut message = TaskMessage::new(self.task, arguments);
         message.eta = self.start.map(|start| start.resolve(now)).filter(|eta| *eta > now);
         message.expires = self.expires.map(|expires| expires.resolve(now));

@@ -1,7 +1,5 @@
 //! [`RetryPolicy`]: how often a failing job is run again, and how long it waits in between.
 
-use crate::protocol::amqp_value::{json_from_table, table_from_json};
-use lapin::types::FieldTable;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -75,19 +73,6 @@ impl RetryPolicy {
         let jittered = if self.jitter { capped * (1.0 + 0.2 * fastrand::f64()) } else { capped };
         Duration::from_secs(jittered.round().max(1.0) as u64)
     }
-
-    /// The policy as the `x-lepus-retry` header value.
-    pub(crate) fn to_header(self) -> FieldTable {
-        match serde_json::to_value(self) {
-            Ok(serde_json::Value::Object(map)) => table_from_json(&map),
-            _ => FieldTable::default(),
-        }
-    }
-
-    /// The policy from an `x-lepus-retry` header value.
-    pub(crate) fn from_header(table: &FieldTable) -> Option<Self> {
-        serde_json::from_value(serde_json::Value::Object(json_from_table(table))).ok()
-    }
 }
 
 mod millis {
@@ -124,11 +109,5 @@ mod tests {
         let policy = RetryPolicy::attempts(3);
         assert!(policy.allows_another(1) && policy.allows_another(2) && !policy.allows_another(3));
         assert!(!RetryPolicy::default().allows_another(1));
-    }
-
-    #[test]
-    fn the_policy_survives_its_header() {
-        let policy = RetryPolicy::attempts(4).backoff(Duration::from_millis(1500), 3.0, Duration::from_secs(60));
-        assert_eq!(RetryPolicy::from_header(&policy.to_header()), Some(policy));
     }
 }

@@ -17,6 +17,9 @@
 //! - **Scheduler lock** `lepus.scheduler.<group>.leader`: classic, exclusive. The replica of
 //!   scheduler group `<group>` whose connection declared it leads; the others retry until its
 //!   connection dies. Groups (default `default`) keep unrelated schedulers apart.
+//! - **Leader announcements** `lepus.scheduler.<group>.leader-info`: quorum, durable, at most one
+//!   message: the node name of the replica that last took the lead, and when. Read together with
+//!   the lock, it tells who leads (see `lepus_scheduler::leader`).
 //! - **Schedule state** `lepus.schedule.<group>.<schedule name>`: quorum, durable, at most one
 //!   message: the schedule's last fire time, replaced in the same transaction as each firing.
 //! - **Delay cascade**: 28 levels `celery_delayed_27` … `celery_delayed_0`, each a topic exchange
@@ -27,8 +30,9 @@
 //!   arguments are those of Celery 5.5's native delayed delivery (kombu), so Celery and Lepus
 //!   share one cascade. Delays have 1 s resolution and reach 2^28 − 1 s (about 8.5 years).
 
-use crate::batch::BatchId;
-use crate::error::{Error, Result};
+use crate::broker::Broker;
+use crate::error::{Error, ReplyCode, Result};
+use crate::ids::BatchId;
 use lapin::options::{ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, ExchangeKind};
@@ -282,6 +286,22 @@ pub async fn take_scheduler_lock(channel: &Channel, group: &str) -> Result<()> {
     declare_queue(channel, &scheduler_lock_queue(group), options, FieldTable::default()).await
 }
 
+/// The queue in which the leader of scheduler group `group` says who it is.
+#[must_use]
+pub fn scheduler_leader_queue(group: &str) -> String {
+    format!("lepus.scheduler.{group}.leader-info")
+}
+
+/// Declares the queue of leader announcements of scheduler group `group`: a leader puts one
+/// there when it takes the lead; only the latest few are kept.
+pub async fn declare_scheduler_leader_info(channel: &Channel, group: &str) -> Result<()> {
+    validate_name("scheduler group", group)?;
+    let mut args = FieldTable::default();
+    put_str(&mut args, "x-queue-type", "quorum");
+    args.insert("x-max-length".into(), AMQPValue::LongLongInt(1));
+    declare_queue(channel, &scheduler_leader_queue(group), durable(), args).await
+}
+
 /// The state queue of schedule `name` in scheduler group `group`.
 #[must_use]
 pub fn schedule_state_queue(group: &str, name: &str) -> String {
@@ -295,6 +315,30 @@ pub async fn declare_schedule_state(channel: &Channel, group: &str, name: &str) 
     put_str(&mut args, "x-queue-type", "quorum");
     args.insert("x-max-length".into(), AMQPValue::LongLongInt(1));
     declare_queue(channel, &schedule_state_queue(group, name), durable(), args).await
+}
+
+/// What the broker says of a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueState {
+    /// Messages ready for delivery (not counting those delivered and not yet acked).
+    pub messages: u32,
+    /// Consumers attached.
+    pub consumers: u32,
+}
+
+/// Looks queue `name` up without changing it: a passive declare on a channel of its own (a
+/// missing queue closes the channel it is asked on). `None` if there is no such queue.
+pub async fn inspect_queue(broker: &Broker, name: &str) -> Result<Option<QueueState>> {
+    let channel = broker.channel().await?;
+    let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+    match channel.queue_declare(name.into(), passive, FieldTable::default()).await {
+        Ok(queue) => {
+            drop(channel.close(200, "inspected".into()).await);
+            Ok(Some(QueueState { messages: queue.message_count(), consumers: queue.consumer_count() }))
+        }
+        Err(e) if ReplyCode::of(&e) == Some(ReplyCode::NotFound) => Ok(None),
+        Err(e) => Err(Error::amqp("passive queue declare")(e)),
+    }
 }
 
 /// Checks that `name` can be a Lepus work queue.

@@ -37,7 +37,7 @@ async fn word_count(job: WordCount, _: JobContext) -> Result<WordStats, JobError
 /// `test.flaky`: records each run (attempt number and Unix time in milliseconds) as a line in
 /// the file `record`, and fails while the file held fewer than `fail_times` runs before this one.
 /// Returns the number of runs. By its type's policy it runs up to 3 times, 1 s then 2 s apart.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Flaky {
     /// Runs that fail before one succeeds.
     pub fail_times: usize,
@@ -46,6 +46,9 @@ pub struct Flaky {
     /// Fail with "do not retry".
     #[serde(default)]
     pub permanent: bool,
+    /// Milliseconds to sleep after recording the run, before answering.
+    #[serde(default)]
+    pub sleep_ms: u64,
 }
 
 impl Job for Flaky {
@@ -84,6 +87,7 @@ async fn flaky(job: Flaky, ctx: JobContext) -> Result<usize, JobError> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or_default();
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&job.record)?;
     file.write_all(format!("{} {now}\n", ctx.attempt()).as_bytes())?;
+    tokio::time::sleep(Duration::from_millis(job.sleep_ms)).await;
     if before < job.fail_times {
         let message = format!("run {} failed on purpose", before + 1);
         return Err(if job.permanent { JobError::permanent(message) } else { JobError::retry(message) });
@@ -178,7 +182,7 @@ async fn tick(job: Tick, ctx: JobContext) -> Result<(), JobError> {
 /// Registers the demo jobs and the test jobs.
 #[must_use]
 pub fn register(worker: Worker) -> Worker {
-    lepus_worker::demo::register(worker)
+    lepus_demo::jobs::register(worker)
         .register(word_count)
         .register(flaky)
         .register(panic)

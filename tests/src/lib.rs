@@ -10,9 +10,11 @@ mod queues;
 mod replies;
 
 pub use jobs::{Abort, Flaky, Panic, Remember, Run, Tick, WordCount, WordStats, register as register_jobs};
-pub use processes::{WorkerProcess, binary as worker_binary, scheduler_binary};
+pub use lepus_demo::process::Process;
+pub use processes::{node_name, scheduler_binary, spawn, start_worker, start_worker_with_env, worker_binary};
 pub use python::{celery_python, python_dir};
 pub use queues::{
-    Cleanup, TestQueue, amqp_url, connect, cut_connections, header_u64, rabbitmqctl, temp_file, unique_name, wait_until,
+    Cleanup, TestQueue, amqp_url, connect, consumers_of, cut_connections, header_u64, rabbitmqctl, temp_file,
+    unique_name, wait_until,
 };
 pub use replies::RawReplies;

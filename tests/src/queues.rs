@@ -1,6 +1,7 @@
 //! Uniquely named work queues that delete themselves (and their dead-letter queue) when dropped,
 //! and the broker-side observations tests assert on: ready, unacked and consumer counts.
 
+use lepus::internal::{Outgoing, Publisher};
 use lepus::lapin::BasicProperties;
 use lepus::lapin::message::Delivery;
 use lepus::lapin::options::{
@@ -8,8 +9,7 @@ use lepus::lapin::options::{
 };
 use lepus::lapin::types::FieldTable;
 use lepus::protocol::TaskMessage;
-use lepus::topology::WorkQueue;
-use lepus::{Broker, Client, ClientOptions, Outgoing, Publisher};
+use lepus::{Broker, Client, ClientOptions, WorkQueue};
 use std::future::Future;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -52,7 +52,7 @@ pub fn temp_file(what: &str) -> String {
 /// A client on the test broker. Its reply queue expires a minute after the client is gone, even
 /// if a failing test never closes it.
 pub async fn connect() -> Client {
-    let options = ClientOptions { reply_queue_expires: Duration::from_secs(60), ..ClientOptions::default() };
+    let options = ClientOptions::default().reply_queue_expires(Duration::from_secs(60));
     Client::connect_with(&amqp_url(), options).await.expect("the test broker is reachable")
 }
 
@@ -75,6 +75,23 @@ pub fn cut_connections(name: &str) -> usize {
         rabbitmqctl(&["close_connection", pid, "cut by a Lepus test"]);
     }
     pids.len()
+}
+
+/// The consumers of `queue` as the broker lists them (`<channel pid> <consumer tag>`), sorted: the
+/// same list later means nobody re-subscribed (a channel error or a reconnect would show as a new
+/// channel and tag).
+#[must_use]
+pub fn consumers_of(queue: &str) -> Vec<String> {
+    let listing =
+        rabbitmqctl(&["list_consumers", "-q", "--no-table-headers", "queue_name", "channel_pid", "consumer_tag"]);
+    let mut consumers: Vec<String> = listing
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .filter(|(name, _)| *name == queue)
+        .map(|(_, consumer)| consumer.replace('\t', " "))
+        .collect();
+    consumers.sort();
+    consumers
 }
 
 /// Polls `check` every 50 ms until it holds; panics after `timeout`, naming `what`.

@@ -3,11 +3,11 @@
 
 use crate::queues::{TestQueue, unique_name};
 use futures_lite::StreamExt;
+use lepus::internal::topology;
 use lepus::lapin::options::{BasicConsumeOptions, QueueDeleteOptions};
 use lepus::lapin::types::FieldTable;
 use lepus::lapin::{Channel, Consumer};
 use lepus::protocol::ResultMessage;
-use lepus::topology;
 use std::time::{Duration, Instant};
 
 /// A uniquely named reply queue and its consumer; `delete` removes the queue (it also expires

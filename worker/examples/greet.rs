@@ -3,8 +3,7 @@
 //!
 //! `cargo run -p lepus-worker --example greet` (needs RabbitMQ on localhost, or LEPUS_AMQP_URL).
 
-use lepus::topology::WorkQueue;
-use lepus::{Client, Job, Request};
+use lepus::{Client, Job, Request, WorkQueue};
 use lepus_worker::{JobContext, JobError, Worker, WorkerConfig};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -31,7 +30,7 @@ async fn main() -> anyhow::Result<()> {
     let client = Client::connect(&url).await?;
     client.declare_queue(&WorkQueue::new("examples")?).await?;
 
-    let config = WorkerConfig { amqp_url: url, queues: vec!["examples".into()], ..WorkerConfig::default() };
+    let config = WorkerConfig::default().amqp_url(url).queues(["examples"]);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let worker = tokio::spawn(Worker::new(config).register(greet).run(async move { drop(stopped.await) }));
 

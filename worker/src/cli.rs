@@ -28,7 +28,7 @@ enum Command {
         #[arg(long, env = "LEPUS_AMQP_URL", default_value = lepus::DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
         amqp_url: String,
         /// The work queue whose dead letters to act on.
-        #[arg(long, default_value = lepus::topology::DEFAULT_QUEUE)]
+        #[arg(long, default_value = lepus::DEFAULT_QUEUE)]
         queue: String,
         #[command(subcommand)]
         action: DeadLetterAction,
@@ -64,7 +64,7 @@ pub struct Args {
     #[arg(long, env = "LEPUS_AMQP_URL", default_value = lepus::DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
     pub amqp_url: String,
     /// Queue to consume; repeat the flag (or separate with commas in LEPUS_QUEUES) for several.
-    #[arg(long = "queue", env = "LEPUS_QUEUES", value_delimiter = ',', default_value = lepus::topology::DEFAULT_QUEUE)]
+    #[arg(long = "queue", env = "LEPUS_QUEUES", value_delimiter = ',', default_value = lepus::DEFAULT_QUEUE)]
     pub queues: Vec<String>,
     /// Jobs run at once (and each queue's prefetch).
     #[arg(long, env = "LEPUS_CONCURRENCY", default_value_t = 16)]
@@ -74,7 +74,7 @@ pub struct Args {
     pub grace_period: Duration,
     /// Times a message may be handed back (its worker died or lost its connection) before it is
     /// dead-lettered instead of run again: the queues' x-delivery-limit.
-    #[arg(long, env = "LEPUS_DELIVERY_LIMIT", default_value_t = lepus::topology::DEFAULT_DELIVERY_LIMIT)]
+    #[arg(long, env = "LEPUS_DELIVERY_LIMIT", default_value_t = lepus::DEFAULT_DELIVERY_LIMIT)]
     pub delivery_limit: u32,
     /// Largest message body accepted, in bytes; larger ones are dead-lettered.
     #[arg(long, env = "LEPUS_MAX_PAYLOAD", default_value_t = 16 * 1024 * 1024)]

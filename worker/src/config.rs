@@ -1,12 +1,19 @@
 //! [`WorkerConfig`]: everything a worker is told at start-up, validated before it connects.
 
 use crate::error::WorkerError;
-use lepus::topology::{DEFAULT_DELIVERY_LIMIT, DEFAULT_QUEUE, WorkQueue};
+use lepus::{DEFAULT_DELIVERY_LIMIT, DEFAULT_QUEUE, WorkQueue};
 use std::fmt;
 use std::time::Duration;
 
-/// A worker's settings.
+/// A worker's settings. New settings can be added without breaking anyone: start from
+/// [`WorkerConfig::default`] and change what you need.
+///
+/// ```
+/// let config = lepus_worker::WorkerConfig::default().queues(["images", "emails"]).concurrency(32);
+/// assert_eq!(config.queues, ["images", "emails"]);
+/// ```
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct WorkerConfig {
     /// Broker URL, `amqp://user:pass@host:port/vhost`.
     pub amqp_url: String,
@@ -28,7 +35,7 @@ pub struct WorkerConfig {
 impl fmt::Debug for WorkerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WorkerConfig")
-            .field("amqp_url", &lepus::redact(&self.amqp_url))
+            .field("amqp_url", &lepus::internal::redact(&self.amqp_url))
             .field("queues", &self.queues)
             .field("concurrency", &self.concurrency)
             .field("grace_period", &self.grace_period)
@@ -54,6 +61,55 @@ impl Default for WorkerConfig {
 }
 
 impl WorkerConfig {
+    /// Sets [`WorkerConfig::amqp_url`].
+    #[must_use]
+    pub fn amqp_url(mut self, url: impl Into<String>) -> Self {
+        self.amqp_url = url.into();
+        self
+    }
+
+    /// Sets [`WorkerConfig::queues`].
+    #[must_use]
+    pub fn queues<Q: Into<String>>(mut self, queues: impl IntoIterator<Item = Q>) -> Self {
+        self.queues = queues.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets [`WorkerConfig::concurrency`].
+    #[must_use]
+    pub fn concurrency(mut self, jobs_at_once: u16) -> Self {
+        self.concurrency = jobs_at_once;
+        self
+    }
+
+    /// Sets [`WorkerConfig::grace_period`].
+    #[must_use]
+    pub fn grace_period(mut self, grace: Duration) -> Self {
+        self.grace_period = grace;
+        self
+    }
+
+    /// Sets [`WorkerConfig::delivery_limit`].
+    #[must_use]
+    pub fn delivery_limit(mut self, limit: u32) -> Self {
+        self.delivery_limit = limit;
+        self
+    }
+
+    /// Sets [`WorkerConfig::max_payload`].
+    #[must_use]
+    pub fn max_payload(mut self, bytes: usize) -> Self {
+        self.max_payload = bytes;
+        self
+    }
+
+    /// Sets [`WorkerConfig::broker_timeout`].
+    #[must_use]
+    pub fn broker_timeout(mut self, timeout: Duration) -> Self {
+        self.broker_timeout = timeout;
+        self
+    }
+
     /// Checks the settings and returns the queues to consume.
     pub(crate) fn validate(&self) -> Result<Vec<WorkQueue>, WorkerError> {
         let invalid = |reason: String| Err(WorkerError::Config(reason));

@@ -7,9 +7,9 @@
 use crate::acks::Acks;
 use crate::delivery::{Shared, process};
 use futures_lite::StreamExt;
+use lepus::WorkQueue;
 use lepus::lapin::options::BasicCancelOptions;
 use lepus::lapin::{Channel, Consumer};
-use lepus::topology::WorkQueue;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;

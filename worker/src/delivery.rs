@@ -1,4 +1,4 @@
-//! One delivery, start to finish: decode it, decide its [`Outcome`] (see [`crate::execute`]),
+//! One delivery, start to finish: decode it, decide its outcome (see [`crate::execute`]),
 //! and settle it: publish what has to be published, wait for the broker's confirms, then ack.
 //!
 //! | outcome       | published first                                          | then |
@@ -16,15 +16,15 @@
 
 use crate::acks::Acks;
 use crate::execute;
+use crate::outcome::{Ended, Outcome, Reply};
 use crate::registry::Registry;
-use crate::stats::{Ended, WorkerStats};
-use chrono::{DateTime, Utc};
-use lepus::batch::Record;
-use lepus::dead_letter::{self, Reason};
+use crate::stats::WorkerStats;
+use lepus::dead_letter::Reason;
+use lepus::internal::topology::{self, MAX_DELAY};
+use lepus::internal::{Outgoing, Publisher, Record, delivery_count, mark, persistent_json, rescheduled};
 use lepus::lapin::message::Delivery;
-use lepus::protocol::{ResultMessage, TaskMessage, persistent_json, rescheduled};
-use lepus::topology::{self, MAX_DELAY, WorkQueue};
-use lepus::{Error, Outgoing, Publisher};
+use lepus::protocol::TaskMessage;
+use lepus::{Error, WorkQueue};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
@@ -39,31 +39,6 @@ pub(crate) struct Shared {
     pub(crate) max_payload: usize,
     pub(crate) broker_timeout: Duration,
     pub(crate) stats: Arc<WorkerStats>,
-}
-
-/// A result to send to the caller.
-pub(crate) struct Reply {
-    pub(crate) to: String,
-    pub(crate) correlation_id: String,
-    pub(crate) result: ResultMessage,
-}
-
-impl Reply {
-    /// The reply for `message`, unless its sender wants none.
-    pub(crate) fn to(message: &TaskMessage, result: ResultMessage) -> Option<Self> {
-        let (to, correlation_id) = message.reply_destination()?;
-        Some(Self { to: to.to_owned(), correlation_id: correlation_id.to_owned(), result })
-    }
-}
-
-/// What to do with a delivery.
-pub(crate) enum Outcome {
-    /// Answer the caller, if any, and ack.
-    Done { reply: Option<Reply>, ended: Ended },
-    /// Move the message to the dead-letter queue, answer the caller, ack.
-    DeadLetter { reason: Reason, error: String, attempts: u32, reply: Option<Reply> },
-    /// Send the message back through the delay cascade with new `retries` and `eta`, ack.
-    Reschedule { retries: u32, eta: DateTime<Utc>, delay: Duration, ended: Ended },
 }
 
 /// Processes one delivery; holds its concurrency permit until the delivery is settled.
@@ -87,11 +62,11 @@ pub(crate) async fn process(
         Ok(message) => {
             let span = tracing::info_span!("job", job.id = %message.id, job.name = %message.task);
             let batch = Record::of(&message, false);
-            let handed_out = dead_letter::delivery_count(&delivery.properties);
+            let handed_out = delivery_count(&delivery.properties);
             async {
                 let outcome = match execute::past_delivery_limit(&message, handed_out, queue.delivery_limit()) {
                     Some(refused) => refused,
-                    None => execute::run(message, &shared).await,
+                    None => execute::run(message, &shared.registry, &shared.stop).await,
                 };
                 settle(&delivery, &queue, &shared, &acks, outcome, batch).await;
             }
@@ -120,7 +95,7 @@ async fn settle(
     let published = match outcome {
         Outcome::Done { reply, ended } => answer(reply, shared).await.map(|()| ended),
         Outcome::DeadLetter { reason, error, attempts, reply } => {
-            let properties = dead_letter::mark(&delivery.properties, reason, &error, queue.name(), attempts);
+            let properties = mark(&delivery.properties, reason, &error, queue.name(), attempts);
             let dlq = queue.dead_letter_queue();
             let outgoing = Outgoing { exchange: "", routing_key: &dlq, body: &delivery.data, properties };
             match shared.publisher.publish(outgoing).await {

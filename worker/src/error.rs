@@ -9,7 +9,7 @@ pub enum WorkerError {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// The broker could not be reached at start-up.
-    #[error("{0}\n\n{hint}", hint = lepus::UNREACHABLE_HINT)]
+    #[error("{0}\n\n{hint}", hint = lepus::internal::UNREACHABLE_HINT)]
     Unreachable(lepus::Error),
     /// The broker refused the worker's set-up (e.g. a queue exists with other arguments).
     #[error("{0}")]

@@ -3,10 +3,9 @@
 //! and, if it fails, retry it or give up.
 
 use crate::context::JobContext;
-use crate::delivery::{Outcome, Reply, Shared};
 use crate::job_error::Next;
-use crate::registry::{CallError, Registered};
-use crate::stats::Ended;
+use crate::outcome::{Ended, Outcome, Reply};
+use crate::registry::{CallError, Registered, Registry};
 use chrono::{TimeDelta, Utc};
 use futures_lite::FutureExt;
 use lepus::dead_letter::Reason;
@@ -14,6 +13,7 @@ use lepus::protocol::{ExceptionInfo, ResultMessage, TaskMessage};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// How a handler call ended.
 enum Called {
@@ -48,13 +48,10 @@ pub(crate) fn past_delivery_limit(message: &TaskMessage, handed_out: u64, limit:
 }
 
 /// Decides the outcome of one job message.
-pub(crate) async fn run(mut message: TaskMessage, shared: &Shared) -> Outcome {
-    let Some(job) = shared.registry.get(&message.task) else {
-        let error = format!(
-            "no job named {:?} is registered on this worker; it runs {:?}",
-            message.task,
-            shared.registry.names()
-        );
+pub(crate) async fn run(mut message: TaskMessage, registry: &Registry, stop: &CancellationToken) -> Outcome {
+    let Some(job) = registry.get(&message.task) else {
+        let error =
+            format!("no job named {:?} is registered on this worker; it runs {:?}", message.task, registry.names());
         // Celery's NotRegistered takes the task name as its message.
         let exception = ExceptionInfo::python("celery.exceptions", "NotRegistered", message.task.clone());
         let reply = Reply::to(&message, ResultMessage::failure(&message.id, &exception, None));
@@ -75,7 +72,7 @@ pub(crate) async fn run(mut message: TaskMessage, shared: &Shared) -> Outcome {
 
     let attempt = message.retries.saturating_add(1);
     let started = Instant::now();
-    let (exception, next) = match call(&mut message, job, shared).await {
+    let (exception, next) = match call(&mut message, job, stop).await {
         Called::Returned(value) => {
             tracing::debug!(elapsed = ?started.elapsed(), attempt, "job succeeded");
             let reply = Reply::to(&message, ResultMessage::success(&message.id, value));
@@ -114,8 +111,8 @@ pub(crate) async fn run(mut message: TaskMessage, shared: &Shared) -> Outcome {
 }
 
 /// Calls the handler under its time limit, catching panics.
-async fn call(message: &mut TaskMessage, job: &Registered, shared: &Shared) -> Called {
-    let context = JobContext::new(message.id.clone(), Arc::clone(&job.name), message.retries, shared.stop.clone());
+async fn call(message: &mut TaskMessage, job: &Registered, stop: &CancellationToken) -> Called {
+    let context = JobContext::new(message.id.clone(), Arc::clone(&job.name), message.retries, stop.clone());
     let arguments = std::mem::take(&mut message.arguments);
     let limit = time_limit(message, job);
     let running = AssertUnwindSafe(async {

@@ -19,15 +19,16 @@
 //! ```
 
 mod acks;
+#[cfg(feature = "cli")]
 pub mod cli;
 mod config;
 mod consumer;
 mod context;
 mod delivery;
-pub mod demo;
 mod error;
 mod execute;
 mod job_error;
+mod outcome;
 mod registry;
 mod stats;
 mod tracker;

@@ -1,6 +1,7 @@
 //! [`WorkerStats`]: counters of what a worker did, logged every few seconds while they change and
 //! readable by code that embeds a worker (health checks, benchmarks).
 
+use crate::outcome::Ended;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -14,24 +15,6 @@ pub struct WorkerStats {
     retried: AtomicU64,
     deferred: AtomicU64,
     expired: AtomicU64,
-}
-
-/// How a delivery was settled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Ended {
-    Succeeded,
-    Failed,
-    DeadLettered,
-    Retried,
-    Deferred,
-    Expired,
-}
-
-impl Ended {
-    /// Whether the job is over (it will not run again).
-    pub(crate) fn is_final(self) -> bool {
-        !matches!(self, Ended::Retried | Ended::Deferred)
-    }
 }
 
 impl WorkerStats {

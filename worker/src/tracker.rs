@@ -4,15 +4,15 @@
 //! is in, enqueues the batch's callback. See `lepus::batch` for the whole protocol.
 
 use futures_lite::{StreamExt, future};
-use lepus::batch::{BatchId, Record, Snapshot};
+use lepus::BatchId;
+use lepus::Broker;
+use lepus::internal::{Outgoing, Record, Snapshot, Transaction, persistent_json, topology};
 use lepus::lapin::Consumer;
 use lepus::lapin::message::Delivery;
 use lepus::lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicQosOptions, QueueDeclareOptions,
 };
 use lepus::lapin::types::FieldTable;
-use lepus::protocol::persistent_json;
-use lepus::{Broker, Outgoing, Transaction, topology};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -20,25 +20,15 @@ use tokio_util::sync::CancellationToken;
 /// Records handled in one transaction, at most.
 const CHUNK: usize = 500;
 
-/// Tracks batches until `stop`, reconnecting after failures.
+/// Tracks batches until `stop`, starting again (by [`lepus::reconnect`]) after failures.
 pub(crate) async fn run(broker: Broker, timeout: Duration, stop: CancellationToken) {
-    let mut delay = Duration::from_millis(100);
-    while !stop.is_cancelled() {
-        match Tracker::start(&broker, timeout).await {
-            Ok(mut tracker) => {
-                delay = Duration::from_millis(100);
-                match tracker.track(&stop).await {
-                    Ok(()) => return,
-                    Err(e) => tracing::warn!(error = %e, "batch tracker stopped; restarting"),
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "batch tracker cannot start"),
+    while let Some(mut tracker) =
+        lepus::internal::reconnect("batch tracker", &stop, || Tracker::start(&broker, timeout)).await
+    {
+        match tracker.track(&stop).await {
+            Ok(()) => return,
+            Err(e) => tracing::warn!(error = %e, "batch tracker stopped; starting again"),
         }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(10));
     }
 }
 
@@ -181,10 +171,10 @@ impl Tracker {
         if !snapshot.complete && snapshot.all_finished() {
             if let Some(callback) = &snapshot.callback {
                 let message = callback.message(&snapshot.summary());
-                let (body, properties) = message.encode().map_err(|e| lepus::Error::Serde {
+                let (body, properties) = message.encode().map_err(|source| lepus::Error::Serde {
                     action: "encode",
                     what: "a batch callback".into(),
-                    reason: e.to_string(),
+                    source,
                 })?;
                 self.tx
                     .publish(Outgoing { exchange: "", routing_key: &callback.queue, body: &body, properties })

@@ -14,11 +14,11 @@ use crate::error::WorkerError;
 use crate::job_error::JobError;
 use crate::registry::Registry;
 use crate::stats::WorkerStats;
+use lepus::internal::Publisher;
 use lepus::lapin::Channel;
 use lepus::lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lepus::lapin::types::FieldTable;
-use lepus::topology::WorkQueue;
-use lepus::{Broker, Job, Publisher};
+use lepus::{Broker, Job, WorkQueue};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,9 +86,9 @@ impl Worker {
         if let Some(name) = registry.duplicates().first() {
             return Err(WorkerError::Config(format!("job {name:?} is registered twice")));
         }
-        let name = format!("lepus-worker {}", lepus::protocol::node_name());
+        let name = format!("lepus-worker {}", lepus::internal::node_name());
         let broker = Broker::connect_with(&config.amqp_url, &name, 1).await?;
-        let stop = lepus::cancelled_by(shutdown);
+        let stop = lepus::internal::cancelled_by(shutdown);
         tracing::info!(
             broker = broker.url(),
             queues = ?config.queues,
@@ -117,7 +117,9 @@ impl Worker {
             prefetch: config.concurrency,
             shared: Arc::clone(&shared),
         };
-        let channel = supervisor.consume_until_stopped().await?;
+        let first = supervisor.open().await?;
+        tracing::info!("worker ready");
+        let channel = supervisor.consume_until_stopped(first).await;
         let drained = supervisor.drain(config.grace_period).await;
         reporter.abort();
         drop(tracker.await);
@@ -140,34 +142,18 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    /// Consumes, reconnecting after losses, until the worker is told to stop. Returns the last
-    /// channel, to be closed once running jobs have been acked on it.
-    async fn consume_until_stopped(&self) -> Result<Option<Channel>, WorkerError> {
-        let stop = &self.shared.stop;
-        let mut delay = Duration::from_millis(100);
-        let mut started = false;
+    /// Consumes, reconnecting after losses (by [`lepus::reconnect`]), until the worker is told to
+    /// stop. Returns the last channel, to be closed once running jobs have been acked on it.
+    async fn consume_until_stopped(&self, first: (Channel, Vec<ConsumeLoop>)) -> Option<Channel> {
+        let (mut channel, mut loops) = first;
         loop {
-            match self.open().await {
-                Ok((channel, loops)) => {
-                    if !started {
-                        tracing::info!("worker ready");
-                    }
-                    started = true;
-                    delay = Duration::from_millis(100);
-                    if self.consume(loops).await == End::Stopped {
-                        return Ok(Some(channel));
-                    }
-                    drop(channel.close(200, "reconnecting".into()).await);
-                    tracing::warn!("lost the broker connection or a consumer; reconnecting");
-                }
-                Err(e) if !started => return Err(e.into()),
-                Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "cannot reconnect to the broker"),
+            if self.consume(loops).await == End::Stopped {
+                return Some(channel);
             }
-            tokio::select! {
-                () = stop.cancelled() => return Ok(None),
-                () = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(10));
+            drop(channel.close(200, "reconnecting".into()).await);
+            tracing::warn!("lost the broker connection or a consumer; reconnecting");
+            (channel, loops) = lepus::internal::reconnect("worker", &self.shared.stop, || self.open()).await?;
+            tracing::info!("consuming again");
         }
     }
 

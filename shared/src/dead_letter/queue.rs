@@ -1,16 +1,18 @@
 //! [`DeadLetters`]: the dead-letter queue of one work queue, seen from a client.
 
-use super::{ATTEMPTS_HEADER, ERROR_HEADER, REASON_HEADER, TIME_HEADER, revived};
-use crate::client::Client;
+use super::marks::revived;
+use super::{ATTEMPTS_HEADER, ERROR_HEADER, REASON_HEADER, TIME_HEADER};
+use crate::broker::Broker;
 use crate::error::{Error, Result};
-use crate::job::JobId;
-use crate::protocol::{amqp_value::to_json, header_str};
-use crate::publisher::Outgoing;
-use crate::topology::WorkQueue;
+use crate::ids::JobId;
+use crate::protocol::amqp_value::to_json;
+use crate::protocol::headers::header_str;
+use crate::publisher::{Outgoing, Publisher};
+use crate::topology::{self, WorkQueue};
 use lapin::Channel;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions, QueuePurgeOptions};
-use lapin::types::FieldTable;
+use lapin::options::{BasicAckOptions, BasicGetOptions, QueuePurgeOptions};
+use std::sync::Arc;
 
 /// One dead letter, as [`DeadLetters::list`] describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,16 +51,17 @@ impl DeadLetter {
     }
 }
 
-/// The dead letters of one work queue. Get it with [`Client::dead_letters`].
+/// The dead letters of one work queue. Get it with [`crate::Client::dead_letters`].
 #[derive(Debug, Clone)]
 pub struct DeadLetters {
-    client: Client,
+    broker: Broker,
+    publisher: Arc<Publisher>,
     queue: WorkQueue,
 }
 
 impl DeadLetters {
-    pub(crate) fn new(client: Client, queue: WorkQueue) -> Self {
-        Self { client, queue }
+    pub(crate) fn new(broker: Broker, publisher: Arc<Publisher>, queue: WorkQueue) -> Self {
+        Self { broker, publisher, queue }
     }
 
     /// Up to `limit` dead letters, oldest first, left in place.
@@ -75,14 +78,12 @@ impl DeadLetters {
         // queue takes them back asynchronously: wait until it shows them again, so that what
         // follows a listing (a requeue by id, say) finds them.
         drop(channel.close(200, "listed".into()).await);
-        let checking = self.channel().await?;
         for _ in 0..100 {
-            if self.count(&checking).await? >= letters.len() {
+            if self.count().await? >= letters.len() {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        drop(checking.close(200, "listed".into()).await);
         Ok(letters)
     }
 
@@ -105,7 +106,7 @@ impl DeadLetters {
     /// Sends every dead letter present now back to the work queue; returns how many.
     pub async fn requeue_all(&self) -> Result<usize> {
         let channel = self.channel().await?;
-        let present = self.count(&channel).await?;
+        let present = self.count().await?;
         let mut revived = 0;
         while revived < present {
             let Some(delivery) = self.take(&channel).await? else { break };
@@ -128,16 +129,13 @@ impl DeadLetters {
     }
 
     async fn channel(&self) -> Result<Channel> {
-        self.client.broker().channel().await
+        self.broker.channel().await
     }
 
-    async fn count(&self, channel: &Channel) -> Result<usize> {
-        let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
-        let queue = channel
-            .queue_declare(self.queue.dead_letter_queue().into(), passive, FieldTable::default())
-            .await
-            .map_err(Error::amqp("queue declare"))?;
-        Ok(queue.message_count() as usize)
+    /// Dead letters present now.
+    async fn count(&self) -> Result<usize> {
+        let state = topology::inspect_queue(&self.broker, &self.queue.dead_letter_queue()).await?;
+        Ok(state.map_or(0, |state| state.messages as usize))
     }
 
     async fn take(&self, channel: &Channel) -> Result<Option<Delivery>> {
@@ -156,7 +154,7 @@ impl DeadLetters {
             body: &delivery.data,
             properties: revived(&delivery.properties),
         };
-        self.client.publisher().publish(outgoing).await?;
+        self.publisher.publish(outgoing).await?;
         delivery.acker.ack(BasicAckOptions::default()).await.map_err(Error::amqp("ack"))?;
         Ok(())
     }

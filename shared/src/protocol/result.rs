@@ -5,7 +5,7 @@
 //! failure's `result` is Celery's serialized exception `{exc_type, exc_message, exc_module}`.
 
 use super::task::{CONTENT_TYPE, iso8601};
-use crate::job::JobId;
+use crate::ids::JobId;
 use chrono::Utc;
 use lapin::BasicProperties;
 use lapin::types::ShortString;
@@ -135,7 +135,7 @@ impl ResultMessage {
             traceback,
             children: Vec::new(),
             date_done: Some(iso8601(Utc::now())),
-            worker: Some(super::node_name().to_owned()),
+            worker: Some(super::headers::node_name().to_owned()),
         }
     }
 

@@ -4,9 +4,10 @@
 //! `[args, kwargs, embed]`, and the properties carry `correlation_id` (= id), `reply_to`,
 //! `content_type = application/json` and `delivery_mode = 2`.
 
-use super::amqp_value::to_json;
+use super::amqp_value::{json_from_table, table_from_json, to_json};
 use super::args::Arguments;
-use crate::job::JobId;
+use super::headers::without;
+use crate::ids::JobId;
 use crate::retry::RetryPolicy;
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use lapin::BasicProperties;
@@ -150,7 +151,7 @@ impl TaskMessage {
             }
         }
         if let Some(retry) = self.retry {
-            headers.insert(RETRY_HEADER.into(), AMQPValue::FieldTable(retry.to_header()));
+            headers.insert(RETRY_HEADER.into(), AMQPValue::FieldTable(retry_header(retry)));
         }
         let mut properties = BasicProperties::default()
             .with_content_type(CONTENT_TYPE.into())
@@ -195,7 +196,7 @@ impl TaskMessage {
             ignore_result: matches!(headers.get("ignore_result"), Some(AMQPValue::Boolean(true))),
             retry: match headers.get(RETRY_HEADER) {
                 Some(AMQPValue::FieldTable(table)) => Some(
-                    RetryPolicy::from_header(table)
+                    retry_policy(table)
                         .ok_or(DecodeError::Header { name: RETRY_HEADER, reason: "not a retry policy".into() })?,
                 ),
                 _ => None,
@@ -220,6 +221,19 @@ impl TaskMessage {
 /// The header carrying a per-request retry policy.
 const RETRY_HEADER: &str = "x-lepus-retry";
 
+/// A retry policy as the value of the `x-lepus-retry` header.
+fn retry_header(policy: RetryPolicy) -> FieldTable {
+    match serde_json::to_value(policy) {
+        Ok(Value::Object(map)) => table_from_json(&map),
+        _ => FieldTable::default(),
+    }
+}
+
+/// The retry policy in an `x-lepus-retry` header value.
+fn retry_policy(table: &FieldTable) -> Option<RetryPolicy> {
+    serde_json::from_value(Value::Object(json_from_table(table))).ok()
+}
+
 /// The headers `TaskMessage` models; everything else is carried in `extra_headers`.
 #[rustfmt::skip]
 const MODELLED: &[&str] = &[
@@ -237,15 +251,6 @@ pub fn rescheduled(original: &BasicProperties, retries: u32, eta: Option<DateTim
     let eta = eta.map_or(AMQPValue::Void, |eta| AMQPValue::LongString(iso8601(eta).into()));
     headers.insert("eta".into(), eta);
     original.clone().with_headers(headers)
-}
-
-/// A copy of `headers` (none: an empty table) without the headers named in `names`.
-pub(crate) fn without(headers: Option<&FieldTable>, names: &[&str]) -> FieldTable {
-    let Some(headers) = headers else { return FieldTable::default() };
-    let kept = headers.inner().iter().filter(|(name, _)| !names.contains(&name.as_str()));
-    FieldTable::from(
-        kept.map(|(name, value)| (name.clone(), value.clone())).collect::<std::collections::BTreeMap<_, _>>(),
-    )
 }
 
 fn unmodelled(headers: &FieldTable) -> FieldTable {
@@ -350,23 +355,10 @@ fn short(s: Option<&str>) -> Option<ShortString> {
     s.and_then(|s| ShortString::try_new(s).ok())
 }
 
-/// Reads a header as a string, whatever AMQP string type the sender used.
-pub fn header_str<'a>(headers: &'a FieldTable, name: &str) -> Option<std::borrow::Cow<'a, str>> {
-    match headers.inner().get(name)? {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes())),
-        AMQPValue::ShortString(s) => Some(s.as_str().into()),
-        _ => None,
-    }
-}
-
-/// Sets a string header.
-pub fn set_header(headers: &mut FieldTable, name: &str, value: &str) {
-    headers.insert(ShortString::from(name), AMQPValue::LongString(LongString::from(value)));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::headers::{header_str, set_header};
 
     fn round_trip(message: &TaskMessage) -> TaskMessage {
         let (body, properties) = message.encode().expect("encodes");
@@ -433,6 +425,16 @@ mod tests {
         let eta = parse_time("2026-11-27T10:00:05+00:00");
         let next = TaskMessage::decode(&rescheduled(&properties, 2, eta), &body).expect("decodes");
         assert_eq!(next, TaskMessage { retries: 2, eta, ..m });
+    }
+
+    #[test]
+    fn a_retry_policy_survives_its_header() {
+        let policy = RetryPolicy::attempts(4).backoff(
+            std::time::Duration::from_millis(1500),
+            3.0,
+            std::time::Duration::from_secs(60),
+        );
+        assert_eq!(retry_policy(&retry_header(policy)), Some(policy));
     }
 
     #[test]

@@ -1,0 +1,68 @@
+//! `lepus-bench`: Lepus against the raw-lapin ceiling, measured in one run on the same broker.
+//!
+//! Each round runs both sides on fresh quorum queues declared the Lepus way, with persistent
+//! messages and publisher confirms, and a worker in its own process:
+//!
+//! - (a) jobs/s for N `demo.noop` jobs, from the first publish to the worker's N-th ack;
+//! - (b) jobs/s for N jobs whose results go to a reply queue, to the N-th result received;
+//! - (c) round-trip latency of one call at a time (p50, p99);
+//! - the worker's resident memory at rest and at its peak.
+//!
+//! The binary also plays the worker processes: re-executed with `LEPUS_BENCH_ROLE` set, it runs
+//! the stock Lepus worker or a plain lapin worker instead (see [`role`]).
+//!
+//! ```text
+//! cargo run --release -p lepus-bench -- [--jobs N] [--rounds R]
+//! ```
+
+mod admin;
+mod bench;
+mod figures;
+mod lepus_producer;
+mod lepus_worker_role;
+mod options;
+mod phases;
+mod proc_status;
+mod producer;
+mod progress;
+mod raw_producer;
+mod raw_worker_role;
+mod report;
+mod role;
+mod watcher;
+mod worker_process;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    if let Some(role) = role::from_env() {
+        return role::run(role);
+    }
+    let options = options::Options::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("lepus-bench: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let admin = match admin::Admin::connect(&options.amqp_url).await {
+            Ok(admin) => admin,
+            Err(unreachable) => {
+                eprintln!("{unreachable}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let outcome = bench::run(&options, &admin).await;
+        admin.close().await;
+        match outcome {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lepus-bench: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

@@ -1,0 +1,283 @@
+//! The client: enqueue jobs, call them and await their typed results.
+
+mod options;
+mod pending;
+
+pub use options::ClientOptions;
+pub use pending::Pending;
+
+use crate::batch::{Batch, BatchProgress, PreparedBatch, Snapshot};
+use crate::broker::Broker;
+use crate::dead_letter::DeadLetters;
+use crate::error::{Error, ReplyCode, Result};
+use crate::ids::BatchId;
+use crate::ids::JobId;
+use crate::protocol::TaskMessage;
+use crate::publisher::{Outgoing, Publisher};
+use crate::replies::Replies;
+use crate::request::Request;
+use crate::topology::{self, WorkQueue};
+use chrono::{DateTime, TimeZone, Utc};
+use lapin::options::BasicGetOptions;
+use serde::de::DeserializeOwned;
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::OnceCell;
+use tracing::Instrument;
+
+/// A handle to send jobs and receive their results. Cheap to clone; clones share the broker
+/// connections, the confirm channel and the reply queue.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: String,
+    broker: Broker,
+    publisher: Arc<Publisher>,
+    replies: OnceCell<Replies>,
+    /// Set once this client has declared the delay cascade.
+    cascade: OnceCell<()>,
+    /// Queues known to exist, for delayed publishes (which the broker cannot refuse as
+    /// unroutable: the cascade always takes them).
+    known_queues: Mutex<HashSet<String>>,
+    options: ClientOptions,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client").field("id", &self.inner.id).field("broker", &self.inner.broker).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects to the broker at `url` with default options.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, ClientOptions::default()).await
+    }
+
+    /// Connects to the broker at `url`.
+    pub async fn connect_with(url: &str, options: ClientOptions) -> Result<Self> {
+        let broker = Broker::connect(url, &options.connection_name).await?;
+        Ok(Self::with_broker(broker, options))
+    }
+
+    /// A client on an existing connection pool.
+    #[must_use]
+    pub fn with_broker(broker: Broker, options: ClientOptions) -> Self {
+        let publisher = Arc::new(Publisher::new(broker.clone(), options.broker_timeout));
+        let id = uuid::Uuid::new_v4().to_string();
+        let known_queues = Mutex::default();
+        let inner =
+            Inner { id, broker, publisher, replies: OnceCell::new(), cascade: OnceCell::new(), known_queues, options };
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// The broker connections, for application code that shares them.
+    #[must_use]
+    pub fn broker(&self) -> &Broker {
+        &self.inner.broker
+    }
+
+    /// Sends a job without asking for its result. Returns its id once the broker has confirmed
+    /// the message; fails if no queue of that name exists.
+    pub async fn enqueue<O>(&self, request: impl Into<Request<O>>) -> Result<JobId> {
+        let (queue, message) = request.into().into_message(Utc::now())?;
+        self.publish(&queue, &message).await?;
+        Ok(message.id)
+    }
+
+    /// Sends a job to run no earlier than `delay` from now. The broker holds it until then.
+    pub async fn enqueue_in<O>(&self, request: impl Into<Request<O>>, delay: Duration) -> Result<JobId> {
+        self.enqueue(request.into().delay(delay)).await
+    }
+
+    /// Sends a job to run no earlier than `at`, in any time zone.
+    pub async fn enqueue_at<O, Tz: TimeZone>(&self, request: impl Into<Request<O>>, at: DateTime<Tz>) -> Result<JobId> {
+        self.enqueue(request.into().at(at)).await
+    }
+
+    /// Sends a job and returns a handle to await its result later.
+    pub async fn submit<O>(&self, request: impl Into<Request<O>>) -> Result<Pending<O>> {
+        let (queue, mut message) = request.into().into_message(Utc::now())?;
+        let replies = self.replies().await?;
+        message.reply_to = Some(replies.queue().to_owned());
+        let correlation_id = message.correlation_id.clone().unwrap_or_else(|| message.id.to_string());
+        let receiver = replies.waiters().register(&correlation_id);
+        let pending = Pending::new(
+            message.id.clone(),
+            correlation_id,
+            receiver,
+            Arc::clone(replies.waiters()),
+            self.inner.options.result_timeout,
+        );
+        self.publish(&queue, &message).await?;
+        Ok(pending)
+    }
+
+    /// Sends a job and waits up to `timeout` for its typed output.
+    pub async fn call<O: DeserializeOwned>(&self, request: impl Into<Request<O>>, timeout: Duration) -> Result<O> {
+        self.submit(request).await?.output(timeout).await
+    }
+
+    /// Declares a work queue (and its dead-letter queue), as a worker does at start-up.
+    pub async fn declare_queue(&self, queue: &WorkQueue) -> Result<()> {
+        let channel = self.inner.broker.channel().await?;
+        queue.declare(&channel).await?;
+        drop(channel.close(200, "declared".into()).await);
+        Ok(())
+    }
+
+    /// Sends a batch: its progress record first, then every job (many in flight). Returns the
+    /// batch id once the broker has confirmed them all. Fails before sending anything if a job
+    /// is invalid; if the broker fails midway, the jobs sent so far run and the batch never
+    /// completes.
+    pub async fn enqueue_batch(&self, batch: Batch) -> Result<BatchId> {
+        let PreparedBatch { id, snapshot, messages } = batch.prepare(Utc::now())?;
+        let channel = self.inner.broker.channel().await?;
+        topology::declare_batch_progress(&channel, &id).await?;
+        drop(channel.close(200, "declared".into()).await);
+        let snapshot = snapshot.encode()?;
+        let progress = topology::batch_progress_queue(&id);
+        let properties = lapin::BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(crate::protocol::CONTENT_TYPE.into());
+        self.inner
+            .publisher
+            .publish(Outgoing { exchange: "", routing_key: &progress, body: &snapshot, properties })
+            .await?;
+
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(256));
+        let mut sending = tokio::task::JoinSet::new();
+        for (queue, message) in messages {
+            let permit = Arc::clone(&in_flight).acquire_owned().await.map_err(|_| Error::Closed(message.id.clone()))?;
+            let client = self.clone();
+            sending.spawn(async move {
+                let sent = client.publish(&queue, &message).await;
+                drop(permit);
+                sent
+            });
+        }
+        while let Some(sent) = sending.join_next().await {
+            match sent {
+                Ok(sent) => sent?,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        }
+        Ok(id)
+    }
+
+    /// Where batch `id` stands, from its latest snapshot in the broker. Waits up to the client's
+    /// broker timeout for a snapshot to read.
+    pub async fn batch_progress(&self, id: &BatchId) -> Result<BatchProgress> {
+        let patience = self.inner.options.broker_timeout;
+        let deadline = tokio::time::Instant::now() + patience;
+        // The tracker takes the snapshot out for a moment while it replaces it: look again.
+        loop {
+            if let Some(snapshot) = self.latest_snapshot(id).await? {
+                return Ok(snapshot.progress());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Timeout { what: "a batch snapshot", after: patience });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The snapshot with the highest `seq` in the batch's progress queue, read without
+    /// consuming it; `None` if the queue holds none right now.
+    async fn latest_snapshot(&self, id: &BatchId) -> Result<Option<Snapshot>> {
+        let channel = self.inner.broker.channel().await?;
+        let queue = topology::batch_progress_queue(id);
+        let mut latest: Option<Snapshot> = None;
+        loop {
+            match channel.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false }).await {
+                Ok(Some(message)) => {
+                    let snapshot = serde_json::from_slice::<Snapshot>(&message.delivery.data).ok();
+                    if let Some(snapshot) = snapshot.filter(|s| latest.as_ref().is_none_or(|l| s.seq > l.seq)) {
+                        latest = Some(snapshot);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) if ReplyCode::of(&e) == Some(ReplyCode::NotFound) => {
+                    return Err(Error::UnknownBatch(id.clone()));
+                }
+                Err(e) => return Err(Error::amqp("basic.get")(e)),
+            }
+        }
+        // Closing the channel puts the snapshots back, untouched.
+        drop(channel.close(200, "read".into()).await);
+        Ok(latest)
+    }
+
+    /// The dead letters of work queue `queue`: list, requeue, purge.
+    pub fn dead_letters(&self, queue: &str) -> Result<DeadLetters> {
+        Ok(DeadLetters::new(self.inner.broker.clone(), Arc::clone(&self.inner.publisher), WorkQueue::new(queue)?))
+    }
+
+    /// Stops receiving results and deletes this client's reply queue. Pending results fail with
+    /// [`Error::Closed`].
+    pub async fn close(&self) -> Result<()> {
+        match self.inner.replies.get() {
+            Some(replies) => replies.close().await,
+            None => Ok(()),
+        }
+    }
+
+    async fn publish(&self, queue: &str, message: &TaskMessage) -> Result<()> {
+        let (body, properties) = message.encode().map_err(Error::serde("encode", format!("job {}", message.task)))?;
+        let limit = self.inner.options.max_payload;
+        if body.len() > limit {
+            return Err(Error::PayloadTooLarge { size: body.len(), limit });
+        }
+        let span = tracing::debug_span!("enqueue", job.id = %message.id, job.name = %message.task, queue);
+        let delay = message.eta.and_then(|eta| (eta - Utc::now()).to_std().ok()).unwrap_or_default();
+        match topology::delayed_route(queue, delay)? {
+            None => {
+                let outgoing = Outgoing { exchange: "", routing_key: queue, body: &body, properties };
+                self.inner.publisher.publish(outgoing).instrument(span).await
+            }
+            Some(route) => {
+                self.prepare_delayed(queue).await?;
+                let outgoing =
+                    Outgoing { exchange: &route.exchange, routing_key: &route.routing_key, body: &body, properties };
+                self.inner.publisher.publish(outgoing).instrument(span).await
+            }
+        }
+    }
+
+    /// Makes sure the delay cascade exists and `queue` too, since a delayed message is
+    /// routable whether or not its destination exists.
+    async fn prepare_delayed(&self, queue: &str) -> Result<()> {
+        let inner = &self.inner;
+        if inner.known_queues.lock().unwrap_or_else(PoisonError::into_inner).contains(queue) {
+            return Ok(());
+        }
+        let channel = inner.broker.channel().await?;
+        inner.cascade.get_or_try_init(|| topology::declare_delay_cascade(&channel)).await?;
+        drop(channel.close(200, "declared".into()).await);
+        if topology::inspect_queue(&inner.broker, queue).await?.is_none() {
+            return Err(Error::Unroutable {
+                exchange: String::new(),
+                routing_key: queue.to_owned(),
+                reason: "NOT_FOUND: no queue of that name".to_owned(),
+            });
+        }
+        inner.known_queues.lock().unwrap_or_else(PoisonError::into_inner).insert(queue.to_owned());
+        Ok(())
+    }
+
+    async fn replies(&self) -> Result<&Replies> {
+        let inner = &self.inner;
+        inner
+            .replies
+            .get_or_try_init(|| {
+                let queue = topology::reply_queue(&inner.id);
+                Replies::start(inner.broker.clone(), queue, inner.options.reply_queue_expires)
+            })
+            .await
+    }
+}

@@ -1,0 +1,79 @@
+//! [`ClientOptions`]: a client's settings. New settings can be added without breaking anyone:
+//! start from [`ClientOptions::default`] and change what you need.
+
+use std::time::Duration;
+
+/// Client settings.
+///
+/// ```
+/// # use std::time::Duration;
+/// let options = lepus::ClientOptions::default()
+///     .connection_name("billing-api")
+///     .result_timeout(Duration::from_secs(10));
+/// assert_eq!(options.max_payload, 16 * 1024 * 1024);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientOptions {
+    /// How long one broker operation may take: a publish waiting for its confirm, a read of a
+    /// batch's progress. Default 30 s.
+    pub broker_timeout: Duration,
+    /// How long awaiting a [`crate::Pending`] directly (`pending.await`) waits for the result.
+    /// Default 60 s.
+    pub result_timeout: Duration,
+    /// How long the reply queue outlives the client's last use of it. Default 1 h.
+    pub reply_queue_expires: Duration,
+    /// Largest message body the client sends. Default 16 MiB.
+    pub max_payload: usize,
+    /// The name the client's connections show in RabbitMQ. Default `lepus-client`.
+    pub connection_name: String,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            broker_timeout: Duration::from_secs(30),
+            result_timeout: Duration::from_secs(60),
+            reply_queue_expires: Duration::from_secs(3600),
+            max_payload: 16 * 1024 * 1024,
+            connection_name: "lepus-client".to_owned(),
+        }
+    }
+}
+
+impl ClientOptions {
+    /// Sets [`ClientOptions::broker_timeout`].
+    #[must_use]
+    pub fn broker_timeout(mut self, timeout: Duration) -> Self {
+        self.broker_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ClientOptions::result_timeout`].
+    #[must_use]
+    pub fn result_timeout(mut self, timeout: Duration) -> Self {
+        self.result_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ClientOptions::reply_queue_expires`].
+    #[must_use]
+    pub fn reply_queue_expires(mut self, expires: Duration) -> Self {
+        self.reply_queue_expires = expires;
+        self
+    }
+
+    /// Sets [`ClientOptions::max_payload`].
+    #[must_use]
+    pub fn max_payload(mut self, bytes: usize) -> Self {
+        self.max_payload = bytes;
+        self
+    }
+
+    /// Sets [`ClientOptions::connection_name`].
+    #[must_use]
+    pub fn connection_name(mut self, name: impl Into<String>) -> Self {
+        self.connection_name = name.into();
+        self
+    }
+}

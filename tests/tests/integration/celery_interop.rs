@@ -1,0 +1,105 @@
+//! Celery interop with the real Python Celery: a Python client calls Lepus jobs through `rpc://`,
+//! and a Lepus client calls tasks run by a Python Celery worker.
+
+use lepus::protocol::Arguments;
+use lepus::{Error, Job, Request};
+use lepus_tests::{TestQueue, amqp_url, celery_python, connect, python_dir};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::process::Command;
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn a_python_celery_client_gets_lepus_results_and_failures() {
+    let queue = TestQueue::declare("py-to-lepus").await;
+    let _worker = lepus_tests::start_worker(queue.name(), &[]);
+    queue.wait_for_consumers(1).await;
+
+    let lines = run_python("call_lepus.py", queue.name()).await;
+
+    assert_eq!(lines[0], json!({"job": "demo.add", "state": "SUCCESS", "value": 5}));
+    assert_eq!(lines[1], json!({"job": "demo.add kwargs", "state": "SUCCESS", "value": 42}));
+    assert_eq!(lines[2]["state"], "FAILURE");
+    assert_eq!(lines[2]["error"], "it broke on purpose");
+    assert_eq!(lines[2]["error_type"], "JobError");
+}
+
+#[tokio::test]
+async fn python_celery_delayed_jobs_reach_lepus_through_the_shared_cascade() {
+    let queue = TestQueue::declare("py-delayed").await;
+    let _worker = lepus_tests::start_worker(queue.name(), &[]);
+    queue.wait_for_consumers(1).await;
+    let lines = run_python("delayed_call.py", queue.name()).await;
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for line in &lines {
+        assert_eq!(line["value"], 42, "{line}");
+        let seconds = line["seconds"].as_f64().expect("seconds");
+        // Celery rounds the countdown down to whole seconds; Lepus never runs a job before its eta.
+        assert!((2.0..4.0).contains(&seconds), "{line}");
+    }
+    assert_eq!(lines[0]["case"], "native");
+    assert_eq!(lines[1]["case"], "eta");
+}
+
+/// Runs a script from `tests/python` against `queue`; returns its JSON output lines.
+async fn run_python(script: &'static str, queue: &str) -> Vec<Value> {
+    let python = celery_python();
+    let name = queue.to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .current_dir(python_dir())
+            .env("LEPUS_TEST_QUEUE", name)
+            .env("LEPUS_AMQP_URL", amqp_url())
+            .output()
+            .expect("python runs")
+    })
+    .await
+    .expect("joined");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{script} failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    stdout.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
+}
+
+/// The Python task `py.multiply(a, b)`, seen from Rust: a tuple struct maps to positional args.
+#[derive(Serialize, Deserialize)]
+struct Multiply(i64, i64);
+
+impl Job for Multiply {
+    const NAME: &'static str = "py.multiply";
+    type Output = i64;
+}
+
+#[tokio::test]
+async fn a_lepus_client_calls_tasks_run_by_a_python_celery_worker() {
+    let queue = TestQueue::declare("lepus-to-py").await;
+    let mut command = Command::new(celery_python());
+    command
+        .args(["-m", "celery", "-A", "celery_app", "worker", "--pool", "solo", "--loglevel", "INFO"])
+        .args(["--without-gossip", "--without-mingle", "--without-heartbeat", "--queues", queue.name()])
+        .current_dir(python_dir())
+        .env("LEPUS_TEST_QUEUE", queue.name());
+    let celery = lepus_tests::spawn(command, "celery-worker");
+    queue.wait_for_consumers(1).await;
+    let client = connect().await;
+
+    let typed = client.call(Request::new(Multiply(6, 7)).queue(queue.name()), TIMEOUT).await;
+    assert_eq!(typed.unwrap_or_else(|e| panic!("{e}; celery log:\n{}", celery.log())), 42);
+
+    let raw = Arguments { args: vec![], kwargs: json!({"a": 3, "b": 5}).as_object().cloned().unwrap_or_default() };
+    let untyped: Value = client.call(Request::task("py.multiply", raw).queue(queue.name()), TIMEOUT).await.expect("15");
+    assert_eq!(untyped, json!(15));
+
+    let fail = Arguments { args: vec![json!("bad input")], kwargs: Default::default() };
+    match client.call(Request::task("py.fail", fail).queue(queue.name()), TIMEOUT).await {
+        Err(Error::JobFailed { exception, traceback, .. }) => {
+            assert_eq!(exception.exc_type, "ValueError");
+            assert_eq!(exception.message(), "bad input");
+            assert!(traceback.is_some_and(|t| t.contains("ValueError")), "Celery sends its traceback");
+        }
+        other => panic!("expected the Python ValueError, got {other:?}"),
+    }
+    client.close().await.expect("closed");
+}

@@ -1,0 +1,184 @@
+//! Delays live in the broker: delayed jobs start on time (1 s resolution), wait in RabbitMQ while
+//! no worker runs, messages arriving before their `eta` go back to the cascade instead of being
+//! held by a worker, and expired jobs are not run.
+
+use chrono::{DateTime, Utc};
+use lepus::protocol::{Arguments, ResultMessage, Status, TaskMessage};
+use lepus::{Error, Request, RetryPolicy};
+use lepus_demo::jobs::{Add, Echo, Sleep};
+use lepus_tests::{Flaky, TestQueue, connect, temp_file, wait_until};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn echo(tag: &str) -> Echo {
+    Echo(json!({ "tag": tag }).as_object().cloned().unwrap_or_default())
+}
+
+/// When the job ran: the result's `date_done` (an echo finishes the moment it starts).
+fn ran_at(result: &ResultMessage) -> DateTime<Utc> {
+    let done = result.date_done.as_deref().expect("date_done");
+    DateTime::parse_from_rfc3339(done).expect("ISO 8601").with_timezone(&Utc)
+}
+
+#[tokio::test]
+async fn delayed_jobs_start_after_their_delay_and_within_a_second_and_a_half() {
+    let queue = TestQueue::declare("delays").await;
+    let _worker = lepus_tests::start_worker(queue.name(), &[]);
+    queue.wait_for_consumers(1).await;
+    let client = connect().await;
+
+    let mut sent = Vec::new();
+    for seconds in [3, 1, 2, 0] {
+        let at = Utc::now();
+        let request = Request::new(echo(&seconds.to_string())).queue(queue.name()).delay(Duration::from_secs(seconds));
+        sent.push((seconds, at, client.submit(request).await.expect("submitted")));
+    }
+    for (seconds, at, pending) in sent {
+        let result = pending.result_message(TIMEOUT).await.expect("a result");
+        assert_eq!(result.status, Status::Success);
+        let waited = (ran_at(&result) - at).to_std().expect("ran after it was sent");
+        let delay = Duration::from_secs(seconds);
+        assert!(waited >= delay, "{seconds} s job ran after {waited:?}");
+        let slack = if seconds == 0 { Duration::from_millis(500) } else { Duration::from_millis(1500) };
+        assert!(waited <= delay + slack, "{seconds} s job ran after {waited:?}");
+    }
+    client.close().await.expect("closed");
+}
+
+#[tokio::test]
+async fn a_delayed_job_waits_in_the_broker_until_a_worker_starts() {
+    let queue = TestQueue::declare("no-worker").await;
+    let client = connect().await;
+    let sent = Instant::now();
+    let pending = client
+        .submit(Request::new(Add { a: 20, b: 22 }).queue(queue.name()).delay(Duration::from_secs(2)))
+        .await
+        .expect("submitted");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(queue.ready().await, 0, "still in the delay cascade");
+    wait_until("the job reaches its queue", TIMEOUT, || async { queue.ready().await == 1 }).await;
+    assert!(sent.elapsed() >= Duration::from_secs(2));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let _worker = lepus_tests::start_worker(queue.name(), &[]);
+    assert_eq!(pending.output(TIMEOUT).await.expect("the sum"), 42);
+    client.close().await.expect("closed");
+}
+
+#[tokio::test]
+async fn a_message_with_a_future_eta_is_not_held_by_the_worker() {
+    let queue = TestQueue::declare("eta").await;
+    let _worker = lepus_tests::start_worker(queue.name(), &["--concurrency", "1"]);
+    queue.wait_for_consumers(1).await;
+    let client = connect().await;
+
+    // As an older Celery client sends it: straight to the queue, with a future eta header.
+    let eta = Utc::now() + chrono::TimeDelta::seconds(7);
+    let mut early =
+        TaskMessage::new("demo.add", Arguments { args: vec![json!(1), json!(1)], kwargs: Default::default() });
+    early.eta = Some(eta);
+    queue.publish(&early).await;
+
+    // The worker's only slot is free: another job runs at once.
+    let started = Instant::now();
+    let quick = client.call(Request::new(Add { a: 2, b: 2 }).queue(queue.name()), TIMEOUT).await;
+    assert_eq!(quick.expect("the quick job"), 4);
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+
+    // The broker reports nothing unacked on the queue (its quorum metrics refresh every ~5 s).
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    assert_eq!(queue.unacked(), 0, "the eta message is not held by the worker");
+    assert_eq!(queue.ready().await, 0);
+    client.close().await.expect("closed");
+}
+
+#[tokio::test]
+async fn expired_jobs_are_not_run_and_say_so() {
+    let queue = TestQueue::declare("expires").await;
+    let client = connect().await;
+    let record = temp_file("expired");
+    let job = Flaky { fail_times: 0, record: record.clone(), ..Flaky::default() };
+    let pending = client
+        .submit(Request::new(job).queue(queue.name()).expires_in(Duration::from_millis(500)))
+        .await
+        .expect("submitted");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let _worker = lepus_tests::start_worker(queue.name(), &[]);
+    match pending.output(TIMEOUT).await {
+        Err(Error::JobRevoked { exception, .. }) => {
+            assert_eq!(exception.exc_type, "TaskRevokedError");
+            assert!(exception.message().starts_with("expired"), "{}", exception.message());
+        }
+        other => panic!("expected a revoked job, got {other:?}"),
+    }
+    assert!(Flaky::runs(&record).is_empty(), "the job did not run");
+    assert_eq!(queue.ready().await, 0, "and was acked");
+    client.close().await.expect("closed");
+}
+
+#[tokio::test]
+async fn a_worker_under_delayed_and_retried_jobs_holds_no_more_than_its_concurrency() {
+    const CONCURRENCY: u64 = 2;
+    let queue = TestQueue::declare("bounded").await;
+    let _worker = lepus_tests::start_worker(queue.name(), &["--concurrency", &CONCURRENCY.to_string()]);
+    queue.wait_for_consumers(1).await;
+    let client = connect().await;
+
+    let mut pending = Vec::new();
+    for i in 0..20u64 {
+        let mut early =
+            TaskMessage::new("demo.add", Arguments { args: vec![json!(i), json!(0)], kwargs: Default::default() });
+        early.eta = Some(Utc::now() + chrono::TimeDelta::seconds(2 + (i % 4) as i64));
+        queue.publish(&early).await;
+        let record = temp_file("bounded");
+        let flaky = Flaky { fail_times: 1, record, ..Flaky::default() };
+        let retry = RetryPolicy::attempts(2).backoff(Duration::from_secs(1), 1.0, Duration::from_secs(1));
+        pending.push(client.submit(Request::new(flaky).queue(queue.name()).retry(retry)).await.expect("submitted"));
+        let sleep = Request::new(Sleep { seconds: 0.2 }).queue(queue.name()).delay(Duration::from_secs(i % 3));
+        client.enqueue(sleep).await.expect("enqueued");
+    }
+    let mut most = 0;
+    let watching = Instant::now();
+    while watching.elapsed() < Duration::from_secs(12) {
+        most = most.max(queue.unacked());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(most <= CONCURRENCY, "the worker held {most} unacked messages");
+    for job in pending {
+        assert_eq!(job.output(TIMEOUT).await.expect("retried to success"), 2);
+    }
+    wait_until("every job ran", TIMEOUT, || async { queue.ready().await == 0 }).await;
+    client.close().await.expect("closed");
+}
+
+#[tokio::test]
+async fn enqueue_at_takes_a_time_in_any_zone() {
+    let queue = TestQueue::declare("at").await;
+    let _worker = lepus_tests::start_worker(queue.name(), &[]);
+    queue.wait_for_consumers(1).await;
+    let client = connect().await;
+    let zone = chrono::FixedOffset::east_opt(5 * 3600 + 1800).expect("UTC+05:30");
+    let at = (Utc::now() + chrono::TimeDelta::seconds(2)).with_timezone(&zone);
+    let request = Request::new(echo("at")).queue(queue.name()).at(at);
+    let result = client.submit(request).await.expect("submitted").result_message(TIMEOUT).await.expect("a result");
+    let late = (ran_at(&result) - at.with_timezone(&Utc)).to_std().expect("ran no earlier than its time");
+    assert!(late <= Duration::from_millis(1500), "ran {late:?} after its time");
+
+    // The client's shorthand does the same: the job runs at its time, in any zone, not before.
+    let record = temp_file("at");
+    let at = (Utc::now() + chrono::TimeDelta::seconds(2)).with_timezone(&zone);
+    let job = Flaky { record: record.clone(), ..Flaky::default() };
+    client.enqueue_at(Request::new(job).queue(queue.name()), at).await.expect("enqueued");
+    wait_until("the job ran", TIMEOUT, || async { !Flaky::runs(&record).is_empty() }).await;
+    let at_ms = u128::try_from(at.timestamp_millis()).expect("after 1970");
+    let ran_ms = Flaky::runs(&record)[0].at_ms;
+    assert!(
+        (at_ms..=at_ms + 1500).contains(&ran_ms),
+        "ran {} ms after its time",
+        i128::try_from(ran_ms).unwrap_or_default() - i128::try_from(at_ms).unwrap_or_default()
+    );
+    client.close().await.expect("closed");
+}

@@ -1,0 +1,24 @@
+//! Lepus's integration tests against the real broker, one test binary for all (one link, one
+//! process start per test run). Each module tests one behaviour; every test uses queues of its
+//! own, so tests run in parallel, except those in `reconnect` and `broker_restart`, which cut
+//! connections or restart the broker and run alone (the `broker-disruption` group in
+//! `.config/nextest.toml`).
+
+mod acks;
+mod batches;
+mod broker_restart;
+mod celery_interop;
+mod dead_letter_api;
+mod dead_letters;
+mod delays;
+mod enqueue;
+mod logging;
+mod poison;
+mod reconnect;
+mod retries;
+mod roundtrip;
+mod scheduler;
+mod timeouts;
+mod topology;
+mod worker_crash;
+mod worker_shutdown;

@@ -1,0 +1,254 @@
+//! The scheduler against the real broker: several replicas fire each tick exactly once, a killed
+//! leader is replaced without duplicates, missed ticks follow the misfire policy, bad schedule
+//! files are refused naming the entry, and the command line enqueues jobs and batches.
+
+use chrono::{DateTime, Utc};
+use lepus::Broker;
+use lepus::internal::topology::{batch_progress_queue, schedule_state_queue, scheduler_leader_queue};
+use lepus_tests::{Cleanup, Process, TestQueue, Tick, scheduler_binary, temp_file, unique_name, wait_until};
+use std::collections::{BTreeSet, HashMap};
+use std::process::Command;
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A schedule file with one `*/2 * * * * *` schedule per (name, misfire, file) writing test.tick
+/// lines, all to `queue`.
+fn schedule_file(queue: &str, schedules: &[(&str, &str, &str)]) -> String {
+    let path = temp_file("schedules");
+    let mut text = String::new();
+    for (name, misfire, ticks) in schedules {
+        text.push_str(&format!(
+            "[[schedule]]\nname = \"{name}\"\ncron = \"*/2 * * * * *\"\njob = \"test.tick\"\nqueue = \"{queue}\"\nmisfire = \"{misfire}\"\nkwargs = {{ path = \"{ticks}\" }}\n\n"
+        ));
+    }
+    std::fs::write(&path, text).expect("schedule file written");
+    path
+}
+
+/// A scheduler replica of group `group` (each test has its own, so tests do not share a lead).
+fn replica(schedules: &str, group: &str) -> Process {
+    let mut command = Command::new(scheduler_binary());
+    command.args(["run", "--schedules", schedules, "--group", group, "--heartbeat", "2s"]);
+    lepus_tests::spawn(command, "scheduler")
+}
+
+/// The tick time in a firing id `<schedule>@<time>`.
+fn tick_of(id: &str) -> DateTime<Utc> {
+    let (_, time) = id.rsplit_once('@').expect("a firing id");
+    DateTime::parse_from_rfc3339(time).expect("an RFC 3339 time").with_timezone(&Utc)
+}
+
+/// Asserts that `ids` are distinct and every two seconds from the first to the last.
+fn assert_each_tick_once(ids: &[String]) {
+    let unique: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "a tick ran twice: {ids:?}");
+    let ticks: BTreeSet<DateTime<Utc>> = ids.iter().map(|id| tick_of(id)).collect();
+    let (first, last) = (ticks.first().copied().expect("ticks"), ticks.last().copied().expect("ticks"));
+    let expected = (last - first).num_seconds() / 2 + 1;
+    assert_eq!(ticks.len() as i64, expected, "a tick is missing between {first} and {last}: {ids:?}");
+    assert!(ticks.iter().all(|t| t.timestamp() % 2 == 0), "{ids:?}");
+}
+
+/// Deletes, at the end of a test, the queues a scheduler group leaves behind: its schedules'
+/// states and its leader announcements.
+fn group_cleanup(group: &str, schedules: &[&str]) -> Cleanup {
+    let mut cleanup = Cleanup::default();
+    cleanup.queue(scheduler_leader_queue(group));
+    for name in schedules {
+        cleanup.queue(schedule_state_queue(group, name));
+    }
+    cleanup
+}
+
+/// Which replica leads `group`, as the broker tells (see `lepus_scheduler::leader`).
+async fn leader(broker: &Broker, group: &str, replicas: &[Process]) -> Option<usize> {
+    let leader = lepus_scheduler::leader(broker, group).await.expect("the broker answers")?;
+    replicas.iter().position(|replica| lepus_tests::node_name(replica) == leader.node)
+}
+
+#[tokio::test]
+async fn with_three_replicas_every_even_second_runs_exactly_once() {
+    let queue = TestQueue::declare("cron").await;
+    let _worker = lepus_tests::start_worker(queue.name(), &[]);
+    queue.wait_for_consumers(1).await;
+    let ticks = temp_file("ticks");
+    // Misfire `all`: should a loaded machine make a leader miss its heartbeats and hand over,
+    // the tick due meanwhile still runs, once.
+    let file = schedule_file(queue.name(), &[("pulse", "all", &ticks)]);
+    let group = unique_name("group");
+    let _cleanup = group_cleanup(&group, &["pulse"]);
+    let mut replicas: Vec<_> = (0..3).map(|_| replica(&file, &group)).collect();
+
+    let broker = queue.broker();
+    wait_until("a replica leads", TIMEOUT, || async { leader(broker, &group, &replicas).await.is_some() }).await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert!(leader(broker, &group, &replicas).await.is_some(), "one of the three replicas still leads");
+    for replica in &mut replicas {
+        replica.terminate().expect("SIGTERM sent");
+    }
+    for replica in &mut replicas {
+        assert!(replica.wait_exit(TIMEOUT).await.is_some_and(|s| s.success()), "{}", replica.log());
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await; // the worker finishes the last firing
+
+    let ids = Tick::ids(&ticks);
+    assert!(ids.len() >= 4, "too few ticks in 11 s: {ids:?}");
+    assert_each_tick_once(&ids);
+    assert!(ids.iter().all(|id| id.starts_with("pulse@")), "{ids:?}");
+    assert_eq!(
+        lepus_scheduler::leader(broker, &group).await.expect("the broker answers"),
+        None,
+        "nobody leads after all stopped"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_leader_is_replaced_within_the_heartbeat_window_without_duplicates() {
+    let queue = TestQueue::declare("takeover").await;
+    let _worker = lepus_tests::start_worker(queue.name(), &[]);
+    queue.wait_for_consumers(1).await;
+    let ticks = temp_file("ticks");
+    let file = schedule_file(queue.name(), &[("pulse", "all", &ticks)]);
+    let group = unique_name("group");
+    let _cleanup = group_cleanup(&group, &["pulse"]);
+    let mut replicas: Vec<_> = (0..3).map(|_| replica(&file, &group)).collect();
+
+    wait_until("three ticks", TIMEOUT, || async { Tick::ids(&ticks).len() >= 3 }).await;
+    let broker = queue.broker();
+    let first = leader(broker, &group, &replicas).await.expect("one of the replicas leads");
+    replicas[first].kill();
+    let killed = std::time::Instant::now();
+    wait_until("another replica leads", TIMEOUT, || async {
+        leader(broker, &group, &replicas).await.is_some_and(|now| now != first)
+    })
+    .await;
+    let handover = killed.elapsed();
+    assert!(handover < Duration::from_secs(4), "took {handover:?}, more than two heartbeats");
+
+    let before = Tick::ids(&ticks).len();
+    wait_until("three more ticks", TIMEOUT, || async { Tick::ids(&ticks).len() >= before + 3 }).await;
+    for replica in &mut replicas {
+        replica.terminate().expect("SIGTERM sent");
+    }
+    for replica in &mut replicas {
+        replica.wait_exit(TIMEOUT).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Misfire `all`: a tick due during the hand-over runs late, but it runs, once.
+    assert_each_tick_once(&Tick::ids(&ticks));
+}
+
+#[tokio::test]
+async fn ticks_missed_while_no_scheduler_ran_follow_the_misfire_policy() {
+    let queue = TestQueue::declare("misfire").await;
+    let _worker = lepus_tests::start_worker(queue.name(), &[]);
+    queue.wait_for_consumers(1).await;
+    let files: HashMap<&str, String> = ["skip", "once", "all"].into_iter().map(|p| (p, temp_file(p))).collect();
+    let schedules: Vec<(&str, &str, &str)> =
+        ["skip", "once", "all"].iter().map(|p| (*p, *p, files[p].as_str())).collect();
+    let file = schedule_file(queue.name(), &schedules);
+
+    let group = unique_name("group");
+    let _cleanup = group_cleanup(&group, &["skip", "once", "all"]);
+    let mut first = replica(&file, &group);
+    wait_until("each schedule fired", TIMEOUT, || async { files.values().all(|f| !Tick::ids(f).is_empty()) }).await;
+    first.terminate().expect("SIGTERM sent");
+    assert!(first.wait_exit(TIMEOUT).await.is_some_and(|s| s.success()), "{}", first.log());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let last: HashMap<&str, DateTime<Utc>> =
+        files.iter().map(|(p, f)| (*p, Tick::ids(f).iter().map(|id| tick_of(id)).max().expect("a tick"))).collect();
+    let latest = last.values().max().copied().expect("ticks");
+
+    // Five ticks pass with no scheduler; restart between the fifth and the sixth.
+    let restart = latest + chrono::TimeDelta::milliseconds(11_000);
+    tokio::time::sleep((restart - Utc::now()).to_std().unwrap_or_default()).await;
+    let mut second = replica(&file, &group);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    second.terminate().expect("SIGTERM sent");
+    assert!(second.wait_exit(TIMEOUT).await.is_some_and(|s| s.success()), "{}", second.log());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    for (policy, expected) in [("skip", 0), ("once", 1), ("all", 5)] {
+        let ids = Tick::ids(&files[policy]);
+        let unique: BTreeSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len(), "{policy}: a tick ran twice: {ids:?}");
+        let gap_end = last[policy] + chrono::TimeDelta::seconds(10);
+        let caught_up = ids.iter().map(|id| tick_of(id)).filter(|t| *t > last[policy] && *t <= gap_end).count();
+        assert_eq!(caught_up, expected, "{policy}: ran {caught_up} of the missed ticks: {ids:?}");
+        assert!(
+            second.log().contains(&format!("policy {policy}")),
+            "{policy}: the decision is logged:\n{}",
+            second.log()
+        );
+    }
+    // Regular ticks resume after the restart.
+    assert!(Tick::ids(&files["skip"]).iter().any(|id| tick_of(id) > restart), "skip resumed");
+}
+
+#[tokio::test]
+async fn invalid_schedule_files_are_rejected_with_the_bad_entry_named() {
+    let path = temp_file("bad-schedules");
+    std::fs::write(&path, "[[schedule]]\nname = \"good\"\ncron = \"@hourly\"\njob = \"demo.noop\"\n\n[[schedule]]\nname = \"broken\"\ncron = \"0 0 31 2 * * *\"\njob = \"demo.noop\"\n\n[[schedule]]\nname = \"zoned\"\ncron = \"@daily\"\ntimezone = \"Europe/Atlantis\"\njob = \"demo.noop\"\n").expect("written");
+    for command in ["check", "run"] {
+        let output = Command::new(scheduler_binary()).args([command, "--schedules", &path]).output().expect("runs");
+        assert_eq!(output.status.code(), Some(1), "{command}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(r#"schedule #2 ("broken"): invalid cron expression"#), "{command}: {stderr}");
+        assert!(
+            stderr.contains(r#"schedule #3 ("zoned"): unknown time zone "Europe/Atlantis""#),
+            "{command}: {stderr}"
+        );
+        assert!(!stderr.contains("\"good\""), "the good entry is not blamed: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn the_command_line_enqueues_jobs_delayed_jobs_and_batches() {
+    let queue = TestQueue::declare("cli").await;
+    let _worker = lepus_tests::start_worker(queue.name(), &[]);
+    queue.wait_for_consumers(1).await;
+    let ticks = temp_file("ticks");
+    let calls = temp_file("callback");
+    let cli = |args: &[&str]| {
+        let output = Command::new(scheduler_binary())
+            .args(args)
+            .env("LEPUS_AMQP_URL", lepus_tests::amqp_url())
+            .output()
+            .expect("runs");
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    let kwargs = format!(r#"{{"path": "{ticks}"}}"#);
+
+    let now = cli(&["enqueue", "test.tick", "--kwargs", &kwargs, "--queue", queue.name()]);
+    let sent = std::time::Instant::now();
+    let later = cli(&["enqueue", "test.tick", "--kwargs", &kwargs, "--queue", queue.name(), "--delay", "2s"]);
+    wait_until("the immediate job ran", TIMEOUT, || async { Tick::ids(&ticks).contains(&now) }).await;
+    assert!(!Tick::ids(&ticks).contains(&later), "the delayed job waits");
+    wait_until("the delayed job ran", TIMEOUT, || async { Tick::ids(&ticks).contains(&later) }).await;
+    assert!(sent.elapsed() >= Duration::from_secs(2));
+
+    let items = format!(r#"[{{"path": "{ticks}"}}, {{"path": "{ticks}"}}, {{"path": "{ticks}"}}]"#);
+    let callback_kwargs = format!(r#"{{"path": "{calls}"}}"#);
+    let batch = cli(&[
+        "batch",
+        "test.tick",
+        "--items",
+        &items,
+        "--queue",
+        queue.name(),
+        "--callback",
+        "test.remember",
+        "--callback-kwargs",
+        &callback_kwargs,
+    ]);
+    let mut cleanup = Cleanup::default();
+    cleanup.queue(batch_progress_queue(&lepus::BatchId::from(batch.as_str())));
+    wait_until("the batch's callback ran", TIMEOUT, || async { !lepus_tests::Remember::calls(&calls).is_empty() })
+        .await;
+    let progress = cli(&["progress", &batch]);
+    assert_eq!(progress, "total=3 done=3 failed=0 pending=0 complete=true");
+    assert_eq!(lepus_tests::Remember::calls(&calls)[0]["done"], 3);
+    assert_eq!(Tick::ids(&ticks).iter().filter(|id| id.starts_with(&batch)).count(), 3);
+}

@@ -1,6 +1,0 @@
-//! `lepus-worker`: a worker process running the demo jobs (`demo.add`, `demo.echo`, `demo.sleep`,
-//! `demo.fail`, `demo.noop`). See `lepus-worker --help`.
-
-fn main() -> std::process::ExitCode {
-    lepus_worker::cli::main(lepus_worker::demo::register)
-}

@@ -1,0 +1,52 @@
+//! [`Outcome`]: what becomes of one delivery, decided by [`crate::execute`] and carried out by
+//! [`crate::delivery`]; and [`Ended`], how it counts once settled.
+
+use chrono::{DateTime, Utc};
+use lepus::dead_letter::Reason;
+use lepus::protocol::{ResultMessage, TaskMessage};
+use std::time::Duration;
+
+/// What to do with a delivery.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Answer the caller, if any, and ack.
+    Done { reply: Option<Reply>, ended: Ended },
+    /// Move the message to the dead-letter queue, answer the caller, ack.
+    DeadLetter { reason: Reason, error: String, attempts: u32, reply: Option<Reply> },
+    /// Send the message back through the delay cascade with new `retries` and `eta`, ack.
+    Reschedule { retries: u32, eta: DateTime<Utc>, delay: Duration, ended: Ended },
+}
+
+/// A result to send to the caller.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) to: String,
+    pub(crate) correlation_id: String,
+    pub(crate) result: ResultMessage,
+}
+
+impl Reply {
+    /// The reply for `message`, unless its sender wants none.
+    pub(crate) fn to(message: &TaskMessage, result: ResultMessage) -> Option<Self> {
+        let (to, correlation_id) = message.reply_destination()?;
+        Some(Self { to: to.to_owned(), correlation_id: correlation_id.to_owned(), result })
+    }
+}
+
+/// How a delivery was settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    Succeeded,
+    Failed,
+    DeadLettered,
+    Retried,
+    Deferred,
+    Expired,
+}
+
+impl Ended {
+    /// Whether the job is over (it will not run again).
+    pub(crate) fn is_final(self) -> bool {
+        !matches!(self, Ended::Retried | Ended::Deferred)
+    }
+}
