@@ -7,6 +7,8 @@
 //! with the schedule's new last-fire time, kept in the broker: a new leader knows what fired, and
 //! a firing is never half done. Missed ticks follow each schedule's [`Misfire`] policy.
 
+mod agenda;
+#[cfg(feature = "cli")]
 pub mod cli;
 mod config;
 mod cron;
@@ -15,6 +17,7 @@ mod leader;
 mod schedule;
 mod scheduler;
 mod state;
+mod stats;
 
 pub use config::SchedulerConfig;
 pub use cron::{CronError, CronExpr};
@@ -23,3 +26,4 @@ pub use leader::{Leader, leader};
 pub use schedule::{Firing, MAX_CATCH_UP, Misfire, Schedule, ScheduleCallback, ScheduleError};
 pub use scheduler::{Scheduler, SchedulerError};
 pub use state::last_fired;
+pub use stats::SchedulerStats;

@@ -278,6 +278,18 @@ pub enum Firing {
     Batch(PreparedBatch),
 }
 
+impl Firing {
+    /// The queues the firing sends jobs to, each once (a batch's callback is sent later, by the
+    /// batch tracker).
+    #[must_use]
+    pub fn queues(&self) -> std::collections::BTreeSet<&str> {
+        match self {
+            Firing::Job { queue, .. } => [queue.as_str()].into(),
+            Firing::Batch(batch) => batch.messages.iter().map(|(queue, _)| queue.as_str()).collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,24 +1,28 @@
 //! [`Scheduler`]: stand by until this replica leads, then fire every schedule on time until the
 //! lead is lost (stand by again) or the scheduler is told to stop.
 //!
-//! On taking the lead it reads each schedule's last fire time from the broker. Ticks after it
-//! that are more than half a second old were missed (no replica ran): the schedule's misfire
-//! policy decides, and the decision is logged. Each firing (the job, or a batch's snapshot and
-//! jobs) and the new last fire time are published in one transaction.
+//! On taking the lead it reads each schedule's last fire time from the broker; what each schedule
+//! owes from then on is its [`Agenda`] (missed ticks by the misfire policy, then the regular
+//! ones; the decision is logged). Each firing (the job, or a batch's snapshot and jobs) and the
+//! new last fire time are published in one transaction. A firing whose queue does not exist is
+//! not published at all: it is logged at error level, counted, and tried again 1 s later, then
+//! with the wait doubling up to a minute, while the schedule's last fire time stays where it was
+//! (a new leader tries it again too). Once it fires, the ticks missed meanwhile follow the misfire
+//! policy.
 
+use crate::agenda::{Agenda, CatchUp};
 use crate::config::SchedulerConfig;
 use crate::leader::Leadership;
 use crate::schedule::{Firing, MAX_CATCH_UP, Misfire, Schedule};
 use crate::state;
+use crate::stats::SchedulerStats;
 use chrono::{DateTime, TimeDelta, Utc};
 use lepus::internal::{Outgoing, Transaction, persistent_json, topology};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-
-/// A tick this close to now is due, not missed.
-const TOLERANCE: TimeDelta = TimeDelta::milliseconds(500);
 
 /// How often a leader checks, while waiting for a tick, that it still leads.
 const LEAD_CHECK: Duration = Duration::from_millis(250);
@@ -57,13 +61,20 @@ enum LeadEnded {
 pub struct Scheduler {
     config: SchedulerConfig,
     schedules: Vec<Schedule>,
+    stats: Arc<SchedulerStats>,
 }
 
 impl Scheduler {
     /// A replica that fires `schedules`.
     #[must_use]
     pub fn new(config: SchedulerConfig, schedules: Vec<Schedule>) -> Self {
-        Self { config, schedules }
+        Self { config, schedules, stats: Arc::default() }
+    }
+
+    /// Counters of what this replica fired and held back, live while it runs.
+    #[must_use]
+    pub fn stats(&self) -> Arc<SchedulerStats> {
+        Arc::clone(&self.stats)
     }
 
     /// Runs until `shutdown` completes: stands by, leads when it can, releases the lead at the
@@ -99,25 +110,26 @@ impl Scheduler {
     async fn lead(&self, leadership: &Leadership, stop: &CancellationToken) -> Result<(), LeadEnded> {
         let reader = leadership.channel().await?;
         let tx = Transaction::open(leadership.channel().await?, self.config.broker_timeout).await?;
-        let due_from = Utc::now() - TOLERANCE;
-        let mut next = Vec::with_capacity(self.schedules.len());
+        let mut agendas = Vec::with_capacity(self.schedules.len());
         for schedule in &self.schedules {
             let last = state::last_fired(&reader, &self.config.group, schedule.name()).await?;
-            if let Some(last) = last {
-                self.catch_up(&tx, &reader, schedule, last, due_from).await?;
-            }
-            let from = last.map_or(due_from, |last| last.max(due_from));
-            next.push(schedule.next_after(from));
+            let (agenda, catch_up) = Agenda::new(schedule, last, Utc::now());
+            log_catch_up(schedule, catch_up);
+            agendas.push(agenda);
         }
+        let mut holds: Vec<Option<Hold>> = vec![None; self.schedules.len()];
         loop {
-            let Some((index, tick)) =
-                next.iter().enumerate().filter_map(|(i, t)| t.map(|t| (i, t))).min_by_key(|(_, t)| *t)
-            else {
+            // The schedule to serve next: the earliest owed tick, or retry of a held one.
+            let next = agendas.iter().zip(&holds).enumerate().filter_map(|(index, (agenda, hold))| {
+                let tick = agenda.next()?;
+                Some((index, hold.as_ref().map_or(tick, |hold| hold.retry_at)))
+            });
+            let Some((index, at)) = next.min_by_key(|(_, at)| *at) else {
                 tracing::info!("no schedule has a tick left");
                 stop.cancelled().await;
                 return Ok(());
             };
-            while let Ok(wait) = (tick - Utc::now()).to_std() {
+            while let Ok(wait) = (at - Utc::now()).to_std() {
                 tokio::select! {
                     () = stop.cancelled() => return Ok(()),
                     () = tokio::time::sleep(wait.min(LEAD_CHECK)) => {}
@@ -126,89 +138,148 @@ impl Scheduler {
                     return Err(LeadEnded::LostLock);
                 }
             }
-            let schedule = &self.schedules[index];
-            self.fire(&tx, &reader, schedule, tick).await?;
-            next[index] = schedule.next_after(tick);
-        }
-    }
-
-    /// Applies the misfire policy to the ticks after `last` that are already past.
-    async fn catch_up(
-        &self,
-        tx: &Transaction,
-        reader: &lepus::lapin::Channel,
-        schedule: &Schedule,
-        last: DateTime<Utc>,
-        due_from: DateTime<Utc>,
-    ) -> lepus::Result<()> {
-        let Some(latest) = schedule.last_until(due_from).filter(|latest| *latest > last) else { return Ok(()) };
-        let name = schedule.name();
-        match schedule.misfire_policy() {
-            Misfire::Skip => {
-                let missed = schedule.ticks(last, due_from, MAX_CATCH_UP).len();
-                tracing::info!(schedule = name, missed, %last, "misfire: skipping the missed ticks (policy skip)");
-            }
-            Misfire::Once => {
-                tracing::info!(schedule = name, %latest, %last, "misfire: one catch-up for the latest missed tick (policy once)");
-                self.fire(tx, reader, schedule, latest).await?;
-            }
-            Misfire::All => {
-                let missed = schedule.ticks(last, due_from, MAX_CATCH_UP);
-                if missed.len() == MAX_CATCH_UP && missed.last().is_some_and(|t| *t < latest) {
-                    tracing::warn!(
-                        schedule = name,
-                        limit = MAX_CATCH_UP,
-                        "misfire: more ticks were missed than the catch-up limit; running the first ones"
+            let (schedule, agenda) = (&self.schedules[index], &mut agendas[index]);
+            let Some(tick) = agenda.next() else { continue };
+            match self.fire(&tx, &reader, leadership, schedule, tick).await? {
+                Fired::Done => {
+                    holds[index] = None;
+                    log_catch_up(schedule, agenda.fired(schedule, Utc::now()));
+                }
+                Fired::Held { queue } => {
+                    let hold = Hold::after(holds[index].take());
+                    let held = self.stats.count_held();
+                    tracing::error!(
+                        schedule = schedule.name(),
+                        %tick,
+                        queue,
+                        retry_in = ?hold.delay,
+                        held_total = held,
+                        "not fired: no queue of that name exists; the firing is kept and tried again (start a worker on the queue)"
                     );
-                }
-                tracing::info!(schedule = name, missed = missed.len(), %last, "misfire: running every missed tick (policy all)");
-                for tick in missed {
-                    self.fire(tx, reader, schedule, tick).await?;
+                    holds[index] = Some(hold);
                 }
             }
         }
-        Ok(())
     }
 
-    /// Publishes one firing and the schedule's new last fire time, in one transaction.
+    /// Publishes one firing and the schedule's new last fire time, in one transaction; or, if a
+    /// queue it sends to does not exist, nothing (the firing is held back).
     async fn fire(
         &self,
         tx: &Transaction,
         reader: &lepus::lapin::Channel,
+        leadership: &Leadership,
         schedule: &Schedule,
         tick: DateTime<Utc>,
-    ) -> lepus::Result<()> {
+    ) -> Result<Fired, LeadEnded> {
         let id = schedule.firing_id(tick);
         let span = tracing::info_span!("firing", schedule = schedule.name(), job.id = %id);
         async {
             match schedule.firing(tick) {
-                Ok(Firing::Job { queue, message }) => {
-                    let (body, properties) = encode(&message)?;
-                    tx.publish(Outgoing { exchange: "", routing_key: &queue, body: &body, properties }).await?;
-                }
-                Ok(Firing::Batch(batch)) => {
-                    topology::declare_batch_progress(reader, &batch.id).await?;
-                    let progress = topology::batch_progress_queue(&batch.id);
-                    let snapshot = batch.snapshot.encode()?;
-                    tx.publish(Outgoing { exchange: "", routing_key: &progress, body: &snapshot, properties: persistent_json() }).await?;
-                    for (queue, message) in &batch.messages {
-                        let (body, properties) = encode(message)?;
-                        tx.publish(Outgoing { exchange: "", routing_key: queue, body: &body, properties }).await?;
+                Ok(firing) => {
+                    for queue in firing.queues() {
+                        if !exists(leadership, queue).await? {
+                            return Ok(Fired::Held { queue: queue.to_owned() });
+                        }
                     }
+                    self.publish(tx, reader, &firing).await?;
                 }
                 Err(e) => tracing::error!(error = %e, "the schedule produced no valid job; tick skipped"),
             }
             state::record(tx, &self.config.group, schedule.name(), tick).await?;
             let unroutable = tx.commit().await?;
             if unroutable.is_empty() {
+                self.stats.count_fired();
                 tracing::info!(%tick, "fired");
             } else {
-                tracing::error!(%tick, queues = ?unroutable, "fired, but no queue of that name exists: the job was dropped; start a worker on it");
+                let dropped = self.stats.count_dropped();
+                tracing::error!(
+                    %tick,
+                    queues = ?unroutable,
+                    dropped_total = dropped,
+                    "fired, but the broker dropped the job: its queue was deleted between the check and the commit"
+                );
             }
-            Ok(())
+            Ok(Fired::Done)
         }
         .instrument(span)
         .await
+    }
+
+    /// Adds a firing's messages to the transaction: a job, or a batch's first snapshot and jobs.
+    async fn publish(&self, tx: &Transaction, reader: &lepus::lapin::Channel, firing: &Firing) -> lepus::Result<()> {
+        match firing {
+            Firing::Job { queue, message } => {
+                let (body, properties) = encode(message)?;
+                tx.publish(Outgoing { exchange: "", routing_key: queue, body: &body, properties }).await
+            }
+            Firing::Batch(batch) => {
+                topology::declare_batch_progress(reader, &batch.id).await?;
+                let progress = topology::batch_progress_queue(&batch.id);
+                let snapshot = batch.snapshot.encode()?;
+                let properties = persistent_json();
+                tx.publish(Outgoing { exchange: "", routing_key: &progress, body: &snapshot, properties }).await?;
+                for (queue, message) in &batch.messages {
+                    let (body, properties) = encode(message)?;
+                    tx.publish(Outgoing { exchange: "", routing_key: queue, body: &body, properties }).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What became of a firing.
+enum Fired {
+    /// Published and recorded.
+    Done,
+    /// Not published: `queue` does not exist.
+    Held { queue: String },
+}
+
+/// A firing held back, and when to try it again: 1 s after the first refusal, doubling to 60 s.
+#[derive(Debug, Clone, Copy)]
+struct Hold {
+    retry_at: DateTime<Utc>,
+    delay: Duration,
+}
+
+impl Hold {
+    fn after(previous: Option<Hold>) -> Self {
+        let delay = previous.map_or(Duration::from_secs(1), |hold| (hold.delay * 2).min(Duration::from_secs(60)));
+        Self { retry_at: Utc::now() + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX), delay }
+    }
+}
+
+/// Whether `queue` exists, asked on a channel of the leader's connection opened for this alone.
+async fn exists(leadership: &Leadership, queue: &str) -> lepus::Result<bool> {
+    let channel = leadership.channel().await?;
+    let state = topology::inspect_queue_on(&channel, queue).await?;
+    if channel.status().connected() {
+        drop(channel.close(200, "checked".into()).await);
+    }
+    Ok(state.is_some())
+}
+
+/// Logs what a schedule's misfire policy decided about the ticks missed in a gap.
+fn log_catch_up(schedule: &Schedule, catch_up: Option<CatchUp>) {
+    let Some(CatchUp { missed, policy, kept }) = catch_up else { return };
+    let name = schedule.name();
+    match policy {
+        Misfire::Skip => tracing::info!(schedule = name, missed, "misfire: skipping the missed ticks (policy skip)"),
+        Misfire::Once => {
+            tracing::info!(schedule = name, missed, "misfire: one catch-up for the latest missed tick (policy once)");
+        }
+        Misfire::All => {
+            if catch_up.is_some_and(|c| c.truncated()) {
+                tracing::warn!(
+                    schedule = name,
+                    limit = MAX_CATCH_UP,
+                    "misfire: more ticks were missed than the catch-up limit; running the first ones"
+                );
+            }
+            tracing::info!(schedule = name, missed = kept, "misfire: running every missed tick (policy all)");
+        }
     }
 }
 

@@ -330,12 +330,19 @@ pub struct QueueState {
 /// missing queue closes the channel it is asked on). `None` if there is no such queue.
 pub async fn inspect_queue(broker: &Broker, name: &str) -> Result<Option<QueueState>> {
     let channel = broker.channel().await?;
+    let state = inspect_queue_on(&channel, name).await;
+    if channel.status().connected() {
+        drop(channel.close(200, "inspected".into()).await);
+    }
+    state
+}
+
+/// Like [`inspect_queue`], on `channel`, which is closed by the broker if the queue is missing:
+/// give it a channel opened for this alone.
+pub async fn inspect_queue_on(channel: &Channel, name: &str) -> Result<Option<QueueState>> {
     let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
     match channel.queue_declare(name.into(), passive, FieldTable::default()).await {
-        Ok(queue) => {
-            drop(channel.close(200, "inspected".into()).await);
-            Ok(Some(QueueState { messages: queue.message_count(), consumers: queue.consumer_count() }))
-        }
+        Ok(queue) => Ok(Some(QueueState { messages: queue.message_count(), consumers: queue.consumer_count() })),
         Err(e) if ReplyCode::of(&e) == Some(ReplyCode::NotFound) => Ok(None),
         Err(e) => Err(Error::amqp("passive queue declare")(e)),
     }

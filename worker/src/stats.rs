@@ -15,6 +15,8 @@ pub struct WorkerStats {
     retried: AtomicU64,
     deferred: AtomicU64,
     expired: AtomicU64,
+    held_callbacks: AtomicU64,
+    dropped_callbacks: AtomicU64,
 }
 
 impl WorkerStats {
@@ -55,6 +57,20 @@ impl WorkerStats {
         self.expired.load(Ordering::Relaxed)
     }
 
+    /// Attempts to send a finished batch's callback that found no queue of its name, on this
+    /// worker's batch tracker (each retry counts again). The callback is kept and tried again.
+    #[must_use]
+    pub fn held_callbacks(&self) -> u64 {
+        self.held_callbacks.load(Ordering::Relaxed)
+    }
+
+    /// Batch callbacks the broker dropped: their queue was deleted between the check and the
+    /// commit.
+    #[must_use]
+    pub fn dropped_callbacks(&self) -> u64 {
+        self.dropped_callbacks.load(Ordering::Relaxed)
+    }
+
     /// All settled deliveries.
     #[must_use]
     pub fn settled(&self) -> u64 {
@@ -71,6 +87,14 @@ impl WorkerStats {
             Ended::Expired => &self.expired,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_held_callback(&self) -> u64 {
+        self.held_callbacks.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub(crate) fn count_dropped_callback(&self) -> u64 {
+        self.dropped_callbacks.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     fn snapshot(&self) -> [u64; 6] {

@@ -2,29 +2,35 @@
 //! `lepus.batches` (single active consumer). It applies batch records to their batch's snapshot
 //! and, in one transaction, consumes the records, replaces the snapshot and, when the last job
 //! is in, enqueues the batch's callback. See `lepus::batch` for the whole protocol.
+//!
+//! A callback whose queue does not exist is not sent: the batch stays finished but not complete,
+//! the error is logged and counted, and the tracker tries again 1 s later, then with the wait
+//! doubling up to a minute. Meanwhile it keeps one of the batch's records unacked: should this
+//! tracker stop, the broker hands that record to the next one, which tries again.
 
+use crate::stats::WorkerStats;
 use futures_lite::{StreamExt, future};
 use lepus::BatchId;
 use lepus::Broker;
 use lepus::internal::{Outgoing, Record, Snapshot, Transaction, persistent_json, topology};
 use lepus::lapin::Consumer;
 use lepus::lapin::message::Delivery;
-use lepus::lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicQosOptions, QueueDeclareOptions,
-};
+use lepus::lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicQosOptions};
 use lepus::lapin::types::FieldTable;
+use lepus::protocol::TaskMessage;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Records handled in one transaction, at most.
 const CHUNK: usize = 500;
 
-/// Tracks batches until `stop`, starting again (by [`lepus::reconnect`]) after failures.
-pub(crate) async fn run(broker: Broker, timeout: Duration, stop: CancellationToken) {
-    while let Some(mut tracker) =
-        lepus::internal::reconnect("batch tracker", &stop, || Tracker::start(&broker, timeout)).await
-    {
+/// Tracks batches until `stop`, starting again (by the reconnect policy) after failures.
+pub(crate) async fn run(broker: Broker, timeout: Duration, stats: Arc<WorkerStats>, stop: CancellationToken) {
+    let start = || Tracker::start(&broker, timeout, Arc::clone(&stats));
+    while let Some(mut tracker) = lepus::internal::reconnect("batch tracker", &stop, start).await {
         match tracker.track(&stop).await {
             Ok(()) => return,
             Err(e) => tracing::warn!(error = %e, "batch tracker stopped; starting again"),
@@ -41,18 +47,56 @@ enum Stopped {
     ConsumerEnded,
 }
 
+/// What applying records to a batch's snapshot asks of the tracker.
+#[derive(Debug, PartialEq)]
+enum Next {
+    /// Store the new snapshot.
+    Store,
+    /// The batch has just finished: store the snapshot marked complete, with the callback (to
+    /// its queue) if there is one.
+    Complete { callback: Option<Box<(String, TaskMessage)>> },
+}
+
+/// Applies `records` to `snapshot` (a record seen before changes nothing) and says what follows.
+/// A batch completes once, when its last job is in: a complete snapshot never asks again.
+fn apply(snapshot: &mut Snapshot, records: &[Record]) -> Next {
+    for record in records {
+        snapshot.apply(record);
+    }
+    if snapshot.complete || !snapshot.all_finished() {
+        return Next::Store;
+    }
+    let summary = snapshot.summary();
+    let callback =
+        snapshot.callback.as_ref().map(|callback| Box::new((callback.queue.clone(), callback.message(&summary))));
+    Next::Complete { callback }
+}
+
 struct Tracker {
     broker: Broker,
     tx: Transaction,
     consumer: Consumer,
+    stats: Arc<WorkerStats>,
     /// Snapshots of open batches, authoritative while this tracker is the active consumer.
     open: HashMap<BatchId, Snapshot>,
+    /// Finished batches whose callback waits for its queue.
+    held: HashMap<BatchId, Held>,
+}
+
+/// A finished batch whose callback's queue does not exist yet.
+struct Held {
+    /// One of its records, kept unacked so that the next tracker retries should this one stop.
+    token: Delivery,
+    retry_at: Instant,
+    delay: Duration,
 }
 
 /// What became of one batch in a chunk of records.
 enum Applied {
     /// The snapshot was replaced (and the callback enqueued if it just completed).
     Updated { completed: bool },
+    /// Every job has finished, but the callback's queue does not exist: nothing was sent.
+    CallbackHeld { queue: String },
     /// A reader holds the snapshot right now: try these records again shortly.
     Busy,
     /// The batch has no progress queue (never created, or expired): records dropped.
@@ -60,7 +104,7 @@ enum Applied {
 }
 
 impl Tracker {
-    async fn start(broker: &Broker, timeout: Duration) -> Result<Self, Stopped> {
+    async fn start(broker: &Broker, timeout: Duration, stats: Arc<WorkerStats>) -> Result<Self, Stopped> {
         let channel = broker.channel().await?;
         topology::declare_batch_records(&channel).await?;
         channel.basic_qos(CHUNK as u16, BasicQosOptions { global: false }).await.map_err(amqp("basic.qos"))?;
@@ -75,13 +119,18 @@ impl Tracker {
             )
             .await
             .map_err(amqp("basic.consume"))?;
-        Ok(Self { broker: broker.clone(), tx, consumer, open: HashMap::new() })
+        Ok(Self { broker: broker.clone(), tx, consumer, stats, open: HashMap::new(), held: HashMap::new() })
     }
 
     async fn track(&mut self, stop: &CancellationToken) -> Result<(), Stopped> {
         loop {
+            let retry_at = self.held.values().map(|held| held.retry_at).min();
             let first = tokio::select! {
                 () = stop.cancelled() => return Ok(()),
+                () = sleep_until(retry_at) => {
+                    self.retry_held().await?;
+                    continue;
+                }
                 next = self.consumer.next() => next,
             };
             let mut chunk = vec![delivery(first)?];
@@ -110,28 +159,34 @@ impl Tracker {
         }
         let mut completed = Vec::new();
         for (batch, records) in by_batch {
-            match self.apply(&batch, &records).await? {
-                Applied::Busy => retry_later.extend(records.into_iter().map(|(_, d)| d)),
+            let (applied_records, mut deliveries): (Vec<Record>, Vec<Delivery>) = records.into_iter().unzip();
+            match self.apply(&batch, &applied_records).await? {
+                Applied::Busy => retry_later.extend(deliveries),
+                Applied::CallbackHeld { queue } => {
+                    // Keep one record as the retry token (unless the batch has one already).
+                    if !self.held.contains_key(&batch)
+                        && let Some(token) = deliveries.pop()
+                    {
+                        self.hold(batch.clone(), token, &queue, None);
+                    }
+                    for delivery in &deliveries {
+                        ack(delivery).await?;
+                    }
+                }
                 applied => {
                     if matches!(applied, Applied::Unknown) {
-                        tracing::warn!(%batch, records = records.len(), "records for a batch without progress queue; dropped");
+                        tracing::warn!(%batch, records = deliveries.len(), "records for a batch without progress queue; dropped");
                     }
                     if matches!(applied, Applied::Updated { completed: true }) {
                         completed.push(batch);
                     }
-                    for (_, delivery) in &records {
+                    for delivery in &deliveries {
                         ack(delivery).await?;
                     }
                 }
             }
         }
-        let unroutable = self.tx.commit().await?;
-        for key in unroutable {
-            tracing::error!(queue = key, "a batch callback could not be routed (no such queue); it was dropped");
-        }
-        for batch in completed {
-            tracing::info!(%batch, "batch complete");
-        }
+        self.commit(&completed).await?;
         if !retry_later.is_empty() {
             tokio::time::sleep(Duration::from_millis(50)).await;
             for delivery in retry_later {
@@ -144,11 +199,73 @@ impl Tracker {
         Ok(())
     }
 
+    /// Tries again the callbacks whose time has come.
+    async fn retry_held(&mut self) -> Result<(), Stopped> {
+        let now = Instant::now();
+        let due: Vec<BatchId> =
+            self.held.iter().filter(|(_, held)| held.retry_at <= now).map(|(id, _)| id.clone()).collect();
+        let mut completed = Vec::new();
+        for batch in due {
+            match self.apply(&batch, &[]).await? {
+                Applied::CallbackHeld { queue } => {
+                    if let Some(held) = self.held.remove(&batch) {
+                        self.hold(batch, held.token, &queue, Some(held.delay));
+                    }
+                }
+                Applied::Busy => {
+                    if let Some(held) = self.held.get_mut(&batch) {
+                        held.retry_at = Instant::now() + Duration::from_millis(50);
+                    }
+                }
+                applied => {
+                    if let Some(held) = self.held.remove(&batch) {
+                        ack(&held.token).await?;
+                    }
+                    if matches!(applied, Applied::Updated { completed: true }) {
+                        completed.push(batch);
+                    }
+                }
+            }
+        }
+        self.commit(&completed).await
+    }
+
+    /// Remembers a finished batch whose callback's queue is missing; says so at error level.
+    fn hold(&mut self, batch: BatchId, token: Delivery, queue: &str, previous: Option<Duration>) {
+        let delay = previous.map_or(Duration::from_secs(1), |delay| (delay * 2).min(Duration::from_secs(60)));
+        let held_total = self.stats.count_held_callback();
+        tracing::error!(
+            %batch,
+            queue,
+            retry_in = ?delay,
+            held_total,
+            "batch finished, but its callback's queue does not exist; the callback is kept and tried again (start a worker on the queue)"
+        );
+        self.held.insert(batch, Held { token, retry_at: Instant::now() + delay, delay });
+    }
+
+    /// Commits the transaction; logs the batches it completed.
+    async fn commit(&self, completed: &[BatchId]) -> Result<(), Stopped> {
+        let unroutable = self.tx.commit().await?;
+        for queue in unroutable {
+            let dropped_total = self.stats.count_dropped_callback();
+            tracing::error!(
+                queue,
+                dropped_total,
+                "a batch callback was dropped by the broker: its queue was deleted between the check and the commit"
+            );
+        }
+        for batch in completed {
+            tracing::info!(%batch, "batch complete");
+        }
+        Ok(())
+    }
+
     /// Replaces `batch`'s snapshot with one that includes `records` (publishing the callback if
-    /// the batch just completed). Runs inside the caller's transaction.
-    async fn apply(&mut self, batch: &BatchId, records: &[(Record, Delivery)]) -> Result<Applied, Stopped> {
+    /// the batch just completed and its queue exists). Runs inside the caller's transaction.
+    async fn apply(&mut self, batch: &BatchId, records: &[Record]) -> Result<Applied, Stopped> {
         let queue = topology::batch_progress_queue(batch);
-        if !self.open.contains_key(batch) && !self.exists(&queue).await? {
+        if !self.open.contains_key(batch) && topology::inspect_queue(&self.broker, &queue).await?.is_none() {
             return Ok(Applied::Unknown);
         }
         // Take the stored snapshots out (they are removed when the transaction commits).
@@ -164,46 +281,53 @@ impl Tracker {
         let loaded =
             stored.iter().filter_map(|d| serde_json::from_slice::<Snapshot>(&d.data).ok()).max_by_key(|s| s.seq);
         let Some(mut snapshot) = self.open.remove(batch).or(loaded) else { return Ok(Applied::Busy) };
-        for (record, _) in records {
-            snapshot.apply(record);
-        }
         let mut completed = false;
-        if !snapshot.complete && snapshot.all_finished() {
-            if let Some(callback) = &snapshot.callback {
-                let message = callback.message(&snapshot.summary());
+        if let Next::Complete { callback } = apply(&mut snapshot, records) {
+            if let Some(callback) = callback {
+                let (callback_queue, message) = *callback;
+                if topology::inspect_queue(&self.broker, &callback_queue).await?.is_none() {
+                    self.store(batch, snapshot, &stored).await?;
+                    return Ok(Applied::CallbackHeld { queue: callback_queue });
+                }
                 let (body, properties) = message.encode().map_err(|source| lepus::Error::Serde {
                     action: "encode",
                     what: "a batch callback".into(),
                     source,
                 })?;
                 self.tx
-                    .publish(Outgoing { exchange: "", routing_key: &callback.queue, body: &body, properties })
+                    .publish(Outgoing { exchange: "", routing_key: &callback_queue, body: &body, properties })
                     .await?;
             }
             snapshot.complete = true;
             completed = true;
         }
+        self.store(batch, snapshot, &stored).await?;
+        Ok(Applied::Updated { completed })
+    }
+
+    /// Publishes `snapshot` as the batch's next one and acks the stored ones it replaces; keeps it
+    /// in memory while the batch is open.
+    async fn store(&mut self, batch: &BatchId, mut snapshot: Snapshot, stored: &[Delivery]) -> Result<(), Stopped> {
         snapshot.seq += 1;
         let body = snapshot.encode()?;
-        let properties = persistent_json();
-        self.tx.publish(Outgoing { exchange: "", routing_key: &queue, body: &body, properties }).await?;
-        for old in &stored {
+        let queue = topology::batch_progress_queue(batch);
+        self.tx
+            .publish(Outgoing { exchange: "", routing_key: &queue, body: &body, properties: persistent_json() })
+            .await?;
+        for old in stored {
             ack(old).await?;
         }
         if !snapshot.complete {
             self.open.insert(batch.clone(), snapshot);
         }
-        Ok(Applied::Updated { completed })
+        Ok(())
     }
+}
 
-    /// Whether a queue exists, asked on a channel of its own (a failed passive declare closes
-    /// the channel it is made on).
-    async fn exists(&self, queue: &str) -> Result<bool, Stopped> {
-        let channel = self.broker.channel().await?;
-        let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
-        let exists = channel.queue_declare(queue.into(), passive, FieldTable::default()).await.is_ok();
-        drop(channel.close(200, "checked".into()).await);
-        Ok(exists)
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -221,4 +345,59 @@ async fn ack(delivery: &Delivery) -> Result<(), Stopped> {
 
 fn amqp(operation: &'static str) -> impl FnOnce(lepus::lapin::Error) -> lepus::Error {
     move |source| lepus::Error::Amqp { operation, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lepus::internal::Callback;
+    use lepus::protocol::Arguments;
+
+    fn record(index: usize) -> Record {
+        Record { batch: BatchId::from("b"), index, job: format!("b.{index}").into(), ok: index != 1 }
+    }
+
+    fn snapshot(total: usize, callback: bool) -> Snapshot {
+        let callback = callback.then(|| Callback {
+            task: "report".into(),
+            queue: "reports".into(),
+            args: Vec::new(),
+            kwargs: serde_json::Map::new(),
+        });
+        Snapshot::new(BatchId::from("b"), total, callback)
+    }
+
+    #[test]
+    fn the_callback_is_asked_for_once_when_the_last_job_is_in() {
+        let mut batch = snapshot(3, true);
+        assert_eq!(apply(&mut batch, &[record(2), record(0)]), Next::Store);
+        assert_eq!(apply(&mut batch, &[record(2)]), Next::Store, "a repeated record changes nothing");
+        let Next::Complete { callback: Some(callback) } = apply(&mut batch, &[record(1)]) else {
+            panic!("the batch completes with its callback")
+        };
+        let (queue, message) = *callback;
+        assert_eq!((queue.as_str(), message.id.as_str(), message.task.as_str()), ("reports", "b.callback", "report"));
+        let summary = Arguments { args: vec![], kwargs: message.arguments.kwargs.clone() };
+        assert_eq!(summary.kwargs["batch"]["done"], 2);
+        assert_eq!(summary.kwargs["batch"]["failed_jobs"], serde_json::json!(["b.1"]));
+        batch.complete = true;
+        assert_eq!(apply(&mut batch, &[record(1)]), Next::Store, "a completed batch never asks again");
+    }
+
+    #[test]
+    fn a_batch_without_callback_completes_without_one_and_an_empty_batch_is_complete_at_once() {
+        let mut batch = snapshot(1, false);
+        assert_eq!(apply(&mut batch, &[record(0)]), Next::Complete { callback: None });
+        let mut empty = snapshot(0, true);
+        assert!(empty.complete);
+        assert_eq!(apply(&mut empty, &[]), Next::Store);
+    }
+
+    #[test]
+    fn a_held_callback_is_asked_for_again_with_no_new_record() {
+        let mut batch = snapshot(1, true);
+        assert!(matches!(apply(&mut batch, &[record(0)]), Next::Complete { callback: Some(_) }));
+        // Its queue was missing: the snapshot was stored as finished, not complete.
+        assert!(matches!(apply(&mut batch, &[]), Next::Complete { callback: Some(_) }), "the retry asks again");
+    }
 }

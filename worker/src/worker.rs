@@ -104,7 +104,12 @@ impl Worker {
             broker_timeout: config.broker_timeout,
             stats,
         });
-        let tracker = tokio::spawn(crate::tracker::run(broker.clone(), config.broker_timeout, shared.stop.clone()));
+        let tracker = tokio::spawn(crate::tracker::run(
+            broker.clone(),
+            config.broker_timeout,
+            Arc::clone(&shared.stats),
+            shared.stop.clone(),
+        ));
         let reporter = tokio::spawn({
             let shared = Arc::clone(&shared);
             async move { shared.stats.report_every(Duration::from_secs(10)).await }

@@ -142,3 +142,41 @@ async fn an_unknown_batch_is_an_error() {
     let missing = lepus::BatchId::from("no-such-batch");
     assert!(matches!(client.batch_progress(&missing).await, Err(Error::UnknownBatch(_))));
 }
+
+#[tokio::test]
+async fn a_callback_whose_queue_is_missing_is_held_and_sent_once_the_queue_exists() {
+    let queue = TestQueue::declare("batch-late-callback").await;
+    let _worker = lepus_tests::start_worker(queue.name(), &[]);
+    queue.wait_for_consumers(1).await;
+    let client = connect().await;
+    let calls = temp_file("late-callback");
+    let callbacks = lepus_tests::unique_name("callbacks");
+    let batch = Batch::new()
+        .callback(Request::new(Remember { path: calls.clone(), batch: Default::default() }).queue(callbacks.as_str()))
+        .job(Request::new(Sleep { seconds: 0.0 }).queue(queue.name()))
+        .job(Request::new(Sleep { seconds: 0.0 }).queue(queue.name()));
+    let id = client.enqueue_batch(batch).await.expect("sent");
+    let mut cleanup = Cleanup::default();
+    cleanup.queue(batch_progress_queue(&id));
+
+    // Both jobs finish, but the callback has nowhere to go: the batch is finished, not complete.
+    wait_until("both jobs finished", TIMEOUT, || async {
+        client.batch_progress(&id).await.is_ok_and(|p| p.pending == 0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // a tracker tries again after 1 s, then 2 s
+    let progress = client.batch_progress(&id).await.expect("progress");
+    assert_eq!((progress.done, progress.pending, progress.complete), (2, 0, false), "{progress:?}");
+    assert!(Remember::calls(&calls).is_empty());
+
+    // The queue appears: the kept callback is sent, once, and the batch completes.
+    let callback_queue = TestQueue::declare_with(lepus::WorkQueue::new(callbacks.as_str()).expect("valid")).await;
+    let _callback_worker = lepus_tests::start_worker(callback_queue.name(), &[]);
+    wait_until("the callback ran", Duration::from_secs(90), || async { !Remember::calls(&calls).is_empty() }).await;
+    wait_until("the batch completes", TIMEOUT, || async { client.batch_progress(&id).await.is_ok_and(|p| p.complete) })
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await; // a second call would show up now
+    assert_eq!(Remember::calls(&calls).len(), 1, "the callback runs once");
+    assert_eq!(Remember::calls(&calls)[0]["done"], 2);
+    client.close().await.expect("closed");
+}

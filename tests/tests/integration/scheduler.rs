@@ -5,6 +5,8 @@
 use chrono::{DateTime, Utc};
 use lepus::Broker;
 use lepus::internal::topology::{batch_progress_queue, schedule_state_queue, scheduler_leader_queue};
+use lepus::protocol::Arguments;
+use lepus_scheduler::{Misfire, Schedule, Scheduler, SchedulerConfig};
 use lepus_tests::{Cleanup, Process, TestQueue, Tick, scheduler_binary, temp_file, unique_name, wait_until};
 use std::collections::{BTreeSet, HashMap};
 use std::process::Command;
@@ -251,4 +253,44 @@ async fn the_command_line_enqueues_jobs_delayed_jobs_and_batches() {
     assert_eq!(progress, "total=3 done=3 failed=0 pending=0 complete=true");
     assert_eq!(lepus_tests::Remember::calls(&calls)[0]["done"], 3);
     assert_eq!(Tick::ids(&ticks).iter().filter(|id| id.starts_with(&batch)).count(), 3);
+}
+
+#[tokio::test]
+async fn a_firing_whose_queue_is_missing_is_held_counted_and_fired_once_the_queue_exists() {
+    let name = unique_name("late-queue");
+    let ticks = temp_file("ticks");
+    let kwargs = serde_json::json!({ "path": ticks }).as_object().cloned().unwrap_or_default();
+    let schedule = Schedule::new("late", "* * * * * *", "test.tick")
+        .and_then(|s| s.queue(&name))
+        .expect("valid")
+        .arguments(Arguments { args: vec![], kwargs })
+        .misfire(Misfire::Skip);
+    let group = unique_name("group");
+    let _cleanup = group_cleanup(&group, &["late"]);
+    let config = SchedulerConfig::default().amqp_url(lepus_tests::amqp_url()).group(group.as_str());
+    let scheduler = Scheduler::new(config, vec![schedule]);
+    let stats = scheduler.stats();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(scheduler.run(async { drop(stopped.await) }));
+
+    // No queue of that name: the tick is held back, tried again, and not recorded as fired.
+    wait_until("the firing was held back twice", TIMEOUT, || async { stats.held() >= 2 }).await;
+    assert_eq!(stats.fired(), 0);
+    let broker = lepus::Broker::connect(&lepus_tests::amqp_url(), "lepus-tests").await.expect("connected");
+    let channel = broker.channel().await.expect("channel");
+    let last = lepus_scheduler::last_fired(&channel, &group, "late").await.expect("read");
+    assert_eq!(last, None, "a held firing leaves the schedule's last fire time alone");
+
+    // The queue appears: the held tick fires (late, with its own id), then the schedule goes on.
+    let appeared = Utc::now();
+    let queue = TestQueue::declare_with(lepus::WorkQueue::new(name.as_str()).expect("valid")).await;
+    let _worker = lepus_tests::start_worker(queue.name(), &[]);
+    wait_until("the held tick and a regular one ran", TIMEOUT, || async { Tick::ids(&ticks).len() >= 2 }).await;
+    let ids = Tick::ids(&ticks);
+    assert!(tick_of(&ids[0]) < appeared, "the first job is the tick held back before the queue existed: {ids:?}");
+    assert!(ids[1..].iter().all(|id| tick_of(id) > appeared - chrono::TimeDelta::seconds(1)), "then skip: {ids:?}");
+    assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), ids.len(), "each tick once: {ids:?}");
+    assert!(stats.fired() >= 2);
+    stop.send(()).expect("the scheduler runs");
+    running.await.expect("joined").expect("the scheduler stopped cleanly");
 }
