@@ -30,7 +30,7 @@ impl Job for WordCount {
     type Output = WordStats;
 }
 
-async fn word_count(job: WordCount, _: JobContext) -> Result<WordStats, JobError> {
+async fn word_count(job: WordCount) -> Result<WordStats, JobError> {
     Ok(WordStats { words: job.text.split_whitespace().count(), chars: job.text.chars().count() })
 }
 
@@ -82,7 +82,7 @@ impl Flaky {
     }
 }
 
-async fn flaky(job: Flaky, ctx: JobContext) -> Result<usize, JobError> {
+async fn flaky(job: Flaky, ctx: JobContext) -> anyhow::Result<usize> {
     let before = Flaky::runs(&job.record).len();
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or_default();
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&job.record)?;
@@ -90,7 +90,7 @@ async fn flaky(job: Flaky, ctx: JobContext) -> Result<usize, JobError> {
     tokio::time::sleep(Duration::from_millis(job.sleep_ms)).await;
     if before < job.fail_times {
         let message = format!("run {} failed on purpose", before + 1);
-        return Err(if job.permanent { JobError::permanent(message) } else { JobError::retry(message) });
+        return Err(if job.permanent { JobError::permanent(message) } else { JobError::retry(message) }.into());
     }
     Ok(before + 1)
 }
@@ -146,7 +146,7 @@ impl Remember {
     }
 }
 
-async fn remember(job: Remember, _: JobContext) -> Result<(), JobError> {
+async fn remember(job: Remember) -> anyhow::Result<()> {
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&job.path)?;
     file.write_all(format!("{}\n", job.batch).as_bytes())?;
     Ok(())
@@ -173,10 +173,40 @@ impl Tick {
     }
 }
 
-async fn tick(job: Tick, ctx: JobContext) -> Result<(), JobError> {
+async fn tick(job: Tick, ctx: JobContext) -> anyhow::Result<()> {
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&job.path)?;
     file.write_all(format!("{}\n", ctx.id()).as_bytes())?;
     Ok(())
+}
+
+/// `test.raise`: fails for good with `message`, as the exception class `exception` (a
+/// `module.Class` or a bare name) if given, caused by an error saying `cause` if given.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Raise {
+    /// The error message.
+    pub message: String,
+    /// The exception class Celery clients see.
+    #[serde(default)]
+    pub exception: Option<String>,
+    /// The message of the error that caused it.
+    #[serde(default)]
+    pub cause: Option<String>,
+}
+
+impl Job for Raise {
+    const NAME: &'static str = "test.raise";
+    type Output = ();
+}
+
+async fn raise(job: Raise) -> Result<(), JobError> {
+    let mut error = JobError::permanent(job.message);
+    if let Some(class) = job.exception {
+        error = error.exception(class);
+    }
+    if let Some(cause) = job.cause {
+        error = error.caused_by(std::io::Error::other(cause));
+    }
+    Err(error)
 }
 
 /// Registers the demo jobs and the test jobs.
@@ -189,4 +219,5 @@ pub fn register(worker: Worker) -> Worker {
         .register(abort)
         .register(remember)
         .register(tick)
+        .register(raise)
 }

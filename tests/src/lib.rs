@@ -9,7 +9,7 @@ mod python;
 mod queues;
 mod replies;
 
-pub use jobs::{Abort, Flaky, Panic, Remember, Run, Tick, WordCount, WordStats, register as register_jobs};
+pub use jobs::{Abort, Flaky, Panic, Raise, Remember, Run, Tick, WordCount, WordStats, register as register_jobs};
 pub use lepus_demo::process::Process;
 pub use processes::{node_name, scheduler_binary, spawn, start_worker, start_worker_with_env, worker_binary};
 pub use python::{celery_python, python_dir};

@@ -1,21 +1,29 @@
 //! [`JobContext`]: what a handler knows about the run it is part of.
 
+use crate::extract::States;
 use lepus::JobId;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-/// Passed to every handler call.
+/// What a handler can know about its run: take it as an argument (`ctx: JobContext`).
 #[derive(Debug, Clone)]
 pub struct JobContext {
     id: JobId,
     name: Arc<str>,
     retries: u32,
     shutdown: CancellationToken,
+    states: Arc<States>,
 }
 
 impl JobContext {
-    pub(crate) fn new(id: JobId, name: Arc<str>, retries: u32, shutdown: CancellationToken) -> Self {
-        Self { id, name, retries, shutdown }
+    pub(crate) fn new(
+        id: JobId,
+        name: Arc<str>,
+        retries: u32,
+        shutdown: CancellationToken,
+        states: Arc<States>,
+    ) -> Self {
+        Self { id, name, retries, shutdown, states }
     }
 
     /// The job's id.
@@ -41,6 +49,13 @@ impl JobContext {
     #[must_use]
     pub fn is_shutting_down(&self) -> bool {
         self.shutdown.is_cancelled()
+    }
+
+    /// The application state of type `T` registered with [`crate::Worker::state`], if any. A
+    /// handler can also take it as an argument: [`crate::State`].
+    #[must_use]
+    pub fn state<T: 'static>(&self) -> Option<&T> {
+        self.states.get::<T>()
     }
 
     /// Completes when the worker is asked to stop.

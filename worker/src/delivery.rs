@@ -16,6 +16,7 @@
 
 use crate::acks::Acks;
 use crate::execute;
+use crate::extract::States;
 use crate::outcome::{Ended, Outcome, Reply};
 use crate::registry::Registry;
 use crate::stats::WorkerStats;
@@ -34,6 +35,7 @@ use tracing::Instrument;
 /// What every delivery needs from the worker.
 pub(crate) struct Shared {
     pub(crate) registry: Registry,
+    pub(crate) states: Arc<States>,
     pub(crate) publisher: Publisher,
     pub(crate) stop: CancellationToken,
     pub(crate) max_payload: usize,
@@ -66,7 +68,7 @@ pub(crate) async fn process(
             async {
                 let outcome = match execute::past_delivery_limit(&message, handed_out, queue.delivery_limit()) {
                     Some(refused) => refused,
-                    None => execute::run(message, &shared.registry, &shared.stop).await,
+                    None => execute::run(message, &shared.registry, &shared.states, &shared.stop).await,
                 };
                 settle(&delivery, &queue, &shared, &acks, outcome, batch).await;
             }

@@ -3,6 +3,8 @@
 //! and, if it fails, retry it or give up.
 
 use crate::context::JobContext;
+use crate::extract::States;
+use crate::job_error::JobError;
 use crate::job_error::Next;
 use crate::outcome::{Ended, Outcome, Reply};
 use crate::registry::{CallError, Registered, Registry};
@@ -48,7 +50,12 @@ pub(crate) fn past_delivery_limit(message: &TaskMessage, handed_out: u64, limit:
 }
 
 /// Decides the outcome of one job message.
-pub(crate) async fn run(mut message: TaskMessage, registry: &Registry, stop: &CancellationToken) -> Outcome {
+pub(crate) async fn run(
+    mut message: TaskMessage,
+    registry: &Registry,
+    states: &Arc<States>,
+    stop: &CancellationToken,
+) -> Outcome {
     let Some(job) = registry.get(&message.task) else {
         let error =
             format!("no job named {:?} is registered on this worker; it runs {:?}", message.task, registry.names());
@@ -72,7 +79,7 @@ pub(crate) async fn run(mut message: TaskMessage, registry: &Registry, stop: &Ca
 
     let attempt = message.retries.saturating_add(1);
     let started = Instant::now();
-    let (exception, next) = match call(&mut message, job, stop).await {
+    let (exception, next) = match call(&mut message, job, states, stop).await {
         Called::Returned(value) => {
             tracing::debug!(elapsed = ?started.elapsed(), attempt, "job succeeded");
             let reply = Reply::to(&message, ResultMessage::success(&message.id, value));
@@ -111,12 +118,13 @@ pub(crate) async fn run(mut message: TaskMessage, registry: &Registry, stop: &Ca
 }
 
 /// Calls the handler under its time limit, catching panics.
-async fn call(message: &mut TaskMessage, job: &Registered, stop: &CancellationToken) -> Called {
-    let context = JobContext::new(message.id.clone(), Arc::clone(&job.name), message.retries, stop.clone());
+async fn call(message: &mut TaskMessage, job: &Registered, states: &Arc<States>, stop: &CancellationToken) -> Called {
+    let context =
+        JobContext::new(message.id.clone(), Arc::clone(&job.name), message.retries, stop.clone(), Arc::clone(states));
     let arguments = std::mem::take(&mut message.arguments);
     let limit = time_limit(message, job);
     let running = AssertUnwindSafe(async {
-        let handler = job.handler.call(arguments, context);
+        let handler = job.handler.call(arguments, &context);
         match limit {
             Some(limit) => tokio::time::timeout(limit, handler).await.map_err(|_| limit),
             None => Ok(handler.await),
@@ -125,9 +133,7 @@ async fn call(message: &mut TaskMessage, job: &Registered, stop: &CancellationTo
     match running.catch_unwind().await {
         Ok(Ok(Ok(value))) => Called::Returned(value),
         Ok(Ok(Err(CallError::BadInput(error)))) => Called::BadInput(error),
-        Ok(Ok(Err(CallError::Failed(error)))) => {
-            Called::Failed { exception: ExceptionInfo::new("JobError", error.message()), next: error.next() }
-        }
+        Ok(Ok(Err(CallError::Failed(error)))) => Called::Failed { exception: exception_of(&error), next: error.next() },
         Ok(Err(limit)) => {
             let text = format!("the job ran longer than its time limit of {limit:?} and was cancelled");
             let exception = ExceptionInfo::python("celery.exceptions", "TimeLimitExceeded", text);
@@ -139,6 +145,16 @@ async fn call(message: &mut TaskMessage, job: &Registered, stop: &CancellationTo
             let exception = ExceptionInfo::new("JobPanicked", format!("the job panicked: {text}"));
             Called::Failed { exception, next: Next::Retry }
         }
+    }
+}
+
+/// A handler's failure as Celery serializes exceptions: its class (`JobError` unless the handler
+/// named one) and its message with its causes.
+fn exception_of(error: &JobError) -> ExceptionInfo {
+    let message = error.message_with_causes();
+    match error.python_class() {
+        (Some(module), class) => ExceptionInfo::python(module, class, message),
+        (None, class) => ExceptionInfo::new(class, message),
     }
 }
 

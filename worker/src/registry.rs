@@ -1,10 +1,13 @@
-//! The handlers a worker runs, by job name, behind one type-erased interface.
+//! The handlers a worker runs, by job name, behind one type-erased interface: arguments in as
+//! Celery `args`/`kwargs`, output out as JSON.
 
 use crate::context::JobContext;
+use crate::handler::Handler;
 use crate::job_error::JobError;
 use lepus::protocol::Arguments;
 use lepus::{Job, RetryPolicy};
 use serde_json::Value;
+use std::any::TypeId;
 use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -24,27 +27,22 @@ pub(crate) enum CallError {
 pub(crate) type CallFuture = Pin<Box<dyn Future<Output = Result<Value, CallError>> + Send>>;
 
 /// A handler with its input and output types erased to JSON.
-pub(crate) trait Handler: Send + Sync {
-    fn call(&self, arguments: Arguments, context: JobContext) -> CallFuture;
+pub(crate) trait Erased: Send + Sync {
+    fn call(&self, arguments: Arguments, context: &JobContext) -> CallFuture;
 }
 
-struct Typed<J, F> {
-    function: F,
-    job: PhantomData<fn(J)>,
+struct Typed<J, H, Args> {
+    handler: H,
+    job: PhantomData<fn(J, Args)>,
 }
 
-impl<J, F, Fut> Handler for Typed<J, F>
-where
-    J: Job,
-    F: Fn(J, JobContext) -> Fut + Send + Sync,
-    Fut: Future<Output = Result<J::Output, JobError>> + Send + 'static,
-{
-    fn call(&self, arguments: Arguments, context: JobContext) -> CallFuture {
+impl<J: Job, Args: 'static, H: Handler<J, Args>> Erased for Typed<J, H, Args> {
+    fn call(&self, arguments: Arguments, context: &JobContext) -> CallFuture {
         let input = match arguments.into_input::<J>() {
             Ok(input) => input,
             Err(e) => return Box::pin(std::future::ready(Err(CallError::BadInput(e.to_string())))),
         };
-        let running = (self.function)(input, context);
+        let running = self.handler.call(input, context);
         Box::pin(async move {
             let output = running.await.map_err(CallError::Failed)?;
             serde_json::to_value(output)
@@ -53,12 +51,13 @@ where
     }
 }
 
-/// A registered job: its handler and the job type's run options.
+/// A registered job: its handler, the job type's run options, and the state its handler needs.
 pub(crate) struct Registered {
     pub(crate) name: Arc<str>,
-    pub(crate) handler: Arc<dyn Handler>,
+    pub(crate) handler: Arc<dyn Erased>,
     pub(crate) retry: RetryPolicy,
     pub(crate) time_limit: Option<Duration>,
+    pub(crate) required_states: Vec<(TypeId, &'static str)>,
 }
 
 /// Job name → handler.
@@ -69,17 +68,13 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    pub(crate) fn insert<J, F, Fut>(&mut self, function: F)
-    where
-        J: Job,
-        F: Fn(J, JobContext) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<J::Output, JobError>> + Send + 'static,
-    {
+    pub(crate) fn insert<J: Job, Args: 'static, H: Handler<J, Args>>(&mut self, handler: H) {
         let registered = Registered {
             name: J::NAME.into(),
-            handler: Arc::new(Typed { function, job: PhantomData::<fn(J)> }),
+            handler: Arc::new(Typed { handler, job: PhantomData::<fn(J, Args)> }),
             retry: J::retry_policy(),
             time_limit: J::time_limit(),
+            required_states: H::required_states(),
         };
         if self.handlers.insert(J::NAME, registered).is_some() {
             self.duplicates.push(J::NAME);
@@ -99,5 +94,10 @@ impl Registry {
         let mut names: Vec<_> = self.handlers.keys().copied().collect();
         names.sort_unstable();
         names
+    }
+
+    /// Every job with the state types its handler needs.
+    pub(crate) fn requirements(&self) -> impl Iterator<Item = (&'static str, TypeId, &'static str)> + '_ {
+        self.handlers.iter().flat_map(|(name, job)| job.required_states.iter().map(move |(id, ty)| (*name, *id, *ty)))
     }
 }

@@ -8,10 +8,10 @@
 use crate::acks::Acks;
 use crate::config::WorkerConfig;
 use crate::consumer::{ConsumeLoop, End};
-use crate::context::JobContext;
 use crate::delivery::Shared;
 use crate::error::WorkerError;
-use crate::job_error::JobError;
+use crate::extract::States;
+use crate::handler::Handler;
 use crate::registry::Registry;
 use crate::stats::WorkerStats;
 use lepus::internal::Publisher;
@@ -19,7 +19,6 @@ use lepus::lapin::Channel;
 use lepus::lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lepus::lapin::types::FieldTable;
 use lepus::{Broker, Job, WorkQueue};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -44,6 +43,7 @@ use tokio_util::task::TaskTracker;
 pub struct Worker {
     config: WorkerConfig,
     registry: Registry,
+    states: States,
     stats: Arc<WorkerStats>,
 }
 
@@ -57,18 +57,24 @@ impl Worker {
     /// A worker with no jobs yet.
     #[must_use]
     pub fn new(config: WorkerConfig) -> Self {
-        Self { config, registry: Registry::default(), stats: Arc::default() }
+        Self { config, registry: Registry::default(), states: States::default(), stats: Arc::default() }
     }
 
-    /// Registers the handler of job `J`: an async function of the job's input and a context.
+    /// Registers the handler of job `J`: an async function of the job and up to three more
+    /// arguments ([`crate::JobContext`], [`crate::State`], …; see [`crate::Handler`]) that returns
+    /// the job's output or any error.
     #[must_use]
-    pub fn register<J, F, Fut>(mut self, handler: F) -> Self
-    where
-        J: Job,
-        F: Fn(J, JobContext) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<J::Output, JobError>> + Send + 'static,
-    {
+    pub fn register<J: Job, Args: 'static>(mut self, handler: impl Handler<J, Args>) -> Self {
         self.registry.insert(handler);
+        self
+    }
+
+    /// Adds application state (a database pool, an HTTP client…) that handlers take as a
+    /// [`crate::State<T>`] argument or read with [`crate::JobContext::state`]; one value per type.
+    /// A handler that needs a state nobody added stops the worker at start-up.
+    #[must_use]
+    pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.states.insert(value);
         self
     }
 
@@ -81,10 +87,15 @@ impl Worker {
     /// Runs until `shutdown` completes, then drains. Fails at start-up for an invalid
     /// configuration or an unreachable broker, and at the end if jobs outlived the grace period.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), WorkerError> {
-        let Worker { config, registry, stats } = self;
+        let Worker { config, registry, states, stats } = self;
         let queues: Vec<Arc<WorkQueue>> = config.validate()?.into_iter().map(Arc::new).collect();
         if let Some(name) = registry.duplicates().first() {
             return Err(WorkerError::Config(format!("job {name:?} is registered twice")));
+        }
+        if let Some((job, _, state)) = registry.requirements().find(|(_, id, _)| !states.contains(*id)) {
+            return Err(WorkerError::Config(format!(
+                "the handler of job {job:?} takes State<{state}>, but no state of that type was added: call Worker::state first"
+            )));
         }
         let name = format!("lepus-worker {}", lepus::internal::node_name());
         let broker = Broker::connect_with(&config.amqp_url, &name, 1).await?;
@@ -98,6 +109,7 @@ impl Worker {
         );
         let shared = Arc::new(Shared {
             registry,
+            states: Arc::new(states),
             publisher: Publisher::new(broker.clone(), config.broker_timeout),
             stop,
             max_payload: config.max_payload,

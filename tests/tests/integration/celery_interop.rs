@@ -27,6 +27,19 @@ async fn a_python_celery_client_gets_lepus_results_and_failures() {
 }
 
 #[tokio::test]
+async fn a_python_client_catches_the_exception_class_a_lepus_handler_names() {
+    let queue = TestQueue::declare("py-exceptions").await;
+    let _worker = lepus_tests::start_worker(queue.name(), &[]);
+    queue.wait_for_consumers(1).await;
+
+    let lines = run_python("exceptions.py", queue.name()).await;
+
+    assert_eq!(lines[0], json!({"caught": "ValueError", "message": "width must be positive"}));
+    // A bare class name: Celery makes up a class of that name; the message carries the cause.
+    assert_eq!(lines[1], json!({"caught": "other", "type": "ImageTooLarge", "message": "too big: 4096 > 2048"}));
+}
+
+#[tokio::test]
 async fn python_celery_delayed_jobs_reach_lepus_through_the_shared_cascade() {
     let queue = TestQueue::declare("py-delayed").await;
     let _worker = lepus_tests::start_worker(queue.name(), &[]);
@@ -96,6 +109,7 @@ async fn a_lepus_client_calls_tasks_run_by_a_python_celery_worker() {
     match client.call(Request::task("py.fail", fail).queue(queue.name()), TIMEOUT).await {
         Err(Error::JobFailed { exception, traceback, .. }) => {
             assert_eq!(exception.exc_type, "ValueError");
+            assert_eq!(exception.exc_module.as_deref(), Some("builtins"), "the Python exception's class, in full");
             assert_eq!(exception.message(), "bad input");
             assert!(traceback.is_some_and(|t| t.contains("ValueError")), "Celery sends its traceback");
         }

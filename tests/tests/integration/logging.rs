@@ -3,19 +3,19 @@
 
 use lepus::{Error, Request};
 use lepus_demo::jobs::Fail;
-use lepus_tests::{TestQueue, connect, rabbitmqctl, unique_name};
+use lepus_tests::{Raise, TestQueue, connect, rabbitmqctl, unique_name};
 use serde_json::Value;
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Runs a failing job on a worker with the given log format; returns the job id and the log.
-async fn failing_job_log(format: &str) -> (String, String) {
+async fn failing_job_log<O: serde::de::DeserializeOwned>(format: &str, job: impl Into<Request<O>>) -> (String, String) {
     let queue = TestQueue::declare("logs").await;
     let worker = lepus_tests::start_worker(queue.name(), &["--log-format", format]);
     queue.wait_for_consumers(1).await;
     let client = connect().await;
-    let pending = client.submit(Request::new(Fail { message: "disk on fire".into() }).queue(queue.name())).await;
+    let pending = client.submit(job.into().queue(queue.name())).await;
     let pending = pending.expect("submitted");
     let id = pending.id().to_string();
     assert!(matches!(pending.output(TIMEOUT).await, Err(Error::JobFailed { .. })));
@@ -25,7 +25,7 @@ async fn failing_job_log(format: &str) -> (String, String) {
 
 #[tokio::test]
 async fn json_log_lines_inside_a_job_carry_its_id_and_name() {
-    let (id, log) = failing_job_log("json").await;
+    let (id, log) = failing_job_log("json", Fail { message: "disk on fire".into() }).await;
     let line = log.lines().find(|l| l.contains("job failed")).unwrap_or_else(|| panic!("no job failed line:\n{log}"));
     let line: Value = serde_json::from_str(line).expect("a JSON log line");
     assert_eq!(line["span"]["job.id"], id.as_str(), "{line}");
@@ -35,9 +35,18 @@ async fn json_log_lines_inside_a_job_carry_its_id_and_name() {
 
 #[tokio::test]
 async fn text_log_lines_inside_a_job_carry_its_id_and_name() {
-    let (id, log) = failing_job_log("text").await;
+    let (id, log) = failing_job_log("text", Fail { message: "disk on fire".into() }).await;
     let line = log.lines().find(|l| l.contains("job failed")).unwrap_or_else(|| panic!("no job failed line:\n{log}"));
     assert!(line.contains(&format!("job.id={id}")) && line.contains("job.name=demo.fail"), "{line}");
+}
+
+#[tokio::test]
+async fn a_failure_is_logged_with_its_chain_of_causes() {
+    let job = Raise { message: "cannot save the report".into(), cause: Some("disk full".into()), ..Raise::default() };
+    let (_, log) = failing_job_log("json", job).await;
+    let line = log.lines().find(|l| l.contains("job failed")).unwrap_or_else(|| panic!("no job failed line:\n{log}"));
+    let line: Value = serde_json::from_str(line).expect("a JSON log line");
+    assert_eq!(line["fields"]["error"], "cannot save the report: disk full", "{line}");
 }
 
 /// A broker user that exists for one test.

@@ -18,6 +18,7 @@ mod reconnect;
 mod retries;
 mod roundtrip;
 mod scheduler;
+mod state;
 mod timeouts;
 mod topology;
 mod worker_crash;

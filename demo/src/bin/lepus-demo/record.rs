@@ -55,7 +55,7 @@ async fn write_down(file: Option<&Path>, id: &JobId) -> Result<String, JobError>
     })
     .await
     .map_err(|e| JobError::new(format!("the record could not be written: {e}")))?;
-    written?;
+    written.map_err(JobError::from_error)?;
     Ok(id.to_string())
 }
 
