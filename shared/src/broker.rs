@@ -43,6 +43,13 @@ impl Broker {
     /// frames per direction and connection, 8 MiB at RabbitMQ's default of 128 KiB. Larger
     /// messages travel as several frames.
     pub async fn connect_with(url: &str, name: &str, connections: usize) -> Result<Self> {
+        let broker = Self::lazy(url, name, connections)?;
+        broker.channel().await?.close(200, "connected".into()).await.map_err(Error::amqp("channel close"))?;
+        Ok(broker)
+    }
+
+    /// A pool for `url` that connects on first use, not now.
+    pub(crate) fn lazy(url: &str, name: &str, connections: usize) -> Result<Self> {
         let redacted: Arc<str> = redact(url).into();
         url.parse::<lapin::uri::AMQPUri>().map_err(|reason| Error::InvalidUrl { url: redacted.to_string(), reason })?;
         let name = name.to_owned();
@@ -54,9 +61,7 @@ impl Broker {
                 Runtime::Tokio1,
             )
             .map_err(|e| Error::Connect { url: redacted.to_string(), reason: e.to_string(), source: None })?;
-        let broker = Self { pool, url: redacted };
-        broker.channel().await?.close(200, "connected".into()).await.map_err(Error::amqp("channel close"))?;
-        Ok(broker)
+        Ok(Self { pool, url: redacted })
     }
 
     /// Opens a channel on a pooled connection (connecting if none is alive).

@@ -34,7 +34,7 @@ mod transaction;
 
 pub use batch::{Batch, BatchProgress, BatchSummary};
 pub use broker::Broker;
-pub use client::{Client, ClientOptions, Pending};
+pub use client::{Client, ClientOptions, Pending, Sent};
 pub use dead_letter::{DeadLetter, DeadLetters};
 pub use error::{Error, ReplyCode, Result};
 pub use ids::{BatchId, JobId};
@@ -64,6 +64,11 @@ pub mod internal {
     pub use crate::reconnect::reconnect;
     pub use crate::shutdown::cancelled_by;
     pub use crate::transaction::Transaction;
+
+    /// A test harness's hooks into a recording client.
+    pub mod recording {
+        pub use crate::client::recorder::{answer, finish_batch_job};
+    }
 
     /// Every queue and exchange Lepus names and declares.
     pub mod topology {

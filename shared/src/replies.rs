@@ -34,7 +34,7 @@ impl Waiters {
         self.lock().remove(id);
     }
 
-    fn deliver(&self, id: &str, result: ResultMessage) {
+    pub(crate) fn deliver(&self, id: &str, result: ResultMessage) {
         match self.lock().remove(id) {
             Some(sender) => drop(sender.send(result)),
             None => tracing::debug!(job.id = id, "result for a job nobody waits for; dropped"),

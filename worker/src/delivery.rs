@@ -111,7 +111,7 @@ async fn settle(
                 Err(e) => Err(format!("cannot dead-letter to {dlq}: {e}")),
             }
         }
-        Outcome::Reschedule { retries, eta, delay, ended } => {
+        Outcome::Reschedule { retries, eta, delay, ended, .. } => {
             let properties = rescheduled(&delivery.properties, retries, Some(eta));
             let route = topology::delayed_route(queue.name(), delay.min(MAX_DELAY)).ok().flatten();
             let (exchange, routing_key) = match &route {

@@ -74,7 +74,7 @@ pub(crate) async fn run(
     if let Some(eta) = message.eta.filter(|eta| *eta > now) {
         let delay = (eta - now).to_std().unwrap_or_default();
         tracing::debug!(%eta, "job arrived before its eta; back to the broker's delay cascade");
-        return Outcome::Reschedule { retries: message.retries, eta, delay, ended: Ended::Deferred };
+        return Outcome::Reschedule { retries: message.retries, eta, delay, ended: Ended::Deferred, failure: None };
     }
 
     let attempt = message.retries.saturating_add(1);
@@ -107,7 +107,7 @@ pub(crate) async fn run(
         Some(delay) => {
             tracing::warn!(?elapsed, attempt, max_attempts = policy.max_attempts, retry_in = ?delay, %error, "job failed; will retry");
             let eta = now + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX);
-            Outcome::Reschedule { retries: attempt, eta, delay, ended: Ended::Retried }
+            Outcome::Reschedule { retries: attempt, eta, delay, ended: Ended::Retried, failure: Some(exception) }
         }
         None => {
             tracing::warn!(?elapsed, attempt, max_attempts = policy.max_attempts, %error, "job failed");
@@ -171,4 +171,164 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic payload".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{Run, TestWorker};
+    use lepus::protocol::Arguments;
+    use lepus::{Job, Request, RetryPolicy};
+    use serde::{Deserialize, Serialize};
+    use serde_json::json;
+
+    #[derive(Serialize, Deserialize)]
+    struct Divide {
+        a: i64,
+        b: i64,
+    }
+
+    impl Job for Divide {
+        const NAME: &'static str = "test.divide";
+        type Output = i64;
+
+        fn retry_policy() -> RetryPolicy {
+            RetryPolicy::attempts(3).backoff(Duration::from_secs(2), 3.0, Duration::from_secs(60)).jitter(false)
+        }
+    }
+
+    async fn divide(job: Divide) -> Result<i64, JobError> {
+        match job.b {
+            0 => Err(JobError::permanent("division by zero").exception("builtins.ZeroDivisionError")),
+            -1 => Err(JobError::retry("the divisor is busy")),
+            -2 => panic!("the divisor exploded"),
+            -3 => Err(JobError::retry_after(Duration::from_secs(42), "come back later")),
+            _ => Ok(job.a / job.b),
+        }
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Nap {
+        seconds: u64,
+    }
+
+    impl Job for Nap {
+        const NAME: &'static str = "test.nap";
+        type Output = ();
+
+        fn time_limit() -> Option<Duration> {
+            Some(Duration::from_secs(5))
+        }
+    }
+
+    async fn nap(job: Nap) -> Result<(), JobError> {
+        tokio::time::sleep(Duration::from_secs(job.seconds)).await;
+        Ok(())
+    }
+
+    fn worker() -> TestWorker {
+        TestWorker::new().register(divide).register(nap)
+    }
+
+    #[tokio::test]
+    async fn a_job_that_returns_succeeds_with_its_output() {
+        assert_eq!(worker().run(Divide { a: 7, b: 2 }).await, Run::Succeeded(3));
+    }
+
+    #[tokio::test]
+    async fn unknown_jobs_bad_arguments_and_expired_jobs_are_refused_as_celery_would() {
+        let unknown = worker().run(Request::task("no.such.job", Arguments::default())).await;
+        let Run::Refused(exception) = unknown else { panic!("{unknown:?}") };
+        assert_eq!(
+            (exception.exc_module.as_deref(), exception.exc_type.as_str()),
+            (Some("celery.exceptions"), "NotRegistered")
+        );
+
+        let wrong = Arguments { args: vec![json!("seven"), json!(2)], kwargs: Default::default() };
+        let Run::Refused(exception) = worker().run(Request::task("test.divide", wrong)).await else { panic!() };
+        assert_eq!(exception.exc_type, "TypeError");
+        assert!(exception.message().contains("invalid type"), "{}", exception.message());
+
+        let expired = Request::new(Divide { a: 1, b: 1 }).expires_at(Utc::now() - TimeDelta::seconds(1));
+        let Run::Refused(exception) = worker().run(expired).await else { panic!() };
+        assert_eq!(exception.exc_type, "TaskRevokedError");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_is_retried_by_the_jobs_policy_then_fails_for_good() {
+        let runs = worker().run_until_done(Divide { a: 1, b: -1 }).await;
+        let waits: Vec<Duration> = runs
+            .iter()
+            .filter_map(|run| match run {
+                Run::WillRetry { after, exception } if exception.exc_type == "JobError" => Some(*after),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(waits, [Duration::from_secs(2), Duration::from_secs(6)], "{runs:?}");
+        let Some(Run::Failed(last)) = runs.last() else { panic!("{runs:?}") };
+        assert_eq!(last.message(), "the divisor is busy");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_handler_decides_fail_now_or_retry_after() {
+        let runs = worker().run_until_done(Divide { a: 1, b: 0 }).await;
+        let [Run::Failed(exception)] = runs.as_slice() else { panic!("one attempt only: {runs:?}") };
+        assert_eq!(
+            (exception.exc_module.as_deref(), exception.exc_type.as_str()),
+            (Some("builtins"), "ZeroDivisionError")
+        );
+
+        let Run::WillRetry { after, .. } = worker().run(Divide { a: 1, b: -3 }).await else { panic!() };
+        assert_eq!(after, Duration::from_secs(42));
+        let no_retries = Request::new(Divide { a: 1, b: -3 }).retry(RetryPolicy::attempts(1));
+        assert!(matches!(worker().run(no_retries).await, Run::Failed(_)), "the request's policy overrides the job's");
+    }
+
+    #[tokio::test]
+    async fn a_panic_fails_the_run_and_the_worker_carries_on() {
+        let Run::WillRetry { exception, .. } = worker().run(Divide { a: 1, b: -2 }).await else { panic!() };
+        assert_eq!(exception.exc_type, "JobPanicked");
+        assert!(exception.message().contains("the divisor exploded"));
+        assert_eq!(worker().run(Divide { a: 4, b: 2 }).await, Run::Succeeded(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_over_its_time_limit_is_cancelled() {
+        let started = tokio::time::Instant::now();
+        let Run::Failed(exception) = worker().run(Nap { seconds: 60 }).await else { panic!() };
+        assert_eq!(exception.exc_type, "TimeLimitExceeded");
+        assert_eq!(started.elapsed(), Duration::from_secs(5), "cancelled at the job type's limit");
+        let longer = Request::new(Nap { seconds: 60 }).time_limit(Duration::from_secs(90));
+        assert_eq!(worker().run(longer).await, Run::Succeeded(()), "the request's limit overrides");
+    }
+
+    #[tokio::test]
+    async fn a_message_before_its_eta_goes_back_to_wait_and_runs_nothing() {
+        let (_, mut message) = Request::new(Divide { a: 1, b: 0 }).into_message(Utc::now()).expect("valid");
+        message.eta = Some(Utc::now() + TimeDelta::seconds(30));
+        let registry = {
+            let mut registry = Registry::default();
+            registry.insert(divide);
+            registry
+        };
+        let outcome = run(message, &registry, &Arc::default(), &CancellationToken::new()).await;
+        let Outcome::Reschedule { ended: Ended::Deferred, delay, failure: None, .. } = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert!(delay > Duration::from_secs(28) && delay <= Duration::from_secs(30), "{delay:?}");
+    }
+
+    #[test]
+    fn a_message_at_the_delivery_limit_is_dead_lettered_unrun() {
+        let (_, mut message) = Request::new(Divide { a: 1, b: 1 }).into_message(Utc::now()).expect("valid");
+        message.reply_to = Some("replies".into());
+        assert!(past_delivery_limit(&message, 4, 5).is_none());
+        let Some(Outcome::DeadLetter { reason, attempts, reply: Some(reply), .. }) =
+            past_delivery_limit(&message, 5, 5)
+        else {
+            panic!("refused at the limit")
+        };
+        assert_eq!((reason, attempts), (Reason::DeliveryLimit, 5));
+        assert_eq!(reply.result.exception().map(|e| e.exc_type), Some("WorkerLostError".to_owned()));
+    }
 }

@@ -33,6 +33,7 @@ mod job_error;
 mod outcome;
 mod registry;
 mod stats;
+pub mod testing;
 mod tracker;
 mod worker;
 

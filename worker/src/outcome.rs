@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use lepus::dead_letter::Reason;
-use lepus::protocol::{ResultMessage, TaskMessage};
+use lepus::protocol::{ExceptionInfo, ResultMessage, TaskMessage};
 use std::time::Duration;
 
 /// What to do with a delivery.
@@ -13,8 +13,9 @@ pub(crate) enum Outcome {
     Done { reply: Option<Reply>, ended: Ended },
     /// Move the message to the dead-letter queue, answer the caller, ack.
     DeadLetter { reason: Reason, error: String, attempts: u32, reply: Option<Reply> },
-    /// Send the message back through the delay cascade with new `retries` and `eta`, ack.
-    Reschedule { retries: u32, eta: DateTime<Utc>, delay: Duration, ended: Ended },
+    /// Send the message back through the delay cascade with new `retries` and `eta`, ack. A retry
+    /// carries the failure that caused it.
+    Reschedule { retries: u32, eta: DateTime<Utc>, delay: Duration, ended: Ended, failure: Option<ExceptionInfo> },
 }
 
 /// A result to send to the caller.

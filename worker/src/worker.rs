@@ -28,15 +28,15 @@ use tokio_util::task::TaskTracker;
 /// A worker: a configuration and the jobs it runs.
 ///
 /// ```no_run
-/// # use lepus_worker::{JobContext, JobError, Worker, WorkerConfig, shutdown_signal};
+/// # use lepus_worker::{JobError, Worker, WorkerConfig, shutdown_signal};
 /// # use serde::{Deserialize, Serialize};
 /// #[derive(Serialize, Deserialize)]
 /// struct Add { a: i64, b: i64 }
 /// impl lepus::Job for Add { const NAME: &'static str = "demo.add"; type Output = i64; }
 ///
-/// async fn add(job: Add, _: JobContext) -> Result<i64, JobError> { Ok(job.a + job.b) }
+/// async fn add(job: Add) -> Result<i64, JobError> { Ok(job.a + job.b) }
 ///
-/// # async fn main() -> Result<(), lepus_worker::WorkerError> {
+/// # async fn run() -> Result<(), lepus_worker::WorkerError> {
 /// Worker::new(WorkerConfig::default()).register(add).run(shutdown_signal()).await
 /// # }
 /// ```

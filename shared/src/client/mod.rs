@@ -2,9 +2,11 @@
 
 mod options;
 mod pending;
+pub(crate) mod recorder;
 
 pub use options::ClientOptions;
 pub use pending::Pending;
+pub use recorder::Sent;
 
 use crate::batch::{Batch, BatchProgress, PreparedBatch, Snapshot};
 use crate::broker::Broker;
@@ -19,6 +21,7 @@ use crate::request::Request;
 use crate::topology::{self, WorkQueue};
 use chrono::{DateTime, TimeZone, Utc};
 use lapin::options::BasicGetOptions;
+use recorder::Recorder;
 use serde::de::DeserializeOwned;
 use std::collections::HashSet;
 use std::fmt;
@@ -45,6 +48,8 @@ struct Inner {
     /// unroutable: the cascade always takes them).
     known_queues: Mutex<HashSet<String>>,
     options: ClientOptions,
+    /// Set for a recording client, which sends nothing.
+    recorder: Option<Recorder>,
 }
 
 impl fmt::Debug for Client {
@@ -71,9 +76,42 @@ impl Client {
         let publisher = Arc::new(Publisher::new(broker.clone(), options.broker_timeout));
         let id = uuid::Uuid::new_v4().to_string();
         let known_queues = Mutex::default();
-        let inner =
-            Inner { id, broker, publisher, replies: OnceCell::new(), cascade: OnceCell::new(), known_queues, options };
+        let (replies, cascade, recorder) = (OnceCell::new(), OnceCell::new(), None);
+        let inner = Inner { id, broker, publisher, replies, cascade, known_queues, options, recorder };
         Self { inner: Arc::new(inner) }
+    }
+
+    /// A client that sends nothing and needs no broker: it records every job it would have sent
+    /// ([`Client::sent`]), to test handlers and flows. A batch sent through it completes, and its
+    /// callback is recorded, as the jobs are run by a test harness
+    /// (`lepus_worker::testing::TestWorker`), which also answers the jobs it submitted.
+    #[must_use]
+    pub fn recording() -> Self {
+        let broker = Broker::lazy("amqp://guest:guest@recording.invalid/%2f", "lepus-recording", 1)
+            .expect("the recording client's placeholder URL parses");
+        let mut client = Self::with_broker(broker, ClientOptions::default());
+        if let Some(inner) = Arc::get_mut(&mut client.inner) {
+            inner.recorder = Some(Recorder::default());
+        }
+        client
+    }
+
+    /// Whether this is a recording client ([`Client::recording`]).
+    #[must_use]
+    pub fn is_recording(&self) -> bool {
+        self.inner.recorder.is_some()
+    }
+
+    /// What a recording client has sent so far, oldest first (nothing for a connected client).
+    #[must_use]
+    pub fn sent(&self) -> Vec<Sent> {
+        self.inner.recorder.as_ref().map(Recorder::sent).unwrap_or_default()
+    }
+
+    /// Like [`Client::sent`], and forgets it.
+    #[must_use]
+    pub fn take_sent(&self) -> Vec<Sent> {
+        self.inner.recorder.as_ref().map(Recorder::take_sent).unwrap_or_default()
     }
 
     /// The broker connections, for application code that shares them.
@@ -103,17 +141,18 @@ impl Client {
     /// Sends a job and returns a handle to await its result later.
     pub async fn submit<O>(&self, request: impl Into<Request<O>>) -> Result<Pending<O>> {
         let (queue, mut message) = request.into().into_message(Utc::now())?;
-        let replies = self.replies().await?;
-        message.reply_to = Some(replies.queue().to_owned());
+        let (reply_to, waiters) = match &self.inner.recorder {
+            Some(recorder) => (recorder::RECORDING_REPLY_TO, Arc::clone(&recorder.waiters)),
+            None => {
+                let replies = self.replies().await?;
+                (replies.queue(), Arc::clone(replies.waiters()))
+            }
+        };
+        message.reply_to = Some(reply_to.to_owned());
         let correlation_id = message.correlation_id.clone().unwrap_or_else(|| message.id.to_string());
-        let receiver = replies.waiters().register(&correlation_id);
-        let pending = Pending::new(
-            message.id.clone(),
-            correlation_id,
-            receiver,
-            Arc::clone(replies.waiters()),
-            self.inner.options.result_timeout,
-        );
+        let receiver = waiters.register(&correlation_id);
+        let pending =
+            Pending::new(message.id.clone(), correlation_id, receiver, waiters, self.inner.options.result_timeout);
         self.publish(&queue, &message).await?;
         Ok(pending)
     }
@@ -125,6 +164,9 @@ impl Client {
 
     /// Declares a work queue (and its dead-letter queue), as a worker does at start-up.
     pub async fn declare_queue(&self, queue: &WorkQueue) -> Result<()> {
+        if self.is_recording() {
+            return Ok(());
+        }
         let channel = self.inner.broker.channel().await?;
         queue.declare(&channel).await?;
         drop(channel.close(200, "declared".into()).await);
@@ -137,6 +179,13 @@ impl Client {
     /// completes.
     pub async fn enqueue_batch(&self, batch: Batch) -> Result<BatchId> {
         let PreparedBatch { id, snapshot, messages } = batch.prepare(Utc::now())?;
+        if let Some(recorder) = &self.inner.recorder {
+            recorder.start_batch(snapshot);
+            for (queue, message) in messages {
+                recorder.record(&queue, message);
+            }
+            return Ok(id);
+        }
         let channel = self.inner.broker.channel().await?;
         topology::declare_batch_progress(&channel, &id).await?;
         drop(channel.close(200, "declared".into()).await);
@@ -173,6 +222,12 @@ impl Client {
     /// Where batch `id` stands, from its latest snapshot in the broker. Waits up to the client's
     /// broker timeout for a snapshot to read.
     pub async fn batch_progress(&self, id: &BatchId) -> Result<BatchProgress> {
+        if let Some(recorder) = &self.inner.recorder {
+            return recorder
+                .batch(id)
+                .map(|snapshot| snapshot.progress())
+                .ok_or_else(|| Error::UnknownBatch(id.clone()));
+        }
         let patience = self.inner.options.broker_timeout;
         let deadline = tokio::time::Instant::now() + patience;
         // The tracker takes the snapshot out for a moment while it replaces it: look again.
@@ -221,6 +276,9 @@ impl Client {
     /// Stops receiving results and deletes this client's reply queue. Pending results fail with
     /// [`Error::Closed`].
     pub async fn close(&self) -> Result<()> {
+        if self.is_recording() {
+            return Ok(());
+        }
         match self.inner.replies.get() {
             Some(replies) => replies.close().await,
             None => Ok(()),
@@ -235,7 +293,12 @@ impl Client {
         }
         let span = tracing::debug_span!("enqueue", job.id = %message.id, job.name = %message.task, queue);
         let delay = message.eta.and_then(|eta| (eta - Utc::now()).to_std().ok()).unwrap_or_default();
-        match topology::delayed_route(queue, delay)? {
+        let route = topology::delayed_route(queue, delay)?;
+        if let Some(recorder) = &self.inner.recorder {
+            recorder.record(queue, message.clone());
+            return Ok(());
+        }
+        match route {
             None => {
                 let outgoing = Outgoing { exchange: "", routing_key: queue, body: &body, properties };
                 self.inner.publisher.publish(outgoing).instrument(span).await
