@@ -17,15 +17,16 @@
 use crate::acks::Acks;
 use crate::execute;
 use crate::extract::States;
-use crate::outcome::{Ended, Outcome, Reply};
+use crate::outcome::{Ended, FollowUps, Outcome, Reply};
 use crate::registry::Registry;
 use crate::stats::WorkerStats;
+use chrono::Utc;
 use lepus::dead_letter::Reason;
 use lepus::internal::topology::{self, MAX_DELAY};
 use lepus::internal::{Outgoing, Publisher, Record, delivery_count, mark, persistent_json, rescheduled};
 use lepus::lapin::message::Delivery;
 use lepus::protocol::TaskMessage;
-use lepus::{Error, WorkQueue};
+use lepus::{Broker, Error, WorkQueue};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
@@ -34,6 +35,7 @@ use tracing::Instrument;
 
 /// What every delivery needs from the worker.
 pub(crate) struct Shared {
+    pub(crate) broker: Broker,
     pub(crate) registry: Registry,
     pub(crate) states: Arc<States>,
     pub(crate) publisher: Publisher,
@@ -51,7 +53,8 @@ pub(crate) async fn process(
     acks: Acks,
     permit: OwnedSemaphorePermit,
 ) {
-    let refuse = |reason, error| Outcome::DeadLetter { reason, error, attempts: 0, reply: None };
+    let refuse =
+        |reason, error| Outcome::DeadLetter { reason, error, attempts: 0, reply: None, then: FollowUps::default() };
     let decoded = if delivery.data.len() > shared.max_payload {
         let error =
             format!("body of {} bytes exceeds the worker's limit of {} bytes", delivery.data.len(), shared.max_payload);
@@ -66,10 +69,13 @@ pub(crate) async fn process(
             let batch = Record::of(&message, false);
             let handed_out = delivery_count(&delivery.properties);
             async {
-                let outcome = match execute::past_delivery_limit(&message, handed_out, queue.delivery_limit()) {
-                    Some(refused) => refused,
-                    None => execute::run(message, &shared.registry, &shared.states, &shared.stop).await,
-                };
+                let outcome =
+                    match execute::past_delivery_limit(&message, queue.name(), handed_out, queue.delivery_limit()) {
+                        Some(refused) => refused,
+                        None => {
+                            execute::run(message, queue.name(), &shared.registry, &shared.states, &shared.stop).await
+                        }
+                    };
                 settle(&delivery, &queue, &shared, &acks, outcome, batch).await;
             }
             .instrument(span)
@@ -95,8 +101,11 @@ async fn settle(
         return;
     }
     let published = match outcome {
-        Outcome::Done { reply, ended } => answer(reply, shared).await.map(|()| ended),
-        Outcome::DeadLetter { reason, error, attempts, reply } => {
+        Outcome::Done { reply, ended, then } => match follow(then, queue, shared).await {
+            Ok(()) => answer(reply, shared).await.map(|()| ended),
+            Err(e) => Err(e),
+        },
+        Outcome::DeadLetter { reason, error, attempts, reply, then } => {
             let properties = mark(&delivery.properties, reason, &error, queue.name(), attempts);
             let dlq = queue.dead_letter_queue();
             let outgoing = Outgoing { exchange: "", routing_key: &dlq, body: &delivery.data, properties };
@@ -106,7 +115,10 @@ async fn settle(
                         tracing::warn!(queue = queue.name(), %reason, %error, "message dead-lettered");
                     }
                     let ended = if reason == Reason::Failed { Ended::Failed } else { Ended::DeadLettered };
-                    answer(reply, shared).await.map(|()| ended)
+                    match follow(then, queue, shared).await {
+                        Ok(()) => answer(reply, shared).await.map(|()| ended),
+                        Err(e) => Err(e),
+                    }
                 }
                 Err(e) => Err(format!("cannot dead-letter to {dlq}: {e}")),
             }
@@ -145,6 +157,65 @@ async fn settle(
             acks.requeue(delivery.delivery_tag).await;
         }
     }
+}
+
+/// Sends what follows a job by its canvas: each message to its queue (through the delay cascade
+/// if it has a countdown), then the results of the chain steps that will not run. A message for a
+/// queue that does not exist is kept in this queue's dead-letter queue as `unroutable`, naming
+/// the queue it was for, where `requeue` sends it once that queue exists.
+async fn follow(then: FollowUps, queue: &WorkQueue, shared: &Shared) -> Result<(), String> {
+    for (to, message) in then.messages {
+        let (body, properties) = message.encode().map_err(|e| format!("cannot encode a follow-up: {e}"))?;
+        let delay = message.eta.and_then(|eta| (eta - Utc::now()).to_std().ok()).unwrap_or_default();
+        let route = topology::delayed_route(&to, delay.min(MAX_DELAY)).ok().flatten();
+        let exists = match &route {
+            // The cascade takes any message: ask whether its destination exists.
+            Some(_) => topology::inspect_queue(&shared.broker, &to).await.map_err(|e| e.to_string())?.is_some(),
+            None => true,
+        };
+        let published = match (&route, exists) {
+            (_, false) => {
+                Err(Error::Unroutable { exchange: String::new(), routing_key: to.clone(), reason: String::new() })
+            }
+            (Some(route), true) => {
+                let outgoing = Outgoing {
+                    exchange: &route.exchange,
+                    routing_key: &route.routing_key,
+                    body: &body,
+                    properties: properties.clone(),
+                };
+                shared.publisher.publish(outgoing).await
+            }
+            (None, true) => {
+                shared
+                    .publisher
+                    .publish(Outgoing { exchange: "", routing_key: &to, body: &body, properties: properties.clone() })
+                    .await
+            }
+        };
+        match published {
+            Ok(()) => {}
+            Err(Error::Unroutable { .. }) => {
+                let error =
+                    format!("no queue named {to:?}: the follow-up {} ({}) is kept here", message.task, message.id);
+                tracing::error!(
+                    follow_up = message.task,
+                    queue = to,
+                    "a canvas follow-up has no queue; kept as a dead letter"
+                );
+                let properties = mark(&properties, Reason::Unroutable, &error, &to, 0);
+                let dlq = queue.dead_letter_queue();
+                let outgoing = Outgoing { exchange: "", routing_key: &dlq, body: &body, properties };
+                shared.publisher.publish(outgoing).await.map_err(|e| format!("cannot keep a follow-up: {e}"))?;
+                shared.stats.count(Ended::DeadLettered);
+            }
+            Err(e) => return Err(format!("cannot send a follow-up to {to}: {e}")),
+        }
+    }
+    for reply in then.replies {
+        answer(Some(reply), shared).await?;
+    }
+    Ok(())
 }
 
 /// Tells the batch tracker that a job of its batch has finished.

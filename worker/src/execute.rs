@@ -2,11 +2,12 @@
 //! expire, send it back to wait for its `eta`, or run it (with its time limit, catching panics)
 //! and, if it fails, retry it or give up.
 
+use crate::canvas;
 use crate::context::JobContext;
 use crate::extract::States;
 use crate::job_error::JobError;
 use crate::job_error::Next;
-use crate::outcome::{Ended, Outcome, Reply};
+use crate::outcome::{Ended, FollowUps, Outcome, Reply};
 use crate::registry::{CallError, Registered, Registry};
 use chrono::{TimeDelta, Utc};
 use futures_lite::FutureExt;
@@ -34,7 +35,7 @@ enum Called {
 /// job that crashes its process, say. Run again, it would end the same way, and then the broker
 /// would dead-letter it without a word to anyone. Dead-lettered here instead, it fails for its
 /// caller (Celery's `WorkerLostError`) and for its batch. So a message runs at most `limit` times.
-pub(crate) fn past_delivery_limit(message: &TaskMessage, handed_out: u64, limit: u32) -> Option<Outcome> {
+pub(crate) fn past_delivery_limit(message: &TaskMessage, queue: &str, handed_out: u64, limit: u32) -> Option<Outcome> {
     if handed_out < u64::from(limit) {
         return None;
     }
@@ -44,14 +45,15 @@ pub(crate) fn past_delivery_limit(message: &TaskMessage, handed_out: u64, limit:
     );
     tracing::error!(handed_out, limit, "job dead-lettered at the delivery limit");
     let exception = ExceptionInfo::python("celery.exceptions", "WorkerLostError", error.clone());
-    let reply = Reply::to(message, ResultMessage::failure(&message.id, &exception, None));
+    let (reply, then) = ended(message, queue, ResultMessage::failure(&message.id, &exception, None));
     let attempts = u32::try_from(handed_out).unwrap_or(u32::MAX);
-    Some(Outcome::DeadLetter { reason: Reason::DeliveryLimit, error, attempts, reply })
+    Some(Outcome::DeadLetter { reason: Reason::DeliveryLimit, error, attempts, reply, then })
 }
 
 /// Decides the outcome of one job message.
 pub(crate) async fn run(
     mut message: TaskMessage,
+    queue: &str,
     registry: &Registry,
     states: &Arc<States>,
     stop: &CancellationToken,
@@ -61,15 +63,15 @@ pub(crate) async fn run(
             format!("no job named {:?} is registered on this worker; it runs {:?}", message.task, registry.names());
         // Celery's NotRegistered takes the task name as its message.
         let exception = ExceptionInfo::python("celery.exceptions", "NotRegistered", message.task.clone());
-        let reply = Reply::to(&message, ResultMessage::failure(&message.id, &exception, None));
-        return Outcome::DeadLetter { reason: Reason::UnknownJob, error, attempts: 0, reply };
+        let (reply, then) = ended(&message, queue, ResultMessage::failure(&message.id, &exception, None));
+        return Outcome::DeadLetter { reason: Reason::UnknownJob, error, attempts: 0, reply, then };
     };
     let now = Utc::now();
     if let Some(expires) = message.expires.filter(|expires| *expires <= now) {
         tracing::info!(%expires, "job expired before it could start; not run");
         let exception = ExceptionInfo::python("celery.exceptions", "TaskRevokedError", format!("expired at {expires}"));
-        let reply = Reply::to(&message, ResultMessage::revoked(&message.id, &exception));
-        return Outcome::Done { reply, ended: Ended::Expired };
+        let (reply, then) = ended(&message, queue, ResultMessage::revoked(&message.id, &exception));
+        return Outcome::Done { reply, ended: Ended::Expired, then };
     }
     if let Some(eta) = message.eta.filter(|eta| *eta > now) {
         let delay = (eta - now).to_std().unwrap_or_default();
@@ -82,14 +84,15 @@ pub(crate) async fn run(
     let (exception, next) = match call(&mut message, job, states, stop).await {
         Called::Returned(value) => {
             tracing::debug!(elapsed = ?started.elapsed(), attempt, "job succeeded");
+            let then = canvas::after_success(&message, queue, &value);
             let reply = Reply::to(&message, ResultMessage::success(&message.id, value));
-            return Outcome::Done { reply, ended: Ended::Succeeded };
+            return Outcome::Done { reply, ended: Ended::Succeeded, then };
         }
         Called::BadInput(error) => {
             let error = format!("arguments do not fit {}: {error}", message.task);
             let exception = ExceptionInfo::python("builtins", "TypeError", error.clone());
-            let reply = Reply::to(&message, ResultMessage::failure(&message.id, &exception, None));
-            return Outcome::DeadLetter { reason: Reason::BadInput, error, attempts: 0, reply };
+            let (reply, then) = ended(&message, queue, ResultMessage::failure(&message.id, &exception, None));
+            return Outcome::DeadLetter { reason: Reason::BadInput, error, attempts: 0, reply, then };
         }
         Called::Failed { exception, next } => (exception, next),
     };
@@ -111,10 +114,17 @@ pub(crate) async fn run(
         }
         None => {
             tracing::warn!(?elapsed, attempt, max_attempts = policy.max_attempts, %error, "job failed");
-            let reply = Reply::to(&message, ResultMessage::failure(&message.id, &exception, None));
-            Outcome::DeadLetter { reason: Reason::Failed, error, attempts: attempt, reply }
+            let (reply, then) = ended(&message, queue, ResultMessage::failure(&message.id, &exception, None));
+            Outcome::DeadLetter { reason: Reason::Failed, error, attempts: attempt, reply, then }
         }
     }
+}
+
+/// A job that ends without output: its result (`FAILURE` or `REVOKED`) for its caller, and what
+/// follows by its canvas.
+fn ended(message: &TaskMessage, queue: &str, result: ResultMessage) -> (Option<Reply>, FollowUps) {
+    let then = canvas::after_failure(message, queue, &result);
+    (Reply::to(message, result), then)
 }
 
 /// Calls the handler under its time limit, catching panics.
@@ -311,7 +321,7 @@ mod tests {
             registry.insert(divide);
             registry
         };
-        let outcome = run(message, &registry, &Arc::default(), &CancellationToken::new()).await;
+        let outcome = run(message, "jobs", &registry, &Arc::default(), &CancellationToken::new()).await;
         let Outcome::Reschedule { ended: Ended::Deferred, delay, failure: None, .. } = outcome else {
             panic!("{outcome:?}")
         };
@@ -322,9 +332,9 @@ mod tests {
     fn a_message_at_the_delivery_limit_is_dead_lettered_unrun() {
         let (_, mut message) = Request::new(Divide { a: 1, b: 1 }).into_message(Utc::now()).expect("valid");
         message.reply_to = Some("replies".into());
-        assert!(past_delivery_limit(&message, 4, 5).is_none());
+        assert!(past_delivery_limit(&message, "jobs", 4, 5).is_none());
         let Some(Outcome::DeadLetter { reason, attempts, reply: Some(reply), .. }) =
-            past_delivery_limit(&message, 5, 5)
+            past_delivery_limit(&message, "jobs", 5, 5)
         else {
             panic!("refused at the limit")
         };

@@ -19,6 +19,7 @@
 //! ```
 
 mod acks;
+mod canvas;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod config;

@@ -9,13 +9,23 @@ use std::time::Duration;
 /// What to do with a delivery.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    /// Answer the caller, if any, and ack.
-    Done { reply: Option<Reply>, ended: Ended },
-    /// Move the message to the dead-letter queue, answer the caller, ack.
-    DeadLetter { reason: Reason, error: String, attempts: u32, reply: Option<Reply> },
+    /// Send what follows, answer the caller, if any, and ack.
+    Done { reply: Option<Reply>, ended: Ended, then: FollowUps },
+    /// Move the message to the dead-letter queue, send what follows, answer the caller, ack.
+    DeadLetter { reason: Reason, error: String, attempts: u32, reply: Option<Reply>, then: FollowUps },
     /// Send the message back through the delay cascade with new `retries` and `eta`, ack. A retry
     /// carries the failure that caused it.
     Reschedule { retries: u32, eta: DateTime<Utc>, delay: Duration, ended: Ended, failure: Option<ExceptionInfo> },
+}
+
+/// What follows a job by Celery's canvas (see [`crate::canvas`]): messages to send, and results
+/// for the remaining steps of a chain that a failure ended.
+#[derive(Debug, Default)]
+pub(crate) struct FollowUps {
+    /// Jobs to send: `(queue, message)`.
+    pub(crate) messages: Vec<(String, TaskMessage)>,
+    /// Results to send for jobs that will not run.
+    pub(crate) replies: Vec<Reply>,
 }
 
 /// A result to send to the caller.

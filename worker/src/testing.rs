@@ -146,7 +146,7 @@ impl TestWorker {
     /// Runs a job (or a request, with its options) once, as its first attempt.
     pub async fn run<O: DeserializeOwned>(&self, request: impl Into<Request<O>>) -> Run<O> {
         match request.into().into_message(Utc::now()) {
-            Ok((_, message)) => typed(self.attempt(message).await.0),
+            Ok((queue, message)) => typed(self.attempt(message, &queue).await.0),
             Err(e) => Run::Refused(ExceptionInfo::python("builtins", "TypeError", e.to_string())),
         }
     }
@@ -154,13 +154,13 @@ impl TestWorker {
     /// Runs a job and its retries until it succeeds or fails for good, waiting each backoff on
     /// tokio's clock. Returns every attempt, the last one last.
     pub async fn run_until_done<O: DeserializeOwned>(&self, request: impl Into<Request<O>>) -> Vec<Run<O>> {
-        let mut message = match request.into().into_message(Utc::now()) {
-            Ok((_, message)) => message,
+        let (queue, mut message) = match request.into().into_message(Utc::now()) {
+            Ok(prepared) => prepared,
             Err(e) => return vec![Run::Refused(ExceptionInfo::python("builtins", "TypeError", e.to_string()))],
         };
         let mut runs = Vec::new();
         loop {
-            let (run, next_retries) = self.attempt(message.clone()).await;
+            let (run, next_retries) = self.attempt(message.clone(), &queue).await;
             let wait = match &run {
                 Run::WillRetry { after, .. } => Some(*after),
                 _ => None,
@@ -172,17 +172,19 @@ impl TestWorker {
         }
     }
 
-    /// Runs a task message as a worker would: one from `Schedule::firing`, from a Python
-    /// client, or recorded by a client. Its `eta`, if any, counts as reached.
+    /// Runs a task message as a worker consuming the default queue would: one from
+    /// `Schedule::firing`, from a Python client, or recorded by a client. Its `eta`, if any,
+    /// counts as reached.
     pub async fn run_message(&self, message: TaskMessage) -> Run<Value> {
-        self.attempt(message).await.0
+        self.attempt(message, lepus::DEFAULT_QUEUE).await.0
     }
 
     /// Runs every job a recording `client` has sent, the earliest due first, waiting until each
     /// is due on tokio's clock; then the jobs those jobs sent, and so on until none is left. A
-    /// retry goes back in line at its time; a batch's callback is sent (and run) once its last
-    /// job has finished; the handles the client's `submit` gave out get their results. Returns
-    /// the runs in order (at most 10,000).
+    /// retry goes back in line at its time; what follows a job by its Celery canvas (links, the
+    /// next chain step, error links) is sent too; a batch's callback is sent (and run) once its
+    /// last job has finished; the handles the client's `submit` gave out get their results.
+    /// Returns the runs in order (at most 10,000).
     pub async fn drain(&self, client: &Client) -> Vec<Ran> {
         let started = Instant::now();
         let mut line: Vec<(Instant, lepus::Sent)> = Vec::new();
@@ -201,7 +203,15 @@ impl TestWorker {
             let (id, task, correlation_id) =
                 (message.id.clone(), message.task.clone(), message.correlation_id.clone().unwrap_or_default());
             let wants_result = message.reply_to.is_some();
-            let outcome = self.outcome(message.clone()).await;
+            let outcome = self.outcome(message.clone(), &queue).await;
+            if let Outcome::Done { then, .. } | Outcome::DeadLetter { then, .. } = &outcome {
+                for (to, follow_up) in &then.messages {
+                    recording::send(client, to, follow_up.clone());
+                }
+                for reply in &then.replies {
+                    recording::answer(client, &reply.correlation_id, reply.result.clone());
+                }
+            }
             if let Some(result) = final_result(&outcome) {
                 if wants_result {
                     recording::answer(client, &correlation_id, result.clone());
@@ -221,16 +231,16 @@ impl TestWorker {
         ran
     }
 
-    /// One attempt of `message`: how it ended, and the `retries` of a next attempt.
-    async fn attempt(&self, message: TaskMessage) -> (Run<Value>, u32) {
-        run_of(self.outcome(message).await)
+    /// One attempt of `message` from `queue`: how it ended, and the `retries` of a next attempt.
+    async fn attempt(&self, message: TaskMessage, queue: &str) -> (Run<Value>, u32) {
+        run_of(self.outcome(message, queue).await)
     }
 
-    async fn outcome(&self, mut message: TaskMessage) -> Outcome {
+    async fn outcome(&self, mut message: TaskMessage, queue: &str) -> Outcome {
         message.eta = None;
-        message.reply_to = Some(TEST_REPLY_TO.to_owned());
+        message.reply_to.get_or_insert_with(|| TEST_REPLY_TO.to_owned());
         message.ignore_result = false;
-        execute::run(message, &self.registry, &self.states, &self.stop).await
+        execute::run(message, queue, &self.registry, &self.states, &self.stop).await
     }
 }
 
@@ -249,7 +259,7 @@ fn run_of(outcome: Outcome) -> (Run<Value>, u32) {
         result.exception().unwrap_or_else(|| ExceptionInfo::new("Unknown", result.result.to_string()))
     };
     match outcome {
-        Outcome::Done { reply: Some(Reply { result, .. }), ended: Ended::Succeeded } => {
+        Outcome::Done { reply: Some(Reply { result, .. }), ended: Ended::Succeeded, .. } => {
             (Run::Succeeded(result.result), 0)
         }
         Outcome::Done { reply, .. } => {

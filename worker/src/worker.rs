@@ -108,6 +108,7 @@ impl Worker {
             "worker starting"
         );
         let shared = Arc::new(Shared {
+            broker: broker.clone(),
             registry,
             states: Arc::new(states),
             publisher: Publisher::new(broker.clone(), config.broker_timeout),

@@ -10,6 +10,7 @@
 //!   `test-util` feature in your dev-dependencies.)
 
 use chrono::{TimeZone, Utc};
+use lepus::protocol::Arguments;
 use lepus::{Client, Job, Request, RetryPolicy};
 use lepus_scheduler::{Firing, Schedule};
 use lepus_worker::testing::{Run, TestWorker};
@@ -148,6 +149,23 @@ async fn a_busy_provider_is_retried_by_the_policy_until_the_charge_goes_through(
 
     let Run::Failed(refused) = worker.run(Charge { cents: 0 }).await else { panic!("a permanent failure") };
     assert_eq!((refused.exc_module.as_deref(), refused.exc_type.as_str()), (Some("builtins"), "ValueError"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_chain_submitted_through_a_recording_client_is_answered_when_drained() {
+    let (client, mailer) = (Client::recording(), Mailer::default());
+    let worker = worker(&client, &mailer);
+    // Place the order, then confirm at once too: the order id goes first, filling `order`.
+    let email = serde_json::json!({ "email": "cy@example.com" }).as_object().cloned().unwrap_or_default();
+    let chain =
+        Request::new(PlaceOrder { order: 5, email: "cy@example.com".into() })
+            .then(Request::partial::<SendConfirmation>(Arguments { args: vec![], kwargs: email }));
+    let pending = client.submit(chain).await.expect("recorded");
+
+    let ran = worker.drain(&client).await;
+    assert_eq!(ran.len(), 3, "the order, the chained confirmation, the delayed one: {ran:?}");
+    pending.await.expect("the chain's last step, answered");
+    assert_eq!(mailer.0.lock().expect("mailer").len(), 2);
 }
 
 #[tokio::test]

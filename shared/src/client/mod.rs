@@ -138,9 +138,12 @@ impl Client {
         self.enqueue(request.into().at(at)).await
     }
 
-    /// Sends a job and returns a handle to await its result later.
+    /// Sends a job and returns a handle to await its result later (for a chain, the result of its
+    /// last step).
     pub async fn submit<O>(&self, request: impl Into<Request<O>>) -> Result<Pending<O>> {
-        let (queue, mut message) = request.into().into_message(Utc::now())?;
+        let request = request.into();
+        let awaited = request.awaited_id();
+        let (queue, mut message) = request.into_message(Utc::now())?;
         let (reply_to, waiters) = match &self.inner.recorder {
             Some(recorder) => (recorder::RECORDING_REPLY_TO, Arc::clone(&recorder.waiters)),
             None => {
@@ -149,10 +152,15 @@ impl Client {
             }
         };
         message.reply_to = Some(reply_to.to_owned());
-        let correlation_id = message.correlation_id.clone().unwrap_or_else(|| message.id.to_string());
+        // A chain's handle awaits its last step: its result comes with that step's id.
+        let awaited = awaited.unwrap_or_else(|| message.id.clone());
+        let correlation_id = if awaited == message.id {
+            message.correlation_id.clone().unwrap_or_else(|| message.id.to_string())
+        } else {
+            awaited.to_string()
+        };
         let receiver = waiters.register(&correlation_id);
-        let pending =
-            Pending::new(message.id.clone(), correlation_id, receiver, waiters, self.inner.options.result_timeout);
+        let pending = Pending::new(awaited, correlation_id, receiver, waiters, self.inner.options.result_timeout);
         self.publish(&queue, &message).await?;
         Ok(pending)
     }

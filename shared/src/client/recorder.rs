@@ -121,6 +121,14 @@ pub fn answer(client: &Client, correlation_id: &str, result: ResultMessage) {
     }
 }
 
+/// Records `message` for `queue` as sent by a recording `client` (a job's follow-up, say). For
+/// test harnesses (`lepus::internal::recording`).
+pub fn send(client: &Client, queue: &str, message: TaskMessage) {
+    if let Some(recorder) = &client.inner.recorder {
+        recorder.record(queue, message);
+    }
+}
+
 /// Tells a recording `client` that a job of a batch it sent has finished for good; the batch's
 /// callback is recorded when the last one has. For test harnesses (`lepus::internal::recording`).
 pub fn finish_batch_job(client: &Client, record: &Record) {

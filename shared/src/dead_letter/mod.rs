@@ -21,7 +21,7 @@ use std::fmt;
 pub const REASON_HEADER: &str = "x-lepus-reason";
 /// Header: the error in words.
 pub const ERROR_HEADER: &str = "x-lepus-error";
-/// Header: the queue the message came from.
+/// Header: the queue the message came from (for an `unroutable` one: the queue it was for).
 pub const QUEUE_HEADER: &str = "x-lepus-queue";
 /// Header: the worker that dead-lettered it (`hostname:pid`).
 pub const WORKER_HEADER: &str = "x-lepus-worker";
@@ -46,6 +46,9 @@ pub enum Reason {
     /// The broker has handed the message out as many times as the queue's delivery limit allows,
     /// and each time the worker running it died or lost its connection.
     DeliveryLimit,
+    /// A job's canvas follow-up (a link, a chain step) whose queue does not exist; its
+    /// `x-lepus-queue` names that queue.
+    Unroutable,
 }
 
 impl Reason {
@@ -59,6 +62,7 @@ impl Reason {
             Reason::TooLarge => "too-large",
             Reason::Failed => "failed",
             Reason::DeliveryLimit => "delivery-limit",
+            Reason::Unroutable => "unroutable",
         }
     }
 }

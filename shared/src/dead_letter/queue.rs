@@ -1,7 +1,7 @@
 //! [`DeadLetters`]: the dead-letter queue of one work queue, seen from a client.
 
 use super::marks::revived;
-use super::{ATTEMPTS_HEADER, ERROR_HEADER, REASON_HEADER, TIME_HEADER};
+use super::{ATTEMPTS_HEADER, ERROR_HEADER, QUEUE_HEADER, REASON_HEADER, TIME_HEADER};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::ids::JobId;
@@ -146,11 +146,14 @@ impl DeadLetters {
         Ok(got.map(|message| message.delivery))
     }
 
-    /// Publishes a dead letter back to the work queue, then acks it in the dead-letter queue.
+    /// Publishes a dead letter back to the queue it was for (its `x-lepus-queue`, else this work
+    /// queue), then acks it in the dead-letter queue.
     async fn revive(&self, delivery: &Delivery) -> Result<()> {
+        let headers = delivery.properties.headers().clone().unwrap_or_default();
+        let to = header_str(&headers, QUEUE_HEADER).map_or_else(|| self.queue.name().to_owned(), |q| q.into_owned());
         let outgoing = Outgoing {
             exchange: "",
-            routing_key: self.queue.name(),
+            routing_key: &to,
             body: &delivery.data,
             properties: revived(&delivery.properties),
         };

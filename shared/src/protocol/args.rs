@@ -29,6 +29,12 @@ pub struct Arguments {
 }
 
 impl Arguments {
+    /// Positional arguments only: `Arguments::positional([4])`.
+    #[must_use]
+    pub fn positional<V: Into<Value>>(values: impl IntoIterator<Item = V>) -> Self {
+        Self { args: values.into_iter().map(Into::into).collect(), kwargs: Map::new() }
+    }
+
     /// Maps a typed input to `args`/`kwargs` (see the module docs for the rules).
     pub fn from_input<T: Serialize>(input: &T) -> Result<Self, serde_json::Error> {
         Ok(match serde_json::to_value(input)? {

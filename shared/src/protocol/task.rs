@@ -6,6 +6,7 @@
 
 use super::amqp_value::{json_from_table, table_from_json, to_json};
 use super::args::Arguments;
+use super::canvas::Embed;
 use super::headers::without;
 use crate::ids::JobId;
 use crate::retry::RetryPolicy;
@@ -26,7 +27,8 @@ pub struct TaskMessage {
     pub task: String,
     /// Positional and keyword arguments (body elements 0 and 1).
     pub arguments: Arguments,
-    /// Celery's `callbacks`/`errbacks`/`chain`/`chord` (body element 2), carried through as is.
+    /// Celery's `callbacks`/`errbacks`/`chain`/`chord` (body element 2), as JSON; read it with
+    /// [`TaskMessage::canvas`].
     pub embed: Value,
     /// Run no earlier than this (`eta` header).
     pub eta: Option<DateTime<Utc>>,
@@ -179,6 +181,7 @@ impl TaskMessage {
         let task = headers.string("task")?.ok_or(DecodeError::MissingHeader("task"))?;
         let id = headers.string("id")?.ok_or(DecodeError::MissingHeader("id"))?;
         let (args, kwargs, embed) = decode_body(body)?;
+        Embed::from_value(&embed).map_err(DecodeError::Body)?;
         let root_id = headers.string("root_id")?.unwrap_or_else(|| id.clone());
         Ok(Self {
             id: JobId::from(id),
@@ -207,6 +210,13 @@ impl TaskMessage {
         })
     }
 
+    /// What follows the job (Celery's canvas: links, error links, the rest of a chain).
+    #[must_use]
+    pub fn canvas(&self) -> Embed {
+        // Decoding checked the embed; a message built in code has a valid one.
+        Embed::from_value(&self.embed).unwrap_or_default()
+    }
+
     /// Where the result goes: `(reply queue, correlation id)`, unless the sender wants none.
     #[must_use]
     pub fn reply_destination(&self) -> Option<(&str, &str)> {
@@ -219,7 +229,7 @@ impl TaskMessage {
 }
 
 /// The header carrying a per-request retry policy.
-const RETRY_HEADER: &str = "x-lepus-retry";
+pub(crate) const RETRY_HEADER: &str = "x-lepus-retry";
 
 /// A retry policy as the value of the `x-lepus-retry` header.
 fn retry_header(policy: RetryPolicy) -> FieldTable {

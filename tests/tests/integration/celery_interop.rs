@@ -1,9 +1,9 @@
 //! Celery interop with the real Python Celery: a Python client calls Lepus jobs through `rpc://`,
 //! and a Lepus client calls tasks run by a Python Celery worker.
 
-use lepus::protocol::Arguments;
+use lepus::protocol::{Arguments, TaskMessage};
 use lepus::{Error, Job, Request};
-use lepus_tests::{TestQueue, amqp_url, celery_python, connect, python_dir};
+use lepus_tests::{TestQueue, Tick, amqp_url, celery_python, connect, python_dir, temp_file, wait_until};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::process::Command;
@@ -58,14 +58,21 @@ async fn python_celery_delayed_jobs_reach_lepus_through_the_shared_cascade() {
 
 /// Runs a script from `tests/python` against `queue`; returns its JSON output lines.
 async fn run_python(script: &'static str, queue: &str) -> Vec<Value> {
+    run_python_with(script, queue, &[]).await
+}
+
+/// Like [`run_python`], with more environment variables.
+async fn run_python_with(script: &'static str, queue: &str, env: &[(&str, &str)]) -> Vec<Value> {
     let python = celery_python();
     let name = queue.to_owned();
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
     let output = tokio::task::spawn_blocking(move || {
         Command::new(python)
             .arg(script)
             .current_dir(python_dir())
             .env("LEPUS_TEST_QUEUE", name)
             .env("LEPUS_AMQP_URL", amqp_url())
+            .envs(env)
             .output()
             .expect("python runs")
     })
@@ -74,6 +81,47 @@ async fn run_python(script: &'static str, queue: &str) -> Vec<Value> {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{script} failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     stdout.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
+}
+
+#[tokio::test]
+async fn celery_chains_links_and_error_links_run_on_lepus_workers() {
+    let queue = TestQueue::declare("canvas").await;
+    let links = TestQueue::declare("canvas-links").await;
+    let ticks = temp_file("canvas-ticks");
+    let _workers: Vec<_> = (0..2).map(|_| lepus_tests::start_worker(queue.name(), &[])).collect();
+    queue.wait_for_consumers(2).await;
+
+    let env = [("LEPUS_TEST_LINKS", links.name()), ("LEPUS_TEST_TICKS", ticks.as_str())];
+    let lines = run_python_with("canvas.py", queue.name(), &env).await;
+
+    assert_eq!(lines[0], json!({"case": "chain", "state": "SUCCESS", "value": 16}), "(2 + 2) + 4 + 8");
+    assert_eq!((&lines[1]["case"], &lines[1]["value"]), (&json!("link"), &json!(3)));
+    assert_eq!((&lines[2]["state"], &lines[2]["message"]), (&json!("FAILURE"), &json!("broken on purpose")));
+    // The chain stops at the failing step, and the caller awaiting its last step gets the failure.
+    assert_eq!(
+        lines[3],
+        json!({"case": "broken chain", "state": "FAILURE", "type": "JobError", "message": "the middle fails"})
+    );
+
+    // What the Lepus workers sent to the links queue: the link with the result first, the error
+    // link with the failed job's id first, each a child of its job.
+    wait_until("the link and the error link arrive", TIMEOUT, || async { links.ready().await >= 2 }).await;
+    tokio::time::sleep(Duration::from_secs(1)).await; // a third message would show up now
+    let sent: Vec<TaskMessage> = links
+        .take_all(links.name())
+        .await
+        .iter()
+        .map(|d| TaskMessage::decode(&d.properties, &d.data).expect("a Celery message"))
+        .collect();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    let link = sent.iter().find(|m| m.task == "py.record").expect("the link");
+    assert_eq!(link.arguments.args, [json!(3)]);
+    assert_eq!(link.parent_id.as_deref(), lines[1]["id"].as_str());
+    let errback = sent.iter().find(|m| m.task == "py.on_error").expect("the error link");
+    assert_eq!(errback.arguments.args, [lines[2]["id"].clone()]);
+    assert_eq!(errback.parent_id.as_deref(), lines[2]["id"].as_str());
+    assert!(Tick::ids(&ticks).is_empty(), "nothing after the failing step ran");
+    assert_eq!(queue.ready().await, 0);
 }
 
 /// The Python task `py.multiply(a, b)`, seen from Rust: a tuple struct maps to positional args.

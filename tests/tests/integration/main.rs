@@ -7,6 +7,7 @@
 mod acks;
 mod batches;
 mod broker_restart;
+mod canvas;
 mod celery_interop;
 mod dead_letter_api;
 mod dead_letters;

@@ -1,4 +1,7 @@
-//! [`Request`]: what to run (a typed job or a task name with raw arguments) and where to send it.
+//! [`Request`]: what to run (a typed job or a task name with raw arguments), where to send it,
+//! and what follows it (a chain, links; see `canvas.rs`).
+
+mod canvas;
 
 use crate::error::{Error, Result};
 use crate::ids::JobId;
@@ -27,6 +30,14 @@ pub struct Request<O = Value> {
     expires: Option<Start>,
     retry: Option<RetryPolicy>,
     time_limit: Option<Duration>,
+    /// Sent after a success with the output as first argument (Celery's `link`).
+    callbacks: Vec<Request>,
+    /// Sent after a final failure with the job's id as first argument (`link_error`).
+    errbacks: Vec<Request>,
+    /// Run one after the other after this job, each with the previous output first (`chain`).
+    steps: Vec<Request>,
+    /// As a follow-up, it takes no result (Celery's immutable signature, `.si()`).
+    immutable: bool,
     output: PhantomData<fn() -> O>,
 }
 
@@ -152,6 +163,10 @@ impl<O> Request<O> {
             expires: self.expires,
             retry: self.retry,
             time_limit: self.time_limit,
+            callbacks: self.callbacks,
+            errbacks: self.errbacks,
+            steps: self.steps,
+            immutable: self.immutable,
             output: PhantomData,
         }
     }
@@ -171,6 +186,10 @@ impl<O> Request<O> {
             expires: None,
             retry: None,
             time_limit: None,
+            callbacks: Vec::new(),
+            errbacks: Vec::new(),
+            steps: Vec::new(),
+            immutable: false,
             output: PhantomData,
         }
     }
@@ -190,6 +209,7 @@ impl<O> Request<O> {
             message.root_id = Some(id.to_string());
             message.id = id;
         }
+        message.embed = canvas::embed(self.callbacks, self.errbacks, self.steps)?.to_value();
         Ok((self.queue, message))
     }
 }
