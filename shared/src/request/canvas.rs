@@ -11,7 +11,6 @@ use crate::protocol::task::iso8601;
 use crate::protocol::{Arguments, Embed, Signature};
 use crate::topology::validate_queue_name;
 use serde_json::{Value, json};
-use std::marker::PhantomData;
 
 impl<O> Request<O> {
     /// Job `J` with only some of its arguments: the rest come when it runs as a follow-up (the
@@ -40,27 +39,12 @@ impl<O> Request<O> {
     /// # Ok(()) }
     /// ```
     #[must_use]
-    pub fn then<P>(self, mut next: Request<P>) -> Request<P> {
-        let mut steps = self.steps;
+    pub fn then<P>(mut self, mut next: Request<P>) -> Request<P> {
         let later = std::mem::take(&mut next.steps);
         next.id.get_or_insert_with(JobId::random);
-        steps.push(next.erase());
-        steps.extend(later);
-        Request {
-            task: self.task,
-            arguments: self.arguments,
-            queue: self.queue,
-            id: self.id,
-            start: self.start,
-            expires: self.expires,
-            retry: self.retry,
-            time_limit: self.time_limit,
-            callbacks: self.callbacks,
-            errbacks: self.errbacks,
-            steps,
-            immutable: self.immutable,
-            output: PhantomData,
-        }
+        self.steps.push(next.erase());
+        self.steps.extend(later);
+        self.retyped()
     }
 
     /// Sends `callback` after this job succeeds, with its output as the first positional

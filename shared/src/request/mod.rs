@@ -154,6 +154,11 @@ impl<O> Request<O> {
 
     /// The same request with its result left as JSON.
     pub(crate) fn erase(self) -> Request<Value> {
+        self.retyped()
+    }
+
+    /// The same request, its result decoded as `P`.
+    fn retyped<P>(self) -> Request<P> {
         Request {
             task: self.task,
             arguments: self.arguments,

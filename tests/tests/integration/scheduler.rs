@@ -69,76 +69,81 @@ async fn leader(broker: &Broker, group: &str, replicas: &[Process]) -> Option<us
     replicas.iter().position(|replica| lepus_tests::node_name(replica) == leader.node)
 }
 
+/// Three replicas of a group of their own firing a `*/2 * * * * *` schedule (misfire `all`: a tick
+/// due during a hand-over still runs, once) at a worker that writes the firing ids down.
+struct Pulse {
+    queue: TestQueue,
+    _worker: Process,
+    ticks: String,
+    group: String,
+    _cleanup: Cleanup,
+    replicas: Vec<Process>,
+}
+
+impl Pulse {
+    async fn start(what: &str) -> Self {
+        let queue = TestQueue::declare(what).await;
+        let _worker = lepus_tests::start_worker(queue.name(), &[]);
+        queue.wait_for_consumers(1).await;
+        let ticks = temp_file("ticks");
+        let file = schedule_file(queue.name(), &[("pulse", "all", &ticks)]);
+        let group = unique_name("group");
+        let _cleanup = group_cleanup(&group, &["pulse"]);
+        let replicas = (0..3).map(|_| replica(&file, &group)).collect();
+        Self { queue, _worker, ticks, group, _cleanup, replicas }
+    }
+
+    async fn leader(&self) -> Option<usize> {
+        leader(self.queue.broker(), &self.group, &self.replicas).await
+    }
+
+    /// Stops every replica still running (SIGTERM), lets the worker finish the last firing, and
+    /// returns whether each stopped cleanly.
+    async fn stop(&mut self) -> Vec<bool> {
+        let mut clean = Vec::new();
+        for replica in &mut self.replicas {
+            let killed = replica.exit_status().is_some();
+            replica.terminate().expect("SIGTERM sent");
+            clean.push(killed || replica.wait_exit(TIMEOUT).await.is_some_and(|s| s.success()));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        clean
+    }
+}
+
 #[tokio::test]
 async fn with_three_replicas_every_even_second_runs_exactly_once() {
-    let queue = TestQueue::declare("cron").await;
-    let _worker = lepus_tests::start_worker(queue.name(), &[]);
-    queue.wait_for_consumers(1).await;
-    let ticks = temp_file("ticks");
-    // Misfire `all`: should a loaded machine make a leader miss its heartbeats and hand over,
-    // the tick due meanwhile still runs, once.
-    let file = schedule_file(queue.name(), &[("pulse", "all", &ticks)]);
-    let group = unique_name("group");
-    let _cleanup = group_cleanup(&group, &["pulse"]);
-    let mut replicas: Vec<_> = (0..3).map(|_| replica(&file, &group)).collect();
-
-    let broker = queue.broker();
-    wait_until("a replica leads", TIMEOUT, || async { leader(broker, &group, &replicas).await.is_some() }).await;
+    let mut pulse = Pulse::start("cron").await;
+    wait_until("a replica leads", TIMEOUT, || async { pulse.leader().await.is_some() }).await;
     tokio::time::sleep(Duration::from_secs(11)).await;
-    assert!(leader(broker, &group, &replicas).await.is_some(), "one of the three replicas still leads");
-    for replica in &mut replicas {
-        replica.terminate().expect("SIGTERM sent");
-    }
-    for replica in &mut replicas {
-        assert!(replica.wait_exit(TIMEOUT).await.is_some_and(|s| s.success()), "{}", replica.log());
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await; // the worker finishes the last firing
+    assert!(pulse.leader().await.is_some(), "one of the three replicas still leads");
+    assert_eq!(pulse.stop().await, [true; 3], "every replica exits 0 on SIGTERM");
 
-    let ids = Tick::ids(&ticks);
+    let ids = Tick::ids(&pulse.ticks);
     assert!(ids.len() >= 4, "too few ticks in 11 s: {ids:?}");
     assert_each_tick_once(&ids);
     assert!(ids.iter().all(|id| id.starts_with("pulse@")), "{ids:?}");
-    assert_eq!(
-        lepus_scheduler::leader(broker, &group).await.expect("the broker answers"),
-        None,
-        "nobody leads after all stopped"
-    );
+    let after = lepus_scheduler::leader(pulse.queue.broker(), &pulse.group).await.expect("the broker answers");
+    assert_eq!(after, None, "nobody leads after all stopped");
 }
 
 #[tokio::test]
 async fn a_killed_leader_is_replaced_within_the_heartbeat_window_without_duplicates() {
-    let queue = TestQueue::declare("takeover").await;
-    let _worker = lepus_tests::start_worker(queue.name(), &[]);
-    queue.wait_for_consumers(1).await;
-    let ticks = temp_file("ticks");
-    let file = schedule_file(queue.name(), &[("pulse", "all", &ticks)]);
-    let group = unique_name("group");
-    let _cleanup = group_cleanup(&group, &["pulse"]);
-    let mut replicas: Vec<_> = (0..3).map(|_| replica(&file, &group)).collect();
-
-    wait_until("three ticks", TIMEOUT, || async { Tick::ids(&ticks).len() >= 3 }).await;
-    let broker = queue.broker();
-    let first = leader(broker, &group, &replicas).await.expect("one of the replicas leads");
-    replicas[first].kill();
+    let mut pulse = Pulse::start("takeover").await;
+    wait_until("three ticks", TIMEOUT, || async { Tick::ids(&pulse.ticks).len() >= 3 }).await;
+    let first = pulse.leader().await.expect("one of the replicas leads");
+    pulse.replicas[first].kill();
     let killed = std::time::Instant::now();
-    wait_until("another replica leads", TIMEOUT, || async {
-        leader(broker, &group, &replicas).await.is_some_and(|now| now != first)
-    })
-    .await;
+    wait_until("another replica leads", TIMEOUT, || async { pulse.leader().await.is_some_and(|now| now != first) })
+        .await;
     let handover = killed.elapsed();
     assert!(handover < Duration::from_secs(4), "took {handover:?}, more than two heartbeats");
 
-    let before = Tick::ids(&ticks).len();
-    wait_until("three more ticks", TIMEOUT, || async { Tick::ids(&ticks).len() >= before + 3 }).await;
-    for replica in &mut replicas {
-        replica.terminate().expect("SIGTERM sent");
-    }
-    for replica in &mut replicas {
-        replica.wait_exit(TIMEOUT).await;
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = Tick::ids(&pulse.ticks).len();
+    wait_until("three more ticks", TIMEOUT, || async { Tick::ids(&pulse.ticks).len() >= before + 3 }).await;
+    pulse.stop().await;
     // Misfire `all`: a tick due during the hand-over runs late, but it runs, once.
-    assert_each_tick_once(&Tick::ids(&ticks));
+    assert_each_tick_once(&Tick::ids(&pulse.ticks));
 }
 
 #[tokio::test]
