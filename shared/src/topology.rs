@@ -17,8 +17,8 @@
 //! - **Scheduler lock** `lepus.scheduler.<group>.leader`: classic, exclusive. The replica of
 //!   scheduler group `<group>` whose connection declared it leads; the others retry until its
 //!   connection dies. Groups (default `default`) keep unrelated schedulers apart.
-//! - **Leader announcements** `lepus.scheduler.<group>.leader-info`: quorum, durable, at most one
-//!   message: the node name of the replica that last took the lead, and when. Read together with
+//! - **Leader announcements** `lepus.scheduler.<group>.leader-info`: classic, transient, at most
+//!   one message: the node name of the replica that last took the lead, and when. Read together with
 //!   the lock, it tells who leads (see `lepus_scheduler::leader`).
 //! - **Schedule state** `lepus.schedule.<group>.<schedule name>`: quorum, durable, at most one
 //!   message: the schedule's last fire time, replaced in the same transaction as each firing.
@@ -293,13 +293,14 @@ pub fn scheduler_leader_queue(group: &str) -> String {
 }
 
 /// Declares the queue of leader announcements of scheduler group `group`: a leader puts one
-/// there when it takes the lead; only the latest few are kept.
+/// there when it takes the lead; only the latest is kept. A classic transient queue: it can be
+/// read the moment it is declared (a new quorum queue refuses `basic.get` while it starts), and a
+/// new leader declares it anew after a restart or the loss of its node.
 pub async fn declare_scheduler_leader_info(channel: &Channel, group: &str) -> Result<()> {
     validate_name("scheduler group", group)?;
     let mut args = FieldTable::default();
-    put_str(&mut args, "x-queue-type", "quorum");
     args.insert("x-max-length".into(), AMQPValue::LongLongInt(1));
-    declare_queue(channel, &scheduler_leader_queue(group), durable(), args).await
+    declare_queue(channel, &scheduler_leader_queue(group), QueueDeclareOptions::default(), args).await
 }
 
 /// The state queue of schedule `name` in scheduler group `group`.

@@ -1,123 +1,88 @@
 //! Removing what the demo created on the broker, once its workers and schedulers have stopped:
-//! the client's reply queue, the demo queue and its dead-letter queue, the schedules' state queues
-//! (`lepus.schedule.<group>.<name>`), the progress queues of the client batch and of every
-//! scheduled batch (`lepus.batch.<id>`), and the batch records queue `lepus.batches` if this run's
-//! workers were the ones that created it and it is now empty and unused.
+//! the client's reply queue (by closing the client), the work queue and its dead-letter queue,
+//! the schedules' state queues and the scheduler group's leader-info queue, the progress queues of
+//! the client batch and of every scheduled batch, and the batch records queue `lepus.batches` if
+//! this run's workers created it (and it is now empty and unused).
 
 use crate::console::{errln, outln};
-use crate::firings::Window;
-use crate::queues;
-use crate::schedule_file::DemoSchedules;
-use lepus::WorkQueue;
+use crate::schedules::Schedules;
+use chrono::{DateTime, Utc};
 use lepus::internal::topology::{self, BATCH_RECORDS_QUEUE};
 use lepus::lapin::options::QueueDeleteOptions;
-use lepus::{BatchId, Client};
+use lepus::{BatchId, Client, WorkQueue};
 
-/// What there is to remove.
-#[derive(Debug)]
-pub(crate) struct Leftovers<'a> {
-    pub(crate) client: &'a Client,
-    pub(crate) queue: &'a WorkQueue,
-    /// The schedule group and its schedules, once the schedule file was written.
-    pub(crate) schedules: Option<(&'a str, &'a DemoSchedules)>,
-    /// When the schedulers ran, if they were started.
-    pub(crate) window: Option<Window>,
-    pub(crate) client_batch: Option<&'a BatchId>,
-    /// Whether `lepus.batches` existed before the demo started its workers.
-    pub(crate) batch_records_existed: bool,
+/// Removes everything, saying what went; `true` if that worked. The scheduler group is named
+/// after the work queue; `ran` is when the replicas ran, if they were started;
+/// `batch_records_existed` whether `lepus.batches` existed before the demo started its workers.
+pub(crate) async fn remove(
+    client: &Client,
+    queue: &WorkQueue,
+    schedules: &Schedules,
+    ran: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    client_batch: &BatchId,
+    batch_records_existed: bool,
+) -> bool {
+    let closed = client.close().await;
+    if let Err(e) = &closed {
+        errln!("lepus-demo: cannot close the client and delete its reply queue: {e}");
+    }
+    let mut clean = closed.is_ok();
+    outln!("Closed the client (its reply queue is deleted) and deleted the demo's queues:");
+    let (name, dlq) = (queue.name(), queue.dead_letter_queue());
+    let (_, jobs) = delete_all(client, [name.to_owned()], &mut clean).await;
+    let (_, dead) = delete_all(client, [dlq.clone()], &mut clean).await;
+    outln!("  {name} ({jobs} jobs left) and {dlq} ({dead} dead letters: the demo.fail jobs)");
+    let state = [&schedules.pulse, &schedules.fanout].map(|s| topology::schedule_state_queue(name, s.name()));
+    let state = state.into_iter().chain([topology::scheduler_leader_queue(name)]);
+    let (state, _) = delete_all(client, state, &mut clean).await;
+    if !state.is_empty() {
+        outln!("  {} (the schedules' last fire times, and who led)", state.join(", "));
+    }
+    // Every tick the replicas can have fired is tried: the batches fired are those whose queue exists.
+    let ticks = ran.map(|(from, until)| Schedules::firing_ids(&schedules.fanout, from, until)).unwrap_or_default();
+    let batches = [client_batch.clone()].into_iter().chain(ticks.into_iter().map(BatchId::from));
+    let (batches, _) = delete_all(client, batches.map(|id| topology::batch_progress_queue(&id)), &mut clean).await;
+    let count = batches.len();
+    outln!("  {count} batch progress queues lepus.batch.<id> (of the client batch and the scheduled ones)");
+    if !batch_records_existed {
+        // Quorum queues refuse deletes `if-unused` or `if-empty`: it is looked at first.
+        let records = topology::inspect_queue(client.broker(), BATCH_RECORDS_QUEUE).await.ok().flatten();
+        if records.is_some_and(|queue| queue.messages > 0 || queue.consumers > 0) {
+            outln!("  (left {BATCH_RECORDS_QUEUE}, which the workers created, in place: it is in use)");
+        } else if !delete_all(client, [BATCH_RECORDS_QUEUE.to_owned()], &mut clean).await.0.is_empty() {
+            outln!("  {BATCH_RECORDS_QUEUE}, which the demo's workers had created");
+        }
+    }
+    clean
 }
 
-impl Leftovers<'_> {
-    /// Removes everything, saying what went; `true` if that worked.
-    pub(crate) async fn remove(&self) -> bool {
-        let closed = close_client(self.client).await;
-        outln!("Closed the client (its reply queue is deleted) and deleted the demo's queues:");
-        let work = self.delete(&[self.queue.name().to_owned()]).await;
-        let dead = self.delete(&[self.queue.dead_letter_queue()]).await;
-        outln!(
-            "  {} ({} jobs left) and {} ({} dead letters: the demo.fail jobs)",
-            self.queue.name(),
-            work.messages,
-            self.queue.dead_letter_queue(),
-            dead.messages
-        );
-        let mut clean = closed && work.clean && dead.clean;
-        if let Some((group, schedules)) = self.schedules {
-            let states: Vec<String> =
-                schedules.all().iter().map(|s| topology::schedule_state_queue(group, s.name())).collect();
-            let deleted = self.delete(&states).await;
-            outln!("  {} (the schedules' last fire times)", deleted.names.join(" and "));
-            clean &= deleted.clean;
-        }
-        // Every tick in the window is tried: the batches fired are those whose queue exists.
-        let ticks = match (self.schedules, self.window) {
-            (Some((_, schedules)), Some(window)) => window.firing_ids(&schedules.fanout),
-            _ => Vec::new(),
-        };
-        let ticks: Vec<String> = ticks.into_iter().map(|id| topology::batch_progress_queue(&id.into())).collect();
-        let scheduled = self.delete(&ticks).await;
-        let client_batch: Vec<String> = self.client_batch.map(topology::batch_progress_queue).into_iter().collect();
-        let client = self.delete(&client_batch).await;
-        let mut whose = Vec::new();
-        if !client.names.is_empty() {
-            whose.push("the client batch".to_owned());
-        }
-        whose.push(format!("{} scheduled batches", scheduled.names.len()));
-        let count = client.names.len() + scheduled.names.len();
-        outln!("  {count} batch progress queues lepus.batch.<id> ({})", whose.join(" and "));
-        clean &= scheduled.clean && client.clean;
-        if !self.batch_records_existed {
-            self.remove_batch_records().await;
-        }
-        clean
-    }
-
-    /// Deletes the queues of `names` that exist.
-    async fn delete(&self, names: &[String]) -> Deleted {
-        let mut deleted = Deleted { names: Vec::new(), messages: 0, clean: true };
-        for name in names {
-            match queues::delete_if_present(self.client.broker(), name, QueueDeleteOptions::default()).await {
-                Ok(Some(messages)) => {
-                    deleted.names.push(name.clone());
-                    deleted.messages += messages;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    errln!("lepus-demo: {e:#}; delete it with `rabbitmqctl delete_queue {name}`");
-                    deleted.clean = false;
-                }
+/// Deletes the queues of `names` that exist; their names and the messages they held. A queue
+/// that cannot be deleted is reported, and makes the clean-up not `clean`.
+async fn delete_all(client: &Client, names: impl IntoIterator<Item = String>, clean: &mut bool) -> (Vec<String>, u32) {
+    let (mut deleted, mut messages) = (Vec::new(), 0);
+    for name in names {
+        match delete(client, &name).await {
+            Ok(Some(held)) => {
+                deleted.push(name);
+                messages += held;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                errln!("lepus-demo: {e:#}; delete it with `rabbitmqctl delete_queue {name}`");
+                *clean = false;
             }
         }
-        deleted
     }
-
-    /// Deletes `lepus.batches`, which this run's workers created, unless something else uses it
-    /// by now or it holds records.
-    async fn remove_batch_records(&self) {
-        let options = QueueDeleteOptions { if_unused: true, if_empty: true, ..QueueDeleteOptions::default() };
-        match queues::delete_if_present(self.client.broker(), BATCH_RECORDS_QUEUE, options).await {
-            Ok(Some(_)) => outln!("  Deleted {BATCH_RECORDS_QUEUE}, which the demo's workers had created."),
-            Ok(None) => {}
-            Err(e) => outln!("  Left {BATCH_RECORDS_QUEUE} in place: it is in use or not empty ({e:#})."),
-        }
-    }
+    (deleted, messages)
 }
 
-/// What [`Leftovers::delete`] did.
-#[derive(Debug)]
-struct Deleted {
-    names: Vec<String>,
-    messages: u32,
-    clean: bool,
-}
-
-/// Closes the client, which deletes its reply queue; `true` if that worked.
-async fn close_client(client: &Client) -> bool {
-    match client.close().await {
-        Ok(()) => true,
-        Err(e) => {
-            errln!("lepus-demo: cannot close the client and delete its reply queue: {e}");
-            false
-        }
+/// Deletes queue `name` if it exists; the messages it held, `None` if there was no such queue.
+async fn delete(client: &Client, name: &str) -> anyhow::Result<Option<u32>> {
+    if topology::inspect_queue(client.broker(), name).await?.is_none() {
+        return Ok(None);
     }
+    let channel = client.broker().channel().await?;
+    let deleted = channel.queue_delete(name.into(), QueueDeleteOptions::default()).await;
+    drop(channel.close(200, "deleted".into()).await);
+    Ok(Some(deleted.map_err(|e| anyhow::anyhow!("cannot delete queue {name}: {e}"))?))
 }

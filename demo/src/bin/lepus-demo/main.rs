@@ -5,52 +5,48 @@
 //! created on the broker.
 //!
 //! The same executable is also the workers and the schedulers: started with `LEPUS_DEMO_ROLE=worker`
-//! it runs the `lepus-worker` command line with the demo jobs, with `LEPUS_DEMO_ROLE=scheduler` the
-//! `lepus-scheduler` command line (see [`roles`]).
+//! it runs the `lepus-worker` command line with the demo jobs and `demo.record`, with
+//! `LEPUS_DEMO_ROLE=scheduler` the `lepus-scheduler` command line.
 
 mod children;
 mod cleanup;
 mod client_batch;
 mod connect;
 mod console;
-mod firings;
 mod jobs;
 mod options;
-mod orchestrator;
-mod plan;
-mod progress;
-mod queues;
-mod record;
-mod roles;
-mod schedule_file;
-mod schedule_report;
-mod schedulers;
-mod summary;
-mod tally;
-mod verdict;
-mod workers;
+mod run;
+mod schedules;
 
 use clap::Parser;
 use console::errln;
-use roles::{ROLE_VARIABLE, Role};
 use std::process::ExitCode;
 
+/// The variable that makes a copy of the demo a worker or a scheduler replica.
+pub(crate) const ROLE_VARIABLE: &str = "LEPUS_DEMO_ROLE";
+
 fn main() -> ExitCode {
-    match Role::from_env() {
-        Ok(Some(role)) => return role.run(),
-        Ok(None) => {}
-        Err(other) => {
-            errln!("lepus-demo: {ROLE_VARIABLE}={other:?} is not a role (use `worker` or `scheduler`, or unset it).");
-            return ExitCode::from(2);
-        }
+    if let Some(role) = std::env::var_os(ROLE_VARIABLE) {
+        return match role.to_str() {
+            Some(children::WORKER) => {
+                let args = lepus_worker::cli::Args::parse_from(std::env::args_os());
+                lepus_worker::cli::run(args, |worker| schedules::register_record(lepus_demo::jobs::register(worker)))
+            }
+            Some(children::SCHEDULER) => lepus_scheduler::cli::main(),
+            _ => {
+                errln!(
+                    "lepus-demo: {ROLE_VARIABLE}={role:?} is not a role (use `worker` or `scheduler`, or unset it)."
+                );
+                ExitCode::from(2)
+            }
+        };
     }
     let options = options::Options::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(run::run(options)),
         Err(e) => {
             errln!("lepus-demo: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
-    };
-    runtime.block_on(orchestrator::run(options))
+    }
 }
