@@ -72,3 +72,60 @@ async fn client_futures_can_be_spawned_on_other_threads() {
     spawned.await.expect("joined").expect("enqueued");
     assert_eq!(queue.ready().await, 1);
 }
+
+#[tokio::test]
+async fn a_pending_result_is_awaited_directly_within_the_clients_result_timeout() {
+    let queue = TestQueue::declare("await").await;
+    let options = ClientOptions::default().result_timeout(Duration::from_millis(400));
+    let client = lepus::Client::connect_with(&amqp_url(), options).await.expect("connected");
+
+    // No worker yet: awaiting gives up after the client's result timeout.
+    let started = std::time::Instant::now();
+    match client.submit(Request::new(Add { a: 1, b: 2 }).queue(queue.name())).await.expect("sent").await {
+        Err(Error::Timeout { after, .. }) => assert_eq!(after, Duration::from_millis(400)),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    let _worker = lepus_tests::start_worker(queue.name(), &[]);
+    queue.wait_for_consumers(1).await;
+    let pending = client.submit(Request::new(Add { a: 20, b: 22 }).queue(queue.name())).await.expect("sent");
+    let sum: i64 = tokio::time::timeout(Duration::from_secs(20), async { pending.await })
+        .await
+        .expect("in time")
+        .expect("the sum");
+    assert_eq!(sum, 42);
+    client.close().await.expect("closed");
+}
+
+#[tokio::test]
+async fn reading_batch_progress_waits_the_clients_broker_timeout() {
+    let queue = TestQueue::declare("progress-wait").await;
+    let client =
+        lepus::Client::connect_with(&amqp_url(), ClientOptions::default().broker_timeout(Duration::from_millis(300)))
+            .await
+            .expect("connected");
+    let id = client
+        .enqueue_batch(lepus::Batch::new().job(Request::new(Add { a: 1, b: 1 }).queue(queue.name())))
+        .await
+        .expect("sent");
+    let mut cleanup = lepus_tests::Cleanup::default();
+    cleanup.queue(lepus::internal::topology::batch_progress_queue(&id));
+
+    // A reader holds the only snapshot: the client looks again until its broker timeout.
+    let reader = queue.broker().channel().await.expect("channel");
+    let progress_queue = lepus::internal::topology::batch_progress_queue(&id);
+    let held = reader
+        .basic_get(progress_queue.as_str().into(), lepus::lapin::options::BasicGetOptions { no_ack: false })
+        .await
+        .expect("basic.get")
+        .expect("the snapshot");
+    match client.batch_progress(&id).await {
+        Err(Error::Timeout { after, .. }) => assert_eq!(after, Duration::from_millis(300)),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    drop(held);
+    reader.close(200, "let go".into()).await.expect("closed");
+    assert_eq!(client.batch_progress(&id).await.expect("progress").pending, 1);
+    client.close().await.expect("closed");
+}
