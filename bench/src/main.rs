@@ -36,8 +36,14 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    if let Some(role) = role::from_env() {
-        return role::run(role);
+    match role::from_env() {
+        Some(Ok(spec)) if spec.side == role::Side::Lepus => return lepus_worker_role::run(&spec),
+        Some(Ok(spec)) => return raw_worker_role::run(&spec),
+        Some(Err(e)) => {
+            eprintln!("lepus-bench worker: {e}");
+            return ExitCode::FAILURE;
+        }
+        None => {}
     }
     let options = options::Options::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

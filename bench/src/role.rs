@@ -5,7 +5,7 @@
 //! command line, so that its password stays out of the process list.
 
 use std::fmt;
-use std::process::{Command, ExitCode};
+use std::process::Command;
 
 const ROLE: &str = "LEPUS_BENCH_ROLE";
 const URL: &str = "LEPUS_BENCH_AMQP_URL";
@@ -102,16 +102,4 @@ fn parse(role: &str) -> Result<WorkerSpec, String> {
         .collect::<Result<_, _>>()?;
     let celery_wire = var(CELERY_WIRE).is_ok_and(|v| v == "1");
     Ok(WorkerSpec { side, amqp_url: var(URL)?, queue: var(QUEUE)?, concurrency, targets, celery_wire })
-}
-
-/// Runs the worker role described by `spec`.
-pub(crate) fn run(spec: Result<WorkerSpec, String>) -> ExitCode {
-    match spec {
-        Ok(spec) if spec.side == Side::Lepus => crate::lepus_worker_role::run(&spec),
-        Ok(spec) => crate::raw_worker_role::run(&spec),
-        Err(e) => {
-            eprintln!("lepus-bench worker: {e}");
-            ExitCode::FAILURE
-        }
-    }
 }

@@ -1,6 +1,6 @@
 //! [`SchedulerConfig`]: a scheduler replica's settings.
 
-use crate::scheduler::SchedulerError;
+use crate::error::SchedulerError;
 use std::fmt;
 use std::time::Duration;
 

@@ -12,6 +12,7 @@
 
 use crate::agenda::{Agenda, CatchUp};
 use crate::config::SchedulerConfig;
+use crate::error::SchedulerError;
 use crate::leader::Leadership;
 use crate::schedule::{Firing, MAX_CATCH_UP, Misfire, Schedule};
 use crate::state;
@@ -26,24 +27,6 @@ use tracing::Instrument;
 
 /// How often a leader checks, while waiting for a tick, that it still leads.
 const LEAD_CHECK: Duration = Duration::from_millis(250);
-
-/// Why a scheduler could not run: its configuration is invalid.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SchedulerError {
-    /// The scheduler group's name is not acceptable.
-    #[error("invalid configuration: {0}")]
-    Group(#[source] lepus::Error),
-    /// The heartbeat is out of range.
-    #[error("invalid configuration: the heartbeat must be between 1 s and 10 min, not {0:?}")]
-    Heartbeat(Duration),
-    /// A duration that must be positive is zero.
-    #[error("invalid configuration: {0} must be more than zero")]
-    Zero(&'static str),
-    /// There is nothing to schedule.
-    #[error("invalid configuration: no schedules to run")]
-    NoSchedules,
-}
 
 /// Why a replica stopped leading (it stands by again and tries to lead once more).
 #[derive(Debug, thiserror::Error)]

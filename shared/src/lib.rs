@@ -67,7 +67,7 @@ pub mod internal {
 
     /// A test harness's hooks into a recording client.
     pub mod recording {
-        pub use crate::client::recorder::{answer, finish_batch_job, send};
+        pub use crate::client::{answer, finish_batch_job, send};
     }
 
     /// Every queue and exchange Lepus names and declares.

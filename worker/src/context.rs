@@ -1,6 +1,6 @@
 //! [`JobContext`]: what a handler knows about the run it is part of.
 
-use crate::extract::States;
+use crate::states::States;
 use lepus::JobId;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;

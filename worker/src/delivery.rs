@@ -16,9 +16,9 @@
 
 use crate::acks::Acks;
 use crate::execute;
-use crate::extract::States;
 use crate::outcome::{Ended, FollowUps, Outcome, Reply};
 use crate::registry::Registry;
+use crate::states::States;
 use crate::stats::WorkerStats;
 use chrono::Utc;
 use lepus::dead_letter::Reason;

@@ -4,11 +4,11 @@
 
 use crate::canvas;
 use crate::context::JobContext;
-use crate::extract::States;
 use crate::job_error::JobError;
 use crate::job_error::Next;
 use crate::outcome::{Ended, FollowUps, Outcome, Reply};
 use crate::registry::{CallError, Registered, Registry};
+use crate::states::States;
 use chrono::{TimeDelta, Utc};
 use futures_lite::FutureExt;
 use lepus::dead_letter::Reason;

@@ -4,8 +4,7 @@
 
 use crate::context::JobContext;
 use crate::job_error::JobError;
-use std::any::{Any, TypeId, type_name};
-use std::collections::HashMap;
+use std::any::{TypeId, type_name};
 use std::ops::Deref;
 
 /// An argument a handler takes besides its job, made from the run's context.
@@ -63,26 +62,5 @@ impl<T: Clone + Send + Sync + 'static> FromContext for State<T> {
 
     fn required_state() -> Option<(TypeId, &'static str)> {
         Some((TypeId::of::<T>(), type_name::<T>()))
-    }
-}
-
-/// The application state of a worker, by type.
-#[derive(Debug, Default)]
-pub(crate) struct States(HashMap<TypeId, Box<dyn Any + Send + Sync>>);
-
-impl States {
-    /// Adds (or replaces) the state of type `T`.
-    pub(crate) fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
-        self.0.insert(TypeId::of::<T>(), Box::new(value));
-    }
-
-    /// The state of type `T`, if registered.
-    pub(crate) fn get<T: 'static>(&self) -> Option<&T> {
-        self.0.get(&TypeId::of::<T>()).and_then(|value| value.downcast_ref())
-    }
-
-    /// Whether a state of this type id is registered.
-    pub(crate) fn contains(&self, id: TypeId) -> bool {
-        self.0.contains_key(&id)
     }
 }

@@ -33,6 +33,7 @@ mod handler;
 mod job_error;
 mod outcome;
 mod registry;
+mod states;
 mod stats;
 pub mod testing;
 mod tracker;

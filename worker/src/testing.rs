@@ -32,10 +32,10 @@
 //! ```
 
 use crate::execute;
-use crate::extract::States;
 use crate::handler::Handler;
 use crate::outcome::{Ended, Outcome, Reply};
 use crate::registry::Registry;
+use crate::states::States;
 use chrono::Utc;
 use lepus::internal::{Record, recording};
 use lepus::protocol::{ExceptionInfo, Status, TaskMessage};

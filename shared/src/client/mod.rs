@@ -8,13 +8,14 @@ pub use options::ClientOptions;
 pub use pending::Pending;
 pub use recorder::Sent;
 
+use crate::batch::Record;
 use crate::batch::{Batch, BatchProgress, PreparedBatch, Snapshot};
 use crate::broker::Broker;
 use crate::dead_letter::DeadLetters;
 use crate::error::{Error, ReplyCode, Result};
 use crate::ids::BatchId;
 use crate::ids::JobId;
-use crate::protocol::TaskMessage;
+use crate::protocol::{ResultMessage, TaskMessage};
 use crate::publisher::{Outgoing, Publisher};
 use crate::replies::Replies;
 use crate::request::Request;
@@ -350,5 +351,29 @@ impl Client {
                 Replies::start(inner.broker.clone(), queue, inner.options.reply_queue_expires)
             })
             .await
+    }
+}
+
+/// Hands job `correlation_id`'s final result to the handle a recording `client` gave out for it.
+/// For test harnesses (`lepus::internal::recording`).
+pub fn answer(client: &Client, correlation_id: &str, result: ResultMessage) {
+    if let Some(recorder) = &client.inner.recorder {
+        recorder.answer(correlation_id, result);
+    }
+}
+
+/// Records `message` for `queue` as sent by a recording `client` (a job's follow-up, say). For
+/// test harnesses (`lepus::internal::recording`).
+pub fn send(client: &Client, queue: &str, message: TaskMessage) {
+    if let Some(recorder) = &client.inner.recorder {
+        recorder.record(queue, message);
+    }
+}
+
+/// Tells a recording `client` that a job of a batch it sent has finished for good; the batch's
+/// callback is recorded when the last one has. For test harnesses (`lepus::internal::recording`).
+pub fn finish_batch_job(client: &Client, record: &Record) {
+    if let Some(recorder) = &client.inner.recorder {
+        recorder.batch_job_finished(record);
     }
 }

@@ -2,7 +2,6 @@
 //! the handles waiting for results, which a test harness answers when it runs those jobs. See
 //! [`crate::Client::recording`].
 
-use super::Client;
 use crate::batch::{Record, Snapshot};
 use crate::error::{Error, Result};
 use crate::ids::BatchId;
@@ -110,30 +109,6 @@ impl Recorder {
     /// Hands a job's final result to the handle waiting for it, if any.
     pub(crate) fn answer(&self, correlation_id: &str, result: ResultMessage) {
         self.waiters.deliver(correlation_id, result);
-    }
-}
-
-/// Hands job `correlation_id`'s final result to the handle a recording `client` gave out for it.
-/// For test harnesses (`lepus::internal::recording`).
-pub fn answer(client: &Client, correlation_id: &str, result: ResultMessage) {
-    if let Some(recorder) = &client.inner.recorder {
-        recorder.answer(correlation_id, result);
-    }
-}
-
-/// Records `message` for `queue` as sent by a recording `client` (a job's follow-up, say). For
-/// test harnesses (`lepus::internal::recording`).
-pub fn send(client: &Client, queue: &str, message: TaskMessage) {
-    if let Some(recorder) = &client.inner.recorder {
-        recorder.record(queue, message);
-    }
-}
-
-/// Tells a recording `client` that a job of a batch it sent has finished for good; the batch's
-/// callback is recorded when the last one has. For test harnesses (`lepus::internal::recording`).
-pub fn finish_batch_job(client: &Client, record: &Record) {
-    if let Some(recorder) = &client.inner.recorder {
-        recorder.batch_job_finished(record);
     }
 }
 

@@ -1,7 +1,7 @@
 //! Marking a message dead (the headers a worker adds), reviving it (the death headers removed),
 //! and reading how many times the broker handed it out.
 
-use super::{ATTEMPTS_HEADER, ERROR_HEADER, QUEUE_HEADER, REASON_HEADER, Reason, TIME_HEADER, WORKER_HEADER};
+use super::reason::{ATTEMPTS_HEADER, ERROR_HEADER, QUEUE_HEADER, REASON_HEADER, Reason, TIME_HEADER, WORKER_HEADER};
 use crate::protocol::amqp_value::to_json;
 use crate::protocol::headers::{node_name, set_header, without};
 use crate::protocol::task::rescheduled;

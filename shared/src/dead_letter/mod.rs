@@ -12,63 +12,7 @@
 
 pub(crate) mod marks;
 mod queue;
+mod reason;
 
 pub use queue::{DeadLetter, DeadLetters};
-
-use std::fmt;
-
-/// Header: why the message was dead-lettered (a [`Reason`] in kebab case).
-pub const REASON_HEADER: &str = "x-lepus-reason";
-/// Header: the error in words.
-pub const ERROR_HEADER: &str = "x-lepus-error";
-/// Header: the queue the message came from (for an `unroutable` one: the queue it was for).
-pub const QUEUE_HEADER: &str = "x-lepus-queue";
-/// Header: the worker that dead-lettered it (`hostname:pid`).
-pub const WORKER_HEADER: &str = "x-lepus-worker";
-/// Header: when, ISO 8601.
-pub const TIME_HEADER: &str = "x-lepus-dead-lettered-at";
-/// Header: how many times the job ran (0 if it never ran).
-pub const ATTEMPTS_HEADER: &str = "x-lepus-attempts";
-
-/// Why a worker dead-lettered a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    /// Not a Celery protocol v2 JSON message.
-    Undecodable,
-    /// No handler is registered for the job name.
-    UnknownJob,
-    /// The arguments do not decode into the job's input type.
-    BadInput,
-    /// The body is larger than the worker accepts.
-    TooLarge,
-    /// The job failed on its last allowed attempt (or said not to retry).
-    Failed,
-    /// The broker has handed the message out as many times as the queue's delivery limit allows,
-    /// and each time the worker running it died or lost its connection.
-    DeliveryLimit,
-    /// A job's canvas follow-up (a link, a chain step) whose queue does not exist; its
-    /// `x-lepus-queue` names that queue.
-    Unroutable,
-}
-
-impl Reason {
-    /// The header value.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Undecodable => "undecodable",
-            Reason::UnknownJob => "unknown-job",
-            Reason::BadInput => "bad-input",
-            Reason::TooLarge => "too-large",
-            Reason::Failed => "failed",
-            Reason::DeliveryLimit => "delivery-limit",
-            Reason::Unroutable => "unroutable",
-        }
-    }
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use reason::{ATTEMPTS_HEADER, ERROR_HEADER, QUEUE_HEADER, REASON_HEADER, Reason, TIME_HEADER, WORKER_HEADER};

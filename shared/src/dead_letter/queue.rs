@@ -1,7 +1,7 @@
 //! [`DeadLetters`]: the dead-letter queue of one work queue, seen from a client.
 
 use super::marks::revived;
-use super::{ATTEMPTS_HEADER, ERROR_HEADER, QUEUE_HEADER, REASON_HEADER, TIME_HEADER};
+use super::reason::{ATTEMPTS_HEADER, ERROR_HEADER, QUEUE_HEADER, REASON_HEADER, TIME_HEADER};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::ids::JobId;

@@ -6,6 +6,9 @@ use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use std::sync::OnceLock;
 
+/// The content type Lepus sends and accepts.
+pub const CONTENT_TYPE: &str = "application/json";
+
 /// A copy of `headers` (none: an empty table) without the headers named in `names`.
 pub fn without(headers: Option<&FieldTable>, names: &[&str]) -> FieldTable {
     let Some(headers) = headers else { return FieldTable::default() };
@@ -33,7 +36,7 @@ pub fn set_header(headers: &mut FieldTable, name: &str, value: &str) {
 /// persistent, `application/json`.
 #[must_use]
 pub fn persistent_json() -> BasicProperties {
-    BasicProperties::default().with_delivery_mode(2).with_content_type(super::CONTENT_TYPE.into())
+    BasicProperties::default().with_delivery_mode(2).with_content_type(CONTENT_TYPE.into())
 }
 
 /// This process's node name, `hostname:pid`: Celery's `origin` header and the result's `worker`.

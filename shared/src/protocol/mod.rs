@@ -4,11 +4,14 @@
 pub(crate) mod amqp_value;
 mod args;
 mod canvas;
+mod follow_up;
 pub(crate) mod headers;
 mod result;
 pub(crate) mod task;
 
 pub use args::{Arguments, ArgumentsError};
-pub use canvas::{Embed, Signature, SignatureDefaults};
+pub use canvas::{Embed, Signature};
+pub use follow_up::SignatureDefaults;
+pub use headers::CONTENT_TYPE;
 pub use result::{ExceptionInfo, ResultMessage, Status};
-pub use task::{CONTENT_TYPE, DecodeError, TaskMessage, TimeLimit};
+pub use task::{DecodeError, TaskMessage, TimeLimit};

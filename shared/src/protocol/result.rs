@@ -4,7 +4,8 @@
 //! caller's `reply_to` queue through the default exchange with `correlation_id` = the job id. A
 //! failure's `result` is Celery's serialized exception `{exc_type, exc_message, exc_module}`.
 
-use super::task::{CONTENT_TYPE, iso8601};
+use super::headers::{CONTENT_TYPE, node_name};
+use super::task::iso8601;
 use crate::ids::JobId;
 use chrono::Utc;
 use lapin::BasicProperties;
@@ -135,7 +136,7 @@ impl ResultMessage {
             traceback,
             children: Vec::new(),
             date_done: Some(iso8601(Utc::now())),
-            worker: Some(super::headers::node_name().to_owned()),
+            worker: Some(node_name().to_owned()),
         }
     }
 

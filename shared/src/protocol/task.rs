@@ -7,16 +7,13 @@
 use super::amqp_value::{json_from_table, table_from_json, to_json};
 use super::args::Arguments;
 use super::canvas::Embed;
-use super::headers::without;
+use super::headers::{CONTENT_TYPE, without};
 use crate::ids::JobId;
 use crate::retry::RetryPolicy;
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use serde_json::{Map, Value, json};
-
-/// The content type Lepus sends and accepts.
-pub const CONTENT_TYPE: &str = "application/json";
 
 /// A decoded (or to-be-encoded) Celery v2 task message.
 #[derive(Debug, Clone, PartialEq)]

@@ -8,9 +8,9 @@ use crate::error::{Error, Result};
 use crate::ids::JobId;
 use crate::job::Job;
 use crate::protocol::task::iso8601;
-use crate::protocol::{Arguments, Embed, Signature};
+use crate::protocol::{Arguments, Signature};
 use crate::topology::validate_queue_name;
-use serde_json::{Value, json};
+use serde_json::json;
 
 impl<O> Request<O> {
     /// Job `J` with only some of its arguments: the rest come when it runs as a follow-up (the
@@ -81,7 +81,7 @@ impl<O> Request<O> {
 
 impl Request {
     /// This request as a Celery signature, to travel in another message's body.
-    fn signature(self) -> Result<Signature> {
+    pub(super) fn signature(self) -> Result<Signature> {
         validate_queue_name(&self.queue)?;
         let arguments = self.arguments.map_err(Error::serde("encode", format!("the input of job {}", self.task)))?;
         let mut signature = Signature::new(self.task.into_owned(), arguments);
@@ -115,14 +115,6 @@ impl Request {
         }
         Ok(signature)
     }
-}
-
-/// The embed of a message whose job has these callbacks, errbacks and chained steps.
-pub(super) fn embed(callbacks: Vec<Request>, errbacks: Vec<Request>, steps: Vec<Request>) -> Result<Embed> {
-    let signatures = |requests: Vec<Request>| requests.into_iter().map(Request::signature).collect::<Result<Vec<_>>>();
-    let mut chain = signatures(steps)?;
-    chain.reverse(); // Celery keeps the next step last.
-    Ok(Embed { callbacks: signatures(callbacks)?, errbacks: signatures(errbacks)?, chain, chord: Value::Null })
 }
 
 #[cfg(test)]

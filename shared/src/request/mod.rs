@@ -2,13 +2,14 @@
 //! and what follows it (a chain, links; see `canvas.rs`).
 
 mod canvas;
+mod message;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ids::JobId;
 use crate::job::Job;
-use crate::protocol::{Arguments, TaskMessage};
+use crate::protocol::Arguments;
 use crate::retry::RetryPolicy;
-use crate::topology::{DEFAULT_QUEUE, validate_queue_name};
+use crate::topology::DEFAULT_QUEUE;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use serde_json::Value;
 use std::borrow::Cow;
@@ -197,24 +198,5 @@ impl<O> Request<O> {
             immutable: false,
             output: PhantomData,
         }
-    }
-
-    /// The queue and the task message this request sends, checked, with `eta` and `expires`
-    /// resolved against `now`. For code that publishes by other means (a transaction, say).
-    pub fn into_message(self, now: DateTime<Utc>) -> Result<(Cow<'static, str>, TaskMessage)> {
-        validate_queue_name(&self.queue)?;
-        let arguments = self.arguments.map_err(Error::serde("encode", format!("the input of job {}", self.task)))?;
-        let mut message = TaskMessage::new(self.task, arguments);
-        message.eta = self.start.map(|start| start.resolve(now)).filter(|eta| *eta > now);
-        message.expires = self.expires.map(|expires| expires.resolve(now));
-        message.retry = self.retry;
-        message.time_limit.hard = self.time_limit.map(|limit| limit.as_secs_f64());
-        if let Some(id) = self.id {
-            message.correlation_id = Some(id.to_string());
-            message.root_id = Some(id.to_string());
-            message.id = id;
-        }
-        message.embed = canvas::embed(self.callbacks, self.errbacks, self.steps)?.to_value();
-        Ok((self.queue, message))
     }
 }

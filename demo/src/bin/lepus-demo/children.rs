@@ -1,5 +1,5 @@
 //! The demo's child processes: copies of this executable started as worker processes or as
-//! scheduler replicas ([`crate::ROLE_VARIABLE`]), each a [`Process`] in a process group of its own
+//! scheduler replicas ([`ROLE_VARIABLE`]), each a [`Process`] in a process group of its own
 //! (a Ctrl-C reaches only the demo, which then stops them in order) with its log file in the
 //! demo's directory, so that their logs do not flood the terminal.
 
@@ -11,7 +11,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-/// The roles, as [`crate::ROLE_VARIABLE`] names them.
+/// The variable that makes a copy of the demo a worker or a scheduler replica.
+pub(crate) const ROLE_VARIABLE: &str = "LEPUS_DEMO_ROLE";
+
+/// The roles, as [`ROLE_VARIABLE`] names them.
 pub(crate) const WORKER: &str = "worker";
 pub(crate) const SCHEDULER: &str = "scheduler";
 
@@ -34,7 +37,7 @@ impl Children {
         for _ in 0..count {
             let number = self.processes.len() + 1;
             let mut command = Command::new(&program);
-            command.args(args).env(crate::ROLE_VARIABLE, self.role).env("LEPUS_AMQP_URL", amqp_url);
+            command.args(args).env(ROLE_VARIABLE, self.role).env("LEPUS_AMQP_URL", amqp_url);
             command.env("NO_COLOR", "1").env(RECORDS_VARIABLE, dir.join(RECORDS_FILE));
             let log = dir.join(format!("{}-{number}.log", self.role));
             self.processes.push(Process::start(command, format!("{} {number}", self.role), log)?);

@@ -18,12 +18,10 @@ mod options;
 mod run;
 mod schedules;
 
+use children::ROLE_VARIABLE;
 use clap::Parser;
 use console::errln;
 use std::process::ExitCode;
-
-/// The variable that makes a copy of the demo a worker or a scheduler replica.
-pub(crate) const ROLE_VARIABLE: &str = "LEPUS_DEMO_ROLE";
 
 fn main() -> ExitCode {
     if let Some(role) = std::env::var_os(ROLE_VARIABLE) {

@@ -1,0 +1,39 @@
+//! A request as the task message it sends: checked, with its times resolved, and what follows it
+//! (its links and the rest of its chain) as Celery signatures in the body.
+
+use super::Request;
+use crate::error::{Error, Result};
+use crate::protocol::{Embed, TaskMessage};
+use crate::topology::validate_queue_name;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use std::borrow::Cow;
+
+impl<O> Request<O> {
+    /// The queue and the task message this request sends, checked, with `eta` and `expires`
+    /// resolved against `now`. For code that publishes by other means (a transaction, say).
+    pub fn into_message(self, now: DateTime<Utc>) -> Result<(Cow<'static, str>, TaskMessage)> {
+        validate_queue_name(&self.queue)?;
+        let arguments = self.arguments.map_err(Error::serde("encode", format!("the input of job {}", self.task)))?;
+        let mut message = TaskMessage::new(self.task, arguments);
+        message.eta = self.start.map(|start| start.resolve(now)).filter(|eta| *eta > now);
+        message.expires = self.expires.map(|expires| expires.resolve(now));
+        message.retry = self.retry;
+        message.time_limit.hard = self.time_limit.map(|limit| limit.as_secs_f64());
+        if let Some(id) = self.id {
+            message.correlation_id = Some(id.to_string());
+            message.root_id = Some(id.to_string());
+            message.id = id;
+        }
+        message.embed = embed(self.callbacks, self.errbacks, self.steps)?.to_value();
+        Ok((self.queue, message))
+    }
+}
+
+/// The embed of a message whose job has these callbacks, errbacks and chained steps.
+pub(super) fn embed(callbacks: Vec<Request>, errbacks: Vec<Request>, steps: Vec<Request>) -> Result<Embed> {
+    let signatures = |requests: Vec<Request>| requests.into_iter().map(Request::signature).collect::<Result<Vec<_>>>();
+    let mut chain = signatures(steps)?;
+    chain.reverse(); // Celery keeps the next step last.
+    Ok(Embed { callbacks: signatures(callbacks)?, errbacks: signatures(errbacks)?, chain, chord: Value::Null })
+}
