@@ -11,7 +11,9 @@ mod replies;
 
 pub use jobs::{Abort, Flaky, Panic, Raise, Remember, Run, Tick, WordCount, WordStats, register as register_jobs};
 pub use lepus_demo::process::Process;
-pub use processes::{node_name, scheduler_binary, spawn, start_worker, start_worker_with_env, worker_binary};
+pub use processes::{
+    node_name, queue_with_worker, scheduler_binary, spawn, start_worker, start_worker_with_env, worker_binary,
+};
 pub use python::{celery_python, python_dir};
 pub use queues::{
     Cleanup, TestQueue, amqp_url, connect, consumers_of, cut_connections, header_u64, rabbitmqctl, temp_file,

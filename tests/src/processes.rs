@@ -2,7 +2,7 @@
 //! `lepus-test-worker` binary (the `lepus-worker` command line with the demo jobs and the tests'
 //! jobs) and the `lepus-test-scheduler` binary, each logging to a file of its own.
 
-use super::queues::{amqp_url, unique_name};
+use super::queues::{TestQueue, amqp_url, unique_name};
 use lepus_demo::process::Process;
 use std::path::PathBuf;
 use std::process::Command;
@@ -11,6 +11,15 @@ use std::process::Command;
 #[must_use]
 pub fn start_worker(queue: &str, args: &[&str]) -> Process {
     start_worker_with_env(queue, args, &[])
+}
+
+/// Declares a queue named after `what`, starts a worker on it and waits until it consumes. Bind
+/// the pair as `let (queue, _worker) = …`: the worker then stops before its queue is deleted.
+pub async fn queue_with_worker(what: &str) -> (TestQueue, Process) {
+    let queue = TestQueue::declare(what).await;
+    let worker = start_worker(queue.name(), &[]);
+    queue.wait_for_consumers(1).await;
+    (queue, worker)
 }
 
 /// Like [`start_worker`], with extra environment variables.

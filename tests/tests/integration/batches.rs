@@ -145,9 +145,7 @@ async fn an_unknown_batch_is_an_error() {
 
 #[tokio::test]
 async fn a_callback_whose_queue_is_missing_is_held_and_sent_once_the_queue_exists() {
-    let queue = TestQueue::declare("batch-late-callback").await;
-    let _worker = lepus_tests::start_worker(queue.name(), &[]);
-    queue.wait_for_consumers(1).await;
+    let (queue, _worker) = lepus_tests::queue_with_worker("batch-late-callback").await;
     let client = connect().await;
     let calls = temp_file("late-callback");
     let callbacks = lepus_tests::unique_name("callbacks");

@@ -11,9 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[tokio::test]
 async fn a_delayed_job_survives_a_broker_restart() {
-    let queue = TestQueue::declare("restart").await;
-    let _worker = lepus_tests::start_worker(queue.name(), &[]);
-    queue.wait_for_consumers(1).await;
+    let (queue, _worker) = lepus_tests::queue_with_worker("restart").await;
     let client = connect().await;
     let record = temp_file("restart");
     let job = Flaky { fail_times: 0, record: record.clone(), ..Flaky::default() };

@@ -17,9 +17,7 @@ fn add(then: i64) -> Request<i64> {
 
 #[tokio::test]
 async fn a_chain_runs_step_by_step_and_its_handle_gets_the_last_result() {
-    let queue = TestQueue::declare("chain").await;
-    let _worker = lepus_tests::start_worker(queue.name(), &[]);
-    queue.wait_for_consumers(1).await;
+    let (queue, _worker) = lepus_tests::queue_with_worker("chain").await;
     let client = connect().await;
 
     let chain = Request::new(Add { a: 2, b: 2 })
@@ -90,9 +88,7 @@ async fn links_get_the_result_and_error_links_the_failed_jobs_id() {
 
 #[tokio::test]
 async fn a_follow_up_for_a_missing_queue_is_kept_as_a_dead_letter_and_requeued_there_later() {
-    let queue = TestQueue::declare("follow-up").await;
-    let _worker = lepus_tests::start_worker(queue.name(), &[]);
-    queue.wait_for_consumers(1).await;
+    let (queue, _worker) = lepus_tests::queue_with_worker("follow-up").await;
     let client = connect().await;
     let missing = lepus_tests::unique_name("later");
 

@@ -13,9 +13,7 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 
 #[tokio::test]
 async fn a_python_celery_client_gets_lepus_results_and_failures() {
-    let queue = TestQueue::declare("py-to-lepus").await;
-    let _worker = lepus_tests::start_worker(queue.name(), &[]);
-    queue.wait_for_consumers(1).await;
+    let (queue, _worker) = lepus_tests::queue_with_worker("py-to-lepus").await;
 
     let lines = run_python("call_lepus.py", queue.name()).await;
 
@@ -28,9 +26,7 @@ async fn a_python_celery_client_gets_lepus_results_and_failures() {
 
 #[tokio::test]
 async fn a_python_client_catches_the_exception_class_a_lepus_handler_names() {
-    let queue = TestQueue::declare("py-exceptions").await;
-    let _worker = lepus_tests::start_worker(queue.name(), &[]);
-    queue.wait_for_consumers(1).await;
+    let (queue, _worker) = lepus_tests::queue_with_worker("py-exceptions").await;
 
     let lines = run_python("exceptions.py", queue.name()).await;
 
@@ -41,9 +37,7 @@ async fn a_python_client_catches_the_exception_class_a_lepus_handler_names() {
 
 #[tokio::test]
 async fn python_celery_delayed_jobs_reach_lepus_through_the_shared_cascade() {
-    let queue = TestQueue::declare("py-delayed").await;
-    let _worker = lepus_tests::start_worker(queue.name(), &[]);
-    queue.wait_for_consumers(1).await;
+    let (queue, _worker) = lepus_tests::queue_with_worker("py-delayed").await;
     let lines = run_python("delayed_call.py", queue.name()).await;
     assert_eq!(lines.len(), 2, "{lines:?}");
     for line in &lines {

@@ -11,9 +11,7 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 #[tokio::test]
 async fn dead_letters_can_be_listed_requeued_to_success_and_purged() {
-    let queue = TestQueue::declare("dlq-api").await;
-    let _worker = lepus_tests::start_worker(queue.name(), &[]);
-    queue.wait_for_consumers(1).await;
+    let (queue, _worker) = lepus_tests::queue_with_worker("dlq-api").await;
     let client = connect().await;
     let letters = client.dead_letters(queue.name()).expect("a valid queue");
     let dlq = queue.dead_letter_queue();

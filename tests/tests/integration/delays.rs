@@ -24,9 +24,7 @@ fn ran_at(result: &ResultMessage) -> DateTime<Utc> {
 
 #[tokio::test]
 async fn delayed_jobs_start_after_their_delay_and_within_a_second_and_a_half() {
-    let queue = TestQueue::declare("delays").await;
-    let _worker = lepus_tests::start_worker(queue.name(), &[]);
-    queue.wait_for_consumers(1).await;
+    let (queue, _worker) = lepus_tests::queue_with_worker("delays").await;
     let client = connect().await;
 
     let mut sent = Vec::new();
@@ -156,9 +154,7 @@ async fn a_worker_under_delayed_and_retried_jobs_holds_no_more_than_its_concurre
 
 #[tokio::test]
 async fn enqueue_at_takes_a_time_in_any_zone() {
-    let queue = TestQueue::declare("at").await;
-    let _worker = lepus_tests::start_worker(queue.name(), &[]);
-    queue.wait_for_consumers(1).await;
+    let (queue, _worker) = lepus_tests::queue_with_worker("at").await;
     let client = connect().await;
     let zone = chrono::FixedOffset::east_opt(5 * 3600 + 1800).expect("UTC+05:30");
     let at = (Utc::now() + chrono::TimeDelta::seconds(2)).with_timezone(&zone);

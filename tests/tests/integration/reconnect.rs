@@ -59,9 +59,7 @@ async fn a_worker_whose_connection_is_cut_reconnects_and_reruns_its_jobs() {
 
 #[tokio::test]
 async fn a_client_whose_connection_is_cut_still_gets_its_result() {
-    let queue = TestQueue::declare("cut-client").await;
-    let _worker = lepus_tests::start_worker(queue.name(), &[]);
-    queue.wait_for_consumers(1).await;
+    let (queue, _worker) = lepus_tests::queue_with_worker("cut-client").await;
     let name = unique_name("client");
     let options = ClientOptions::default().connection_name(name.as_str());
     let client = Client::connect_with(&amqp_url(), options).await.expect("connected");

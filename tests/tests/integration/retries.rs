@@ -6,7 +6,7 @@ use lepus::dead_letter::{ATTEMPTS_HEADER, ERROR_HEADER, REASON_HEADER};
 use lepus::internal::header_str;
 use lepus::protocol::Status;
 use lepus::{Error, Request, RetryPolicy};
-use lepus_tests::{Flaky, TestQueue, connect, temp_file, wait_until};
+use lepus_tests::{Flaky, connect, temp_file, wait_until};
 use serde_json::json;
 use std::time::Duration;
 
@@ -14,9 +14,7 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 #[tokio::test]
 async fn a_job_failing_twice_then_succeeding_runs_three_times_with_growing_gaps() {
-    let queue = TestQueue::declare("retry-ok").await;
-    let _worker = lepus_tests::start_worker(queue.name(), &[]);
-    queue.wait_for_consumers(1).await;
+    let (queue, _worker) = lepus_tests::queue_with_worker("retry-ok").await;
     let client = connect().await;
     let record = temp_file("flaky");
 
@@ -39,9 +37,7 @@ async fn a_job_failing_twice_then_succeeding_runs_three_times_with_growing_gaps(
 
 #[tokio::test]
 async fn a_job_that_always_fails_ends_in_the_dead_letter_queue_with_its_last_error() {
-    let queue = TestQueue::declare("retry-dead").await;
-    let _worker = lepus_tests::start_worker(queue.name(), &[]);
-    queue.wait_for_consumers(1).await;
+    let (queue, _worker) = lepus_tests::queue_with_worker("retry-dead").await;
     let client = connect().await;
     let record = temp_file("always");
 
@@ -72,9 +68,7 @@ async fn a_job_that_always_fails_ends_in_the_dead_letter_queue_with_its_last_err
 
 #[tokio::test]
 async fn fail_now_skips_the_remaining_attempts() {
-    let queue = TestQueue::declare("retry-never").await;
-    let _worker = lepus_tests::start_worker(queue.name(), &[]);
-    queue.wait_for_consumers(1).await;
+    let (queue, _worker) = lepus_tests::queue_with_worker("retry-never").await;
     let client = connect().await;
     let record = temp_file("permanent");
 

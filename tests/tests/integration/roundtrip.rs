@@ -13,9 +13,7 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 
 #[tokio::test]
 async fn a_user_defined_typed_job_round_trips_through_a_worker() {
-    let queue = TestQueue::declare("typed").await;
-    let _worker = lepus_tests::start_worker(queue.name(), &[]);
-    queue.wait_for_consumers(1).await;
+    let (queue, _worker) = lepus_tests::queue_with_worker("typed").await;
     let client = connect().await;
 
     let stats = client

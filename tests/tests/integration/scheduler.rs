@@ -148,9 +148,7 @@ async fn a_killed_leader_is_replaced_within_the_heartbeat_window_without_duplica
 
 #[tokio::test]
 async fn ticks_missed_while_no_scheduler_ran_follow_the_misfire_policy() {
-    let queue = TestQueue::declare("misfire").await;
-    let _worker = lepus_tests::start_worker(queue.name(), &[]);
-    queue.wait_for_consumers(1).await;
+    let (queue, _worker) = lepus_tests::queue_with_worker("misfire").await;
     let files: HashMap<&str, String> = ["skip", "once", "all"].into_iter().map(|p| (p, temp_file(p))).collect();
     let schedules: Vec<(&str, &str, &str)> =
         ["skip", "once", "all"].iter().map(|p| (*p, *p, files[p].as_str())).collect();
@@ -212,9 +210,7 @@ async fn invalid_schedule_files_are_rejected_with_the_bad_entry_named() {
 
 #[tokio::test]
 async fn the_command_line_enqueues_jobs_delayed_jobs_and_batches() {
-    let queue = TestQueue::declare("cli").await;
-    let _worker = lepus_tests::start_worker(queue.name(), &[]);
-    queue.wait_for_consumers(1).await;
+    let (queue, _worker) = lepus_tests::queue_with_worker("cli").await;
     let ticks = temp_file("ticks");
     let calls = temp_file("callback");
     let cli = |args: &[&str]| {

@@ -6,7 +6,7 @@ use lepus::internal::header_str;
 use lepus::protocol::{Arguments, TaskMessage};
 use lepus::{Error, Request};
 use lepus_demo::jobs::{Add, Sleep};
-use lepus_tests::{Panic, TestQueue, connect, wait_until};
+use lepus_tests::{Panic, connect, wait_until};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -14,9 +14,7 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 #[tokio::test]
 async fn a_handler_over_its_time_limit_is_cancelled_within_a_second() {
-    let queue = TestQueue::declare("limit").await;
-    let _worker = lepus_tests::start_worker(queue.name(), &[]);
-    queue.wait_for_consumers(1).await;
+    let (queue, _worker) = lepus_tests::queue_with_worker("limit").await;
     let client = connect().await;
 
     let started = Instant::now();
@@ -51,9 +49,7 @@ async fn a_handler_over_its_time_limit_is_cancelled_within_a_second() {
 
 #[tokio::test]
 async fn a_panicking_handler_fails_its_job_and_the_worker_keeps_serving() {
-    let queue = TestQueue::declare("panic").await;
-    let mut worker = lepus_tests::start_worker(queue.name(), &[]);
-    queue.wait_for_consumers(1).await;
+    let (queue, mut worker) = lepus_tests::queue_with_worker("panic").await;
     let client = connect().await;
 
     match client.call(Request::new(Panic {}).queue(queue.name()), TIMEOUT).await {
