@@ -8,8 +8,7 @@
 
 use crate::config::SchedulerConfig;
 use chrono::{DateTime, Utc};
-use lepus::internal::{Outgoing, Transaction, persistent_json, topology};
-use lepus::lapin::options::BasicGetOptions;
+use lepus::internal::{Outgoing, Transaction, persistent_json, records, topology};
 use lepus::lapin::uri::AMQPUri;
 use lepus::lapin::{Channel, Connection, ConnectionProperties};
 use lepus::{Broker, ReplyCode};
@@ -118,25 +117,11 @@ pub async fn leader(broker: &Broker, group: &str) -> lepus::Result<Option<Leader
         Ok(Some(_)) => {}
         Err(e) => return Err(e),
     }
-    let channel = broker.channel().await?;
     let queue = topology::scheduler_leader_queue(group);
-    let mut latest: Option<Leader> = None;
-    loop {
-        match channel.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false }).await {
-            Ok(Some(message)) => {
-                let announced = serde_json::from_slice::<Leader>(&message.delivery.data).ok();
-                if let Some(leader) = announced.filter(|a| latest.as_ref().is_none_or(|l| a.since > l.since)) {
-                    latest = Some(leader);
-                }
-            }
-            Ok(None) => break,
-            Err(e) if ReplyCode::of(&e) == Some(ReplyCode::NotFound) => return Ok(None),
-            Err(source) => return Err(lepus::Error::Amqp { operation: "basic.get", source }),
-        }
+    match records::newest(broker, &queue, |leader: &Leader| leader.since).await {
+        Err(e) if e.reply_code() == Some(ReplyCode::NotFound) => Ok(None),
+        read => read,
     }
-    // Closing the channel puts the announcements back, untouched.
-    drop(channel.close(200, "read".into()).await);
-    Ok(latest)
 }
 
 /// Tries to take the lock of `group` on a channel of its own (a refusal closes the channel).

@@ -24,6 +24,7 @@ mod job;
 pub mod protocol;
 mod publisher;
 mod reconnect;
+mod records;
 mod replies;
 mod request;
 mod retry;
@@ -68,6 +69,11 @@ pub mod internal {
     /// A test harness's hooks into a recording client.
     pub mod recording {
         pub use crate::client::{answer, finish_batch_job, send};
+    }
+
+    /// Lepus's own JSON records in queues.
+    pub mod records {
+        pub use crate::records::newest;
     }
 
     /// Every queue and exchange Lepus names and declares.

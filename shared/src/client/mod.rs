@@ -17,11 +17,11 @@ use crate::ids::BatchId;
 use crate::ids::JobId;
 use crate::protocol::{ResultMessage, TaskMessage};
 use crate::publisher::{Outgoing, Publisher};
+use crate::records;
 use crate::replies::Replies;
 use crate::request::Request;
 use crate::topology::{self, WorkQueue};
 use chrono::{DateTime, TimeZone, Utc};
-use lapin::options::BasicGetOptions;
 use recorder::Recorder;
 use serde::de::DeserializeOwned;
 use std::collections::HashSet;
@@ -254,27 +254,11 @@ impl Client {
     /// The snapshot with the highest `seq` in the batch's progress queue, read without
     /// consuming it; `None` if the queue holds none right now.
     async fn latest_snapshot(&self, id: &BatchId) -> Result<Option<Snapshot>> {
-        let channel = self.inner.broker.channel().await?;
         let queue = topology::batch_progress_queue(id);
-        let mut latest: Option<Snapshot> = None;
-        loop {
-            match channel.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false }).await {
-                Ok(Some(message)) => {
-                    let snapshot = serde_json::from_slice::<Snapshot>(&message.delivery.data).ok();
-                    if let Some(snapshot) = snapshot.filter(|s| latest.as_ref().is_none_or(|l| s.seq > l.seq)) {
-                        latest = Some(snapshot);
-                    }
-                }
-                Ok(None) => break,
-                Err(e) if ReplyCode::of(&e) == Some(ReplyCode::NotFound) => {
-                    return Err(Error::UnknownBatch(id.clone()));
-                }
-                Err(e) => return Err(Error::amqp("basic.get")(e)),
-            }
+        match records::newest(&self.inner.broker, &queue, |snapshot: &Snapshot| snapshot.seq).await {
+            Err(e) if e.reply_code() == Some(ReplyCode::NotFound) => Err(Error::UnknownBatch(id.clone())),
+            read => read,
         }
-        // Closing the channel puts the snapshots back, untouched.
-        drop(channel.close(200, "read".into()).await);
-        Ok(latest)
     }
 
     /// The dead letters of work queue `queue`: list, requeue, purge.
