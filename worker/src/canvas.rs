@@ -14,18 +14,19 @@
 //! than as a group, and does not run chords.
 
 use crate::outcome::{FollowUps, Reply};
-use lepus::protocol::{ResultMessage, Signature, SignatureDefaults, TaskMessage};
+use lepus::protocol::{Parent, ResultMessage, Signature, TaskMessage};
 use serde_json::Value;
 
 /// What follows `message`'s success with `output`; `queue` is where it came from.
 pub(crate) fn after_success(message: &TaskMessage, queue: &str, output: &Value) -> FollowUps {
     let mut embed = message.canvas();
+    let parent = Parent { message, queue };
     let mut then = FollowUps::default();
     for callback in &embed.callbacks {
-        then.send(callback, Some(output.clone()), message, Vec::new(), queue);
+        send(&mut then, parent, callback, Some(output.clone()), Vec::new());
     }
     if let Some(next) = embed.chain.pop() {
-        then.send(&next, Some(output.clone()), message, embed.chain, queue);
+        send(&mut then, parent, &next, Some(output.clone()), embed.chain);
     }
     then
 }
@@ -35,8 +36,9 @@ pub(crate) fn after_failure(message: &TaskMessage, queue: &str, result: &ResultM
     let embed = message.canvas();
     let mut then = FollowUps::default();
     if result.status == lepus::protocol::Status::Failure {
+        let parent = Parent { message, queue };
         for errback in &embed.errbacks {
-            then.send(errback, Some(Value::String(message.id.to_string())), message, Vec::new(), queue);
+            send(&mut then, parent, errback, Some(Value::String(message.id.to_string())), Vec::new());
         }
     }
     for step in &embed.chain {
@@ -50,21 +52,12 @@ pub(crate) fn after_failure(message: &TaskMessage, queue: &str, result: &ResultM
     then
 }
 
-impl FollowUps {
-    /// Adds the message for `signature`; one that cannot be built is logged and left out.
-    fn send(
-        &mut self,
-        signature: &Signature,
-        first: Option<Value>,
-        parent: &TaskMessage,
-        chain: Vec<Signature>,
-        queue: &str,
-    ) {
-        let defaults = SignatureDefaults { queue, reply_to: parent.reply_to.as_deref() };
-        match signature.message(first, parent, chain, defaults) {
-            Ok(follow_up) => self.messages.push(follow_up),
-            Err(e) => tracing::error!(task = signature.task, error = e, "a canvas follow-up was not sent"),
-        }
+/// Adds the message that sends `signature` after `parent`; one that cannot be built is logged and
+/// left out.
+fn send(then: &mut FollowUps, parent: Parent<'_>, signature: &Signature, first: Option<Value>, chain: Vec<Signature>) {
+    match parent.follow_up(signature, first, chain) {
+        Ok(follow_up) => then.messages.push(follow_up),
+        Err(e) => tracing::error!(task = signature.task, error = e, "a canvas follow-up was not sent"),
     }
 }
 

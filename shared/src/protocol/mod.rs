@@ -11,7 +11,7 @@ pub(crate) mod task;
 
 pub use args::{Arguments, ArgumentsError};
 pub use canvas::{Embed, Signature};
-pub use follow_up::SignatureDefaults;
+pub use follow_up::Parent;
 pub use headers::CONTENT_TYPE;
 pub use result::{ExceptionInfo, ResultMessage, Status};
 pub use task::{DecodeError, TaskMessage, TimeLimit};
