@@ -18,7 +18,7 @@ use crate::schedule::{Firing, MAX_CATCH_UP, Misfire, Schedule};
 use crate::state;
 use crate::stats::SchedulerStats;
 use chrono::{DateTime, TimeDelta, Utc};
-use lepus::internal::{Outgoing, Transaction, persistent_json, topology};
+use lepus::internal::{Outgoing, Transaction, held_retry_delay, persistent_json, topology};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -220,17 +220,19 @@ enum Fired {
     Held { queue: String },
 }
 
-/// A firing held back, and when to try it again: 1 s after the first refusal, doubling to 60 s.
+/// A firing held back: how often its queue was missing, and when to try it again.
 #[derive(Debug, Clone, Copy)]
 struct Hold {
+    refusals: u32,
     retry_at: DateTime<Utc>,
     delay: Duration,
 }
 
 impl Hold {
     fn after(previous: Option<Hold>) -> Self {
-        let delay = previous.map_or(Duration::from_secs(1), |hold| (hold.delay * 2).min(Duration::from_secs(60)));
-        Self { retry_at: Utc::now() + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX), delay }
+        let refusals = previous.map_or(1, |hold| hold.refusals + 1);
+        let delay = held_retry_delay(refusals);
+        Self { refusals, retry_at: Utc::now() + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX), delay }
     }
 }
 

@@ -242,6 +242,19 @@ impl Record {
     }
 }
 
+/// Whether a batch is due to complete, once records are applied ([`Snapshot::apply_all`]).
+#[derive(Debug, PartialEq)]
+pub enum Completion {
+    /// Jobs are still running, or the batch completed before.
+    NotYet,
+    /// The last job is in: send the callback, if any, to its queue (`(queue, message)`), then mark
+    /// the snapshot complete.
+    Due {
+        /// The callback and its queue.
+        callback: Option<Box<(String, TaskMessage)>>,
+    },
+}
+
 impl Snapshot {
     /// The first snapshot of a new batch.
     #[must_use]
@@ -270,6 +283,22 @@ impl Snapshot {
             self.failed.push(FailedJob { index: record.index, id: record.job.clone() });
         }
         true
+    }
+
+    /// Applies `records` and says whether the batch is now due to complete. A complete snapshot
+    /// is never due again; a finished one not yet marked complete (its callback could not be
+    /// sent) is due again without a new record.
+    pub fn apply_all(&mut self, records: &[Record]) -> Completion {
+        for record in records {
+            self.apply(record);
+        }
+        if self.complete || !self.all_finished() {
+            return Completion::NotYet;
+        }
+        let summary = self.summary();
+        let callback =
+            self.callback.as_ref().map(|callback| Box::new((callback.queue.clone(), callback.message(&summary))));
+        Completion::Due { callback }
     }
 
     /// How many jobs have finished.
@@ -363,5 +392,44 @@ mod tests {
         let back: Snapshot = serde_json::from_slice(&snapshot.encode().expect("encodes")).expect("decodes");
         assert_eq!(back, snapshot);
         assert_eq!(back.finished(), 1);
+    }
+
+    fn with_callback(total: usize) -> Snapshot {
+        let callback =
+            Callback { task: "report".into(), queue: "reports".into(), args: vec![], kwargs: Default::default() };
+        Snapshot::new(BatchId::from("b"), total, Some(callback))
+    }
+
+    #[test]
+    fn the_callback_is_due_once_when_the_last_job_is_in() {
+        let mut batch = with_callback(3);
+        assert_eq!(batch.apply_all(&[record(2, true), record(0, true)]), Completion::NotYet);
+        assert_eq!(batch.apply_all(&[record(2, true)]), Completion::NotYet, "a repeated record changes nothing");
+        let Completion::Due { callback: Some(callback) } = batch.apply_all(&[record(1, false)]) else {
+            panic!("the batch completes with its callback")
+        };
+        let (queue, message) = *callback;
+        assert_eq!((queue.as_str(), message.id.as_str(), message.task.as_str()), ("reports", "b.callback", "report"));
+        assert_eq!(message.arguments.kwargs["batch"]["done"], 2);
+        assert_eq!(message.arguments.kwargs["batch"]["failed_jobs"], serde_json::json!(["b.1"]));
+        batch.complete = true;
+        assert_eq!(batch.apply_all(&[record(1, false)]), Completion::NotYet, "a completed batch is never due again");
+    }
+
+    #[test]
+    fn a_batch_without_callback_is_due_without_one_and_an_empty_batch_is_complete_at_once() {
+        let mut batch = Snapshot::new(BatchId::from("b"), 1, None);
+        assert_eq!(batch.apply_all(&[record(0, true)]), Completion::Due { callback: None });
+        let mut empty = with_callback(0);
+        assert!(empty.complete);
+        assert_eq!(empty.apply_all(&[]), Completion::NotYet);
+    }
+
+    #[test]
+    fn a_finished_batch_not_marked_complete_is_due_again_with_no_new_record() {
+        let mut batch = with_callback(1);
+        assert!(matches!(batch.apply_all(&[record(0, true)]), Completion::Due { callback: Some(_) }));
+        // Its callback's queue was missing: the snapshot was stored finished, not complete.
+        assert!(matches!(batch.apply_all(&[]), Completion::Due { callback: Some(_) }), "the retry asks again");
     }
 }

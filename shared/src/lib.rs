@@ -56,13 +56,14 @@ pub use lapin;
 /// reconnect policy and every queue name. Not part of the public API: it changes without notice.
 #[doc(hidden)]
 pub mod internal {
-    pub use crate::batch::{Callback, FailedJob, PreparedBatch, Record, SIZE_HEADER, Snapshot};
+    pub use crate::batch::{Callback, Completion, FailedJob, PreparedBatch, Record, SIZE_HEADER, Snapshot};
     pub use crate::broker::{UNREACHABLE_HINT, redact};
     pub use crate::dead_letter::marks::{delivery_count, mark, revived};
     pub use crate::protocol::headers::{header_str, node_name, persistent_json, set_header, without};
     pub use crate::protocol::task::rescheduled;
     pub use crate::publisher::{Outgoing, Publisher};
     pub use crate::reconnect::reconnect;
+    pub use crate::retry::held_retry_delay;
     pub use crate::shutdown::cancelled_by;
     pub use crate::transaction::Transaction;
 

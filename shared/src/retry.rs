@@ -75,6 +75,17 @@ impl RetryPolicy {
     }
 }
 
+/// How long something held back because its queue does not exist (a scheduled firing, a batch
+/// callback) waits before it is tried again, after its `refusals`-th refusal: 1 s, doubling to a
+/// minute.
+#[must_use]
+pub fn held_retry_delay(refusals: u32) -> Duration {
+    RetryPolicy::attempts(u32::MAX)
+        .backoff(Duration::from_secs(1), 2.0, Duration::from_secs(60))
+        .jitter(false)
+        .delay_after(refusals)
+}
+
 mod millis {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
@@ -109,5 +120,11 @@ mod tests {
         let policy = RetryPolicy::attempts(3);
         assert!(policy.allows_another(1) && policy.allows_another(2) && !policy.allows_another(3));
         assert!(!RetryPolicy::default().allows_another(1));
+    }
+
+    #[test]
+    fn held_work_is_tried_again_after_one_second_doubling_to_a_minute() {
+        let waits: Vec<u64> = (1..=9).map(|refusals| held_retry_delay(refusals).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
     }
 }

@@ -3,8 +3,8 @@
 //!
 //! | outcome       | published first                                          | then |
 //! |---------------|----------------------------------------------------------|------|
-//! | `Done`        | the result to `reply_to` (`SUCCESS`, `FAILURE`, `REVOKED`) | ack  |
-//! | `DeadLetter`  | the message to `<queue>.dlq` with the reason, and a `FAILURE` to `reply_to` | ack |
+//! | `Done`        | its follow-ups (canvas), then the result to `reply_to` (`SUCCESS`, `FAILURE`, `REVOKED`) | ack |
+//! | `DeadLetter`  | the message to `<queue>.dlq` with the reason, its follow-ups, and a `FAILURE` to `reply_to` | ack |
 //! | `Reschedule`  | the message, with new `retries`/`eta`, into the delay cascade | ack |
 //!
 //! A job of a tracked batch that ends (`Done` or `DeadLetter`) also gets its batch record
@@ -22,8 +22,9 @@ use crate::states::States;
 use crate::stats::WorkerStats;
 use chrono::Utc;
 use lepus::dead_letter::Reason;
-use lepus::internal::topology::{self, MAX_DELAY};
+use lepus::internal::topology::{self, DelayedRoute, MAX_DELAY};
 use lepus::internal::{Outgoing, Publisher, Record, delivery_count, mark, persistent_json, rescheduled};
+use lepus::lapin::BasicProperties;
 use lepus::lapin::message::Delivery;
 use lepus::protocol::TaskMessage;
 use lepus::{Broker, Error, WorkQueue};
@@ -101,10 +102,7 @@ async fn settle(
         return;
     }
     let published = match outcome {
-        Outcome::Done { reply, ended, then } => match follow(then, queue, shared).await {
-            Ok(()) => answer(reply, shared).await.map(|()| ended),
-            Err(e) => Err(e),
-        },
+        Outcome::Done { reply, ended, then } => follow(then, reply, queue, shared).await.map(|()| ended),
         Outcome::DeadLetter { reason, error, attempts, reply, then } => {
             let properties = mark(&delivery.properties, reason, &error, queue.name(), attempts);
             let dlq = queue.dead_letter_queue();
@@ -115,23 +113,18 @@ async fn settle(
                         tracing::warn!(queue = queue.name(), %reason, %error, "message dead-lettered");
                     }
                     let ended = if reason == Reason::Failed { Ended::Failed } else { Ended::DeadLettered };
-                    match follow(then, queue, shared).await {
-                        Ok(()) => answer(reply, shared).await.map(|()| ended),
-                        Err(e) => Err(e),
-                    }
+                    follow(then, reply, queue, shared).await.map(|()| ended)
                 }
                 Err(e) => Err(format!("cannot dead-letter to {dlq}: {e}")),
             }
         }
         Outcome::Reschedule { retries, eta, delay, ended, .. } => {
             let properties = rescheduled(&delivery.properties, retries, Some(eta));
-            let route = topology::delayed_route(queue.name(), delay.min(MAX_DELAY)).ok().flatten();
-            let (exchange, routing_key) = match &route {
-                Some(route) => (route.exchange.as_str(), route.routing_key.as_str()),
-                None => ("", queue.name()),
-            };
-            let outgoing = Outgoing { exchange, routing_key, body: &delivery.data, properties };
-            shared.publisher.publish(outgoing).await.map(|()| ended).map_err(|e| format!("cannot reschedule: {e}"))
+            let route = delayed_route(queue.name(), delay);
+            publish_routed(queue.name(), route.as_ref(), &delivery.data, properties, shared)
+                .await
+                .map(|()| ended)
+                .map_err(|e| format!("cannot reschedule: {e}"))
         }
     };
     let recorded = match (published, batch) {
@@ -160,38 +153,24 @@ async fn settle(
 }
 
 /// Sends what follows a job by its canvas: each message to its queue (through the delay cascade
-/// if it has a countdown), then the results of the chain steps that will not run. A message for a
-/// queue that does not exist is kept in this queue's dead-letter queue as `unroutable`, naming
-/// the queue it was for, where `requeue` sends it once that queue exists.
-async fn follow(then: FollowUps, queue: &WorkQueue, shared: &Shared) -> Result<(), String> {
+/// if it has a countdown), then the results of the chain steps that will not run; then the job's
+/// own result, `reply`. A message for a queue that does not exist is kept in this queue's
+/// dead-letter queue as `unroutable`, naming the queue it was for, where `requeue` sends it once
+/// that queue exists.
+async fn follow(then: FollowUps, reply: Option<Reply>, queue: &WorkQueue, shared: &Shared) -> Result<(), String> {
     for (to, message) in then.messages {
         let (body, properties) = message.encode().map_err(|e| format!("cannot encode a follow-up: {e}"))?;
         let delay = message.eta.and_then(|eta| (eta - Utc::now()).to_std().ok()).unwrap_or_default();
-        let route = topology::delayed_route(&to, delay.min(MAX_DELAY)).ok().flatten();
-        let exists = match &route {
-            // The cascade takes any message: ask whether its destination exists.
-            Some(_) => topology::inspect_queue(&shared.broker, &to).await.map_err(|e| e.to_string())?.is_some(),
-            None => true,
+        let route = delayed_route(&to, delay);
+        // The cascade takes any message: ask whether its destination exists.
+        let missing = match &route {
+            Some(_) => topology::inspect_queue(&shared.broker, &to).await.map_err(|e| e.to_string())?.is_none(),
+            None => false,
         };
-        let published = match (&route, exists) {
-            (_, false) => {
-                Err(Error::Unroutable { exchange: String::new(), routing_key: to.clone(), reason: String::new() })
-            }
-            (Some(route), true) => {
-                let outgoing = Outgoing {
-                    exchange: &route.exchange,
-                    routing_key: &route.routing_key,
-                    body: &body,
-                    properties: properties.clone(),
-                };
-                shared.publisher.publish(outgoing).await
-            }
-            (None, true) => {
-                shared
-                    .publisher
-                    .publish(Outgoing { exchange: "", routing_key: &to, body: &body, properties: properties.clone() })
-                    .await
-            }
+        let published = if missing {
+            Err(Error::Unroutable { exchange: String::new(), routing_key: to.clone(), reason: String::new() })
+        } else {
+            publish_routed(&to, route.as_ref(), &body, properties.clone(), shared).await
         };
         match published {
             Ok(()) => {}
@@ -212,10 +191,31 @@ async fn follow(then: FollowUps, queue: &WorkQueue, shared: &Shared) -> Result<(
             Err(e) => return Err(format!("cannot send a follow-up to {to}: {e}")),
         }
     }
-    for reply in then.replies {
-        answer(Some(reply), shared).await?;
+    for reply in then.replies.into_iter().map(Some).chain([reply]) {
+        answer(reply, shared).await?;
     }
     Ok(())
+}
+
+/// The route through the delay cascade for a message to `queue` that waits `delay` (at most
+/// [`MAX_DELAY`]); `None` if it need not wait.
+fn delayed_route(queue: &str, delay: Duration) -> Option<DelayedRoute> {
+    topology::delayed_route(queue, delay.min(MAX_DELAY)).ok().flatten()
+}
+
+/// Publishes `body` for `queue`: through the delay cascade by `route`, else straight to it.
+async fn publish_routed(
+    queue: &str,
+    route: Option<&DelayedRoute>,
+    body: &[u8],
+    properties: BasicProperties,
+    shared: &Shared,
+) -> Result<(), Error> {
+    let (exchange, routing_key) = match route {
+        Some(route) => (route.exchange.as_str(), route.routing_key.as_str()),
+        None => ("", queue),
+    };
+    shared.publisher.publish(Outgoing { exchange, routing_key, body, properties }).await
 }
 
 /// Tells the batch tracker that a job of its batch has finished.

@@ -12,12 +12,13 @@ use crate::stats::WorkerStats;
 use futures_lite::{StreamExt, future};
 use lepus::BatchId;
 use lepus::Broker;
-use lepus::internal::{Outgoing, Record, Snapshot, Transaction, persistent_json, topology};
+use lepus::internal::{
+    Completion, Outgoing, Record, Snapshot, Transaction, held_retry_delay, persistent_json, topology,
+};
 use lepus::lapin::Consumer;
 use lepus::lapin::message::Delivery;
 use lepus::lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicQosOptions};
 use lepus::lapin::types::FieldTable;
-use lepus::protocol::TaskMessage;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,31 +48,6 @@ enum Stopped {
     ConsumerEnded,
 }
 
-/// What applying records to a batch's snapshot asks of the tracker.
-#[derive(Debug, PartialEq)]
-enum Next {
-    /// Store the new snapshot.
-    Store,
-    /// The batch has just finished: store the snapshot marked complete, with the callback (to
-    /// its queue) if there is one.
-    Complete { callback: Option<Box<(String, TaskMessage)>> },
-}
-
-/// Applies `records` to `snapshot` (a record seen before changes nothing) and says what follows.
-/// A batch completes once, when its last job is in: a complete snapshot never asks again.
-fn apply(snapshot: &mut Snapshot, records: &[Record]) -> Next {
-    for record in records {
-        snapshot.apply(record);
-    }
-    if snapshot.complete || !snapshot.all_finished() {
-        return Next::Store;
-    }
-    let summary = snapshot.summary();
-    let callback =
-        snapshot.callback.as_ref().map(|callback| Box::new((callback.queue.clone(), callback.message(&summary))));
-    Next::Complete { callback }
-}
-
 struct Tracker {
     broker: Broker,
     tx: Transaction,
@@ -88,7 +64,8 @@ struct Held {
     /// One of its records, kept unacked so that the next tracker retries should this one stop.
     token: Delivery,
     retry_at: Instant,
-    delay: Duration,
+    /// How often its callback's queue was found missing.
+    refusals: u32,
 }
 
 /// What became of one batch in a chunk of records.
@@ -167,7 +144,7 @@ impl Tracker {
                     if !self.held.contains_key(&batch)
                         && let Some(token) = deliveries.pop()
                     {
-                        self.hold(batch.clone(), token, &queue, None);
+                        self.hold(batch.clone(), token, &queue, 1);
                     }
                     for delivery in &deliveries {
                         ack(delivery).await?;
@@ -209,7 +186,7 @@ impl Tracker {
             match self.apply(&batch, &[]).await? {
                 Applied::CallbackHeld { queue } => {
                     if let Some(held) = self.held.remove(&batch) {
-                        self.hold(batch, held.token, &queue, Some(held.delay));
+                        self.hold(batch, held.token, &queue, held.refusals + 1);
                     }
                 }
                 Applied::Busy => {
@@ -231,8 +208,8 @@ impl Tracker {
     }
 
     /// Remembers a finished batch whose callback's queue is missing; says so at error level.
-    fn hold(&mut self, batch: BatchId, token: Delivery, queue: &str, previous: Option<Duration>) {
-        let delay = previous.map_or(Duration::from_secs(1), |delay| (delay * 2).min(Duration::from_secs(60)));
+    fn hold(&mut self, batch: BatchId, token: Delivery, queue: &str, refusals: u32) {
+        let delay = held_retry_delay(refusals);
         let held_total = self.stats.count_held_callback();
         tracing::error!(
             %batch,
@@ -241,7 +218,7 @@ impl Tracker {
             held_total,
             "batch finished, but its callback's queue does not exist; the callback is kept and tried again (start a worker on the queue)"
         );
-        self.held.insert(batch, Held { token, retry_at: Instant::now() + delay, delay });
+        self.held.insert(batch, Held { token, retry_at: Instant::now() + delay, refusals });
     }
 
     /// Commits the transaction; logs the batches it completed.
@@ -282,7 +259,7 @@ impl Tracker {
             stored.iter().filter_map(|d| serde_json::from_slice::<Snapshot>(&d.data).ok()).max_by_key(|s| s.seq);
         let Some(mut snapshot) = self.open.remove(batch).or(loaded) else { return Ok(Applied::Busy) };
         let mut completed = false;
-        if let Next::Complete { callback } = apply(&mut snapshot, records) {
+        if let Completion::Due { callback } = snapshot.apply_all(records) {
             if let Some(callback) = callback {
                 let (callback_queue, message) = *callback;
                 if topology::inspect_queue(&self.broker, &callback_queue).await?.is_none() {
@@ -345,59 +322,4 @@ async fn ack(delivery: &Delivery) -> Result<(), Stopped> {
 
 fn amqp(operation: &'static str) -> impl FnOnce(lepus::lapin::Error) -> lepus::Error {
     move |source| lepus::Error::Amqp { operation, source }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use lepus::internal::Callback;
-    use lepus::protocol::Arguments;
-
-    fn record(index: usize) -> Record {
-        Record { batch: BatchId::from("b"), index, job: format!("b.{index}").into(), ok: index != 1 }
-    }
-
-    fn snapshot(total: usize, callback: bool) -> Snapshot {
-        let callback = callback.then(|| Callback {
-            task: "report".into(),
-            queue: "reports".into(),
-            args: Vec::new(),
-            kwargs: serde_json::Map::new(),
-        });
-        Snapshot::new(BatchId::from("b"), total, callback)
-    }
-
-    #[test]
-    fn the_callback_is_asked_for_once_when_the_last_job_is_in() {
-        let mut batch = snapshot(3, true);
-        assert_eq!(apply(&mut batch, &[record(2), record(0)]), Next::Store);
-        assert_eq!(apply(&mut batch, &[record(2)]), Next::Store, "a repeated record changes nothing");
-        let Next::Complete { callback: Some(callback) } = apply(&mut batch, &[record(1)]) else {
-            panic!("the batch completes with its callback")
-        };
-        let (queue, message) = *callback;
-        assert_eq!((queue.as_str(), message.id.as_str(), message.task.as_str()), ("reports", "b.callback", "report"));
-        let summary = Arguments { args: vec![], kwargs: message.arguments.kwargs.clone() };
-        assert_eq!(summary.kwargs["batch"]["done"], 2);
-        assert_eq!(summary.kwargs["batch"]["failed_jobs"], serde_json::json!(["b.1"]));
-        batch.complete = true;
-        assert_eq!(apply(&mut batch, &[record(1)]), Next::Store, "a completed batch never asks again");
-    }
-
-    #[test]
-    fn a_batch_without_callback_completes_without_one_and_an_empty_batch_is_complete_at_once() {
-        let mut batch = snapshot(1, false);
-        assert_eq!(apply(&mut batch, &[record(0)]), Next::Complete { callback: None });
-        let mut empty = snapshot(0, true);
-        assert!(empty.complete);
-        assert_eq!(apply(&mut empty, &[]), Next::Store);
-    }
-
-    #[test]
-    fn a_held_callback_is_asked_for_again_with_no_new_record() {
-        let mut batch = snapshot(1, true);
-        assert!(matches!(apply(&mut batch, &[record(0)]), Next::Complete { callback: Some(_) }));
-        // Its queue was missing: the snapshot was stored as finished, not complete.
-        assert!(matches!(apply(&mut batch, &[]), Next::Complete { callback: Some(_) }), "the retry asks again");
-    }
 }

@@ -160,7 +160,7 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    /// Consumes, reconnecting after losses (by [`lepus::reconnect`]), until the worker is told to
+    /// Consumes, reconnecting after losses (by `lepus::internal::reconnect`), until the worker is told to
     /// stop. Returns the last channel, to be closed once running jobs have been acked on it.
     async fn consume_until_stopped(&self, first: (Channel, Vec<ConsumeLoop>)) -> Option<Channel> {
         let (mut channel, mut loops) = first;

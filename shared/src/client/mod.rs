@@ -314,8 +314,12 @@ impl Client {
         }
         let channel = inner.broker.channel().await?;
         inner.cascade.get_or_try_init(|| topology::declare_delay_cascade(&channel)).await?;
-        drop(channel.close(200, "declared".into()).await);
-        if topology::inspect_queue(&inner.broker, queue).await?.is_none() {
+        // Asked last on this channel: a missing queue closes it.
+        let state = topology::inspect_queue_on(&channel, queue).await;
+        if channel.status().connected() {
+            drop(channel.close(200, "checked".into()).await);
+        }
+        if state?.is_none() {
             return Err(Error::Unroutable {
                 exchange: String::new(),
                 routing_key: queue.to_owned(),

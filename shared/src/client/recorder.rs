@@ -2,7 +2,7 @@
 //! the handles waiting for results, which a test harness answers when it runs those jobs. See
 //! [`crate::Client::recording`].
 
-use crate::batch::{Record, Snapshot};
+use crate::batch::{Completion, Record, Snapshot};
 use crate::error::{Error, Result};
 use crate::ids::BatchId;
 use crate::job::Job;
@@ -93,15 +93,12 @@ impl Recorder {
         let callback = {
             let mut batches = lock(&self.batches);
             let Some(snapshot) = batches.get_mut(&record.batch) else { return };
-            snapshot.apply(record);
-            if snapshot.complete || !snapshot.all_finished() {
-                return;
-            }
+            let Completion::Due { callback } = snapshot.apply_all(std::slice::from_ref(record)) else { return };
             snapshot.complete = true;
-            let summary = snapshot.summary();
-            snapshot.callback.as_ref().map(|callback| (callback.queue.clone(), callback.message(&summary)))
+            callback
         };
-        if let Some((queue, message)) = callback {
+        if let Some(callback) = callback {
+            let (queue, message) = *callback;
             self.record(&queue, message);
         }
     }
