@@ -1,9 +1,10 @@
 //! The `lepus-scheduler` command line: run a replica, check a schedule file, or enqueue a job,
 //! a delayed job or a batch and print its id.
 
-use crate::{Scheduler, SchedulerConfig, load_schedules};
+use crate::{Schedule, Scheduler, SchedulerConfig, load_schedules};
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
+use lepus::internal::settings::{Effective, Flags, Key, Keys, Layers, SettingsError};
 use lepus::protocol::Arguments;
 use lepus::telemetry::LogFormat;
 use lepus::{Batch, BatchId, Client, Request, RetryPolicy, shutdown_signal};
@@ -16,31 +17,25 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(name = "lepus-scheduler", version)]
 struct Cli {
-    /// Broker URL.
-    #[arg(long, global = true, env = "LEPUS_AMQP_URL", default_value = lepus::DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
-    amqp_url: String,
-    /// Log format: `text` or `json`.
-    #[arg(long, global = true, env = "LEPUS_LOG_FORMAT", default_value = "text")]
-    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a scheduler replica: any number may run; one leads, the others stand by.
+    /// Run a scheduler replica: any number may run; one leads, the others stand by. Settings come
+    /// from flags, `LEPUS_*` variables and a settings file, in that order of precedence.
     Run {
-        /// The schedule file (TOML).
-        #[arg(long, env = "LEPUS_SCHEDULES", default_value = "schedules.toml")]
-        schedules: PathBuf,
-        /// The scheduler group: replicas of one group share the lead; other groups run apart.
-        #[arg(long, env = "LEPUS_SCHEDULER_GROUP", default_value = "default")]
-        group: String,
-        /// Heartbeat of the leader's connection, e.g. `5s`: a silent leader is replaced within
-        /// about two heartbeats.
-        #[arg(long, env = "LEPUS_HEARTBEAT", default_value = "5s", value_parser = humantime::parse_duration)]
-        heartbeat: Duration,
+        #[command(flatten)]
+        settings: Flags<SchedulerKeys>,
     },
+    #[command(flatten)]
+    OneOff(OneOff),
+}
+
+/// The commands that do one thing and exit.
+#[derive(Debug, Subcommand)]
+enum OneOff {
     /// Check a schedule file and show each schedule's next ticks.
     Check {
         /// The schedule file (TOML).
@@ -49,6 +44,8 @@ enum Command {
     },
     /// Enqueue one job, now or later, and print its id.
     Enqueue {
+        #[command(flatten)]
+        broker: BrokerArgs,
         /// The job name.
         job: String,
         #[command(flatten)]
@@ -62,6 +59,8 @@ enum Command {
     },
     /// Enqueue a batch, one job per item, and print the batch id.
     Batch {
+        #[command(flatten)]
+        broker: BrokerArgs,
         /// The job name.
         job: String,
         /// The items, a JSON array: an object item is merged into the keyword arguments, any
@@ -79,9 +78,89 @@ enum Command {
     },
     /// Show a batch's progress.
     Progress {
+        #[command(flatten)]
+        broker: BrokerArgs,
         /// The batch id.
         batch: String,
     },
+}
+
+/// The settings of `lepus-scheduler run`: its file keys, variables and flags.
+#[derive(Debug)]
+pub struct SchedulerKeys;
+
+impl Keys for SchedulerKeys {
+    const ALL: &'static [Key] = &[
+        Key::new("amqp_url", "amqp-url", "LEPUS_AMQP_URL", "URL", "Broker URL (the password never appears in logs)")
+            .secret(),
+        Key::new("schedules", "schedules", "LEPUS_SCHEDULES", "FILE", "The schedule file (TOML)"),
+        Key::new(
+            "group",
+            "group",
+            "LEPUS_SCHEDULER_GROUP",
+            "NAME",
+            "The scheduler group: replicas of one group share the lead; other groups run apart",
+        ),
+        Key::new(
+            "heartbeat",
+            "heartbeat",
+            "LEPUS_HEARTBEAT",
+            "DURATION",
+            "Heartbeat of the leader's connection, e.g. `5s`: a silent leader is replaced within about two heartbeats",
+        ),
+        Key::new(
+            "broker_timeout",
+            "broker-timeout",
+            "LEPUS_BROKER_TIMEOUT",
+            "DURATION",
+            "How long one broker call may take",
+        ),
+        Key::new("log_format", "log-format", "LEPUS_LOG_FORMAT", "FORMAT", "Log format: `text` or `json`"),
+    ];
+}
+
+/// The broker of a one-off command.
+#[derive(Debug, Args)]
+struct BrokerArgs {
+    /// Broker URL.
+    #[arg(long, env = "LEPUS_AMQP_URL", default_value = lepus::DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
+    amqp_url: String,
+}
+
+/// The settings of a `lepus-scheduler run` process, checked, with its schedules loaded.
+struct Settings {
+    config: SchedulerConfig,
+    schedules: Vec<Schedule>,
+    log_format: LogFormat,
+}
+
+impl Settings {
+    /// The settings in effect and the schedules of the schedule file; or every problem found.
+    fn load(flags: &Flags<SchedulerKeys>) -> Result<(Self, Effective), SettingsError> {
+        let mut layers = Layers::load(flags);
+        let d = SchedulerConfig::default();
+        let config = SchedulerConfig {
+            amqp_url: layers.get("amqp_url", d.amqp_url),
+            group: layers.get("group", d.group),
+            heartbeat: layers.get("heartbeat", d.heartbeat),
+            broker_timeout: layers.get("broker_timeout", d.broker_timeout),
+            ..d
+        };
+        let path = layers.get("schedules", PathBuf::from("schedules.toml"));
+        let log_format = layers.get("log_format", LogFormat::default());
+        for problem in config.problems() {
+            layers.problem(problem);
+        }
+        let schedules = match load_schedules(&path) {
+            Ok(schedules) => schedules,
+            Err(e) => {
+                e.problems.iter().for_each(|problem| layers.problem(format!("schedules: {problem} (in {})", e.source)));
+                Vec::new()
+            }
+        };
+        let effective = layers.finish()?;
+        Ok((Self { config, schedules, log_format }, effective))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -126,16 +205,42 @@ impl SendArgs {
 }
 
 /// Parses the command line and runs the command. Exits 0 on success, 1 on failure (one
-/// readable paragraph on standard error), 2 for bad arguments.
+/// readable paragraph on standard error), 2 for bad arguments or settings.
 #[must_use]
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    lepus::telemetry::init(cli.log_format);
+    match Cli::parse().command {
+        Command::Run { settings } => replica(&settings),
+        Command::OneOff(command) => execute(LogFormat::Text, one_off(command)),
+    }
+}
+
+/// Runs a scheduler replica with the settings `flags` lead to, or prints them.
+fn replica(flags: &Flags<SchedulerKeys>) -> ExitCode {
+    let (settings, effective) = match Settings::load(flags) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("lepus-scheduler: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if flags.print_config() {
+        print!("{effective}");
+        return ExitCode::SUCCESS;
+    }
+    let Settings { config, schedules, log_format } = settings;
+    execute(log_format, async move {
+        Scheduler::new(config, schedules).run(shutdown_signal()).await.map_err(|e| e.to_string())
+    })
+}
+
+/// Sets up logging and runs `command` on a runtime of its own.
+fn execute(log_format: LogFormat, command: impl Future<Output = Result<(), String>>) -> ExitCode {
+    lepus::telemetry::init(log_format);
     let Ok(runtime) = tokio::runtime::Builder::new_multi_thread().enable_all().build() else {
         eprintln!("lepus-scheduler: cannot start the async runtime");
         return ExitCode::FAILURE;
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lepus-scheduler: {e}");
@@ -144,15 +249,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), String> {
-    let url = cli.amqp_url;
-    match cli.command {
-        Command::Run { schedules, group, heartbeat } => {
-            let schedules = load_schedules(&schedules).map_err(|e| e.to_string())?;
-            let config = SchedulerConfig { amqp_url: url, group, heartbeat, ..SchedulerConfig::default() };
-            Scheduler::new(config, schedules).run(shutdown_signal()).await.map_err(|e| e.to_string())
-        }
-        Command::Check { schedules: path } => {
+async fn one_off(command: OneOff) -> Result<(), String> {
+    match command {
+        OneOff::Check { schedules: path } => {
             let schedules = load_schedules(&path).map_err(|e| e.to_string())?;
             let now = Utc::now();
             for schedule in &schedules {
@@ -166,7 +265,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             println!("{} schedule(s) OK in {}", schedules.len(), path.display());
             Ok(())
         }
-        Command::Enqueue { job, send, delay, at } => {
+        OneOff::Enqueue { broker, job, send, delay, at } => {
             let mut request = send.request(&job, None)?;
             if let Some(delay) = delay {
                 request = request.delay(delay);
@@ -174,12 +273,12 @@ async fn run(cli: Cli) -> Result<(), String> {
             if let Some(at) = at {
                 request = request.at(at);
             }
-            let client = connect(&url).await?;
+            let client = connect(&broker.amqp_url).await?;
             let id = client.enqueue(request).await.map_err(|e| e.to_string())?;
             println!("{id}");
             client.close().await.map_err(|e| e.to_string())
         }
-        Command::Batch { job, items, send, callback, callback_kwargs } => {
+        OneOff::Batch { broker, job, items, send, callback, callback_kwargs } => {
             let items: Vec<Value> =
                 serde_json::from_str(&items).map_err(|e| format!("--items must be a JSON array: {e}"))?;
             let mut batch = Batch::new();
@@ -192,13 +291,13 @@ async fn run(cli: Cli) -> Result<(), String> {
                 let arguments = Arguments { args: Vec::new(), kwargs };
                 batch = batch.callback(Request::task(callback, arguments).queue(send.queue.as_str()));
             }
-            let client = connect(&url).await?;
+            let client = connect(&broker.amqp_url).await?;
             let id = client.enqueue_batch(batch).await.map_err(|e| e.to_string())?;
             println!("{id}");
             client.close().await.map_err(|e| e.to_string())
         }
-        Command::Progress { batch } => {
-            let client = connect(&url).await?;
+        OneOff::Progress { broker, batch } => {
+            let client = connect(&broker.amqp_url).await?;
             let p = client.batch_progress(&BatchId::from(batch)).await.map_err(|e| e.to_string())?;
             println!(
                 "total={} done={} failed={} pending={} complete={}",

@@ -83,17 +83,51 @@ impl SchedulerConfig {
         self
     }
 
+    /// What is wrong with these settings, one line each, named by setting: empty if nothing is.
+    #[must_use]
+    pub fn problems(&self) -> Vec<String> {
+        self.errors().into_iter().map(|(setting, error)| format!("{setting}: {error}")).collect()
+    }
+
     /// Checks the settings.
     pub(crate) fn validate(&self) -> Result<(), SchedulerError> {
-        lepus::internal::topology::validate_name("scheduler group", &self.group).map_err(SchedulerError::Group)?;
-        if !(1..=600).contains(&self.heartbeat.as_secs()) {
-            return Err(SchedulerError::Heartbeat(self.heartbeat));
+        self.errors().into_iter().next().map_or(Ok(()), |(_, error)| Err(error))
+    }
+
+    /// Every problem, with the setting it is about.
+    fn errors(&self) -> Vec<(&'static str, SchedulerError)> {
+        let mut errors = Vec::new();
+        if let Err(e) = lepus::internal::topology::validate_name("scheduler group", &self.group) {
+            errors.push(("group", SchedulerError::Group(e)));
         }
-        for (what, duration) in [("the standby poll", self.standby_poll), ("the broker timeout", self.broker_timeout)] {
+        if !(1..=600).contains(&self.heartbeat.as_secs()) {
+            errors.push(("heartbeat", SchedulerError::Heartbeat(self.heartbeat)));
+        }
+        for (setting, what, duration) in [
+            ("standby_poll", "the standby poll", self.standby_poll),
+            ("broker_timeout", "the broker timeout", self.broker_timeout),
+        ] {
             if duration.is_zero() {
-                return Err(SchedulerError::Zero(what));
+                errors.push((setting, SchedulerError::Zero(what)));
             }
         }
-        Ok(())
+        errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_is_named_by_its_setting() {
+        let config =
+            SchedulerConfig::default().group("no spaces").heartbeat(Duration::ZERO).broker_timeout(Duration::ZERO);
+        let problems = config.problems();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].starts_with("group: "), "{problems:?}");
+        assert!(problems[1].starts_with("heartbeat: the heartbeat must be between 1 s and 10 min"), "{problems:?}");
+        assert_eq!(problems[2], "broker_timeout: the broker timeout must be more than zero");
+        assert!(SchedulerConfig::default().problems().is_empty());
     }
 }

@@ -7,15 +7,15 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum SchedulerError {
     /// The scheduler group's name is not acceptable.
-    #[error("invalid configuration: {0}")]
+    #[error("{0}")]
     Group(#[source] lepus::Error),
     /// The heartbeat is out of range.
-    #[error("invalid configuration: the heartbeat must be between 1 s and 10 min, not {0:?}")]
+    #[error("the heartbeat must be between 1 s and 10 min, not {0:?}")]
     Heartbeat(Duration),
     /// A duration that must be positive is zero.
-    #[error("invalid configuration: {0} must be more than zero")]
+    #[error("{0} must be more than zero")]
     Zero(&'static str),
     /// There is nothing to schedule.
-    #[error("invalid configuration: no schedules to run")]
+    #[error("no schedules to run")]
     NoSchedules,
 }

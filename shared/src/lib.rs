@@ -28,6 +28,8 @@ mod records;
 mod replies;
 mod request;
 mod retry;
+#[cfg(feature = "settings")]
+mod settings;
 mod shutdown;
 pub mod telemetry;
 mod topology;
@@ -66,6 +68,12 @@ pub mod internal {
     pub use crate::retry::held_retry_delay;
     pub use crate::shutdown::cancelled_by;
     pub use crate::transaction::Transaction;
+
+    /// Layered settings for Lepus's programs.
+    #[cfg(feature = "settings")]
+    pub mod settings {
+        pub use crate::settings::*;
+    }
 
     /// A test harness's hooks into a recording client.
     pub mod recording {

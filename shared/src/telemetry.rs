@@ -28,6 +28,15 @@ impl FromStr for LogFormat {
     }
 }
 
+impl std::fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
+}
+
 /// The filter used when `RUST_LOG` is not set. lapin's own log lines are off: it logs expected
 /// events (a standby scheduler's refused lock, a channel closed on purpose) as errors, and every
 /// failure that matters reaches Lepus as an error value, which Lepus logs itself.

@@ -1,14 +1,15 @@
-//! The `lepus-worker` command line: flags and `LEPUS_*` variables → [`WorkerConfig`] → run; and
-//! `lepus-worker dead-letters …` to list, requeue and purge a queue's dead letters.
+//! The `lepus-worker` command line: flags, `LEPUS_*` variables and a settings file →
+//! [`Settings`] → run; and `lepus-worker dead-letters …` to list, requeue and purge a queue's dead
+//! letters.
 //!
 //! Binaries that register their own jobs reuse it: `lepus_worker::cli::main(|w| w.register(…))`.
 
 use crate::{Worker, WorkerConfig, shutdown_signal};
 use clap::{Parser, Subcommand};
+use lepus::internal::settings::{Effective, Flags, Key, Keys, Layers, SettingsError};
 use lepus::telemetry::LogFormat;
 use lepus::{Client, JobId};
 use std::process::ExitCode;
-use std::time::Duration;
 
 /// Runs Lepus jobs from RabbitMQ queues, or acts on a queue's dead letters.
 #[derive(Debug, Parser)]
@@ -56,47 +57,100 @@ enum DeadLetterAction {
     Purge,
 }
 
-/// Runs Lepus jobs from RabbitMQ queues.
+/// Runs Lepus jobs from RabbitMQ queues. Settings come from flags, `LEPUS_*` variables and a
+/// settings file, in that order of precedence; `--print-config` shows the values in effect.
 #[derive(Debug, Parser)]
 #[command(name = "lepus-worker", version)]
 pub struct Args {
-    /// Broker URL.
-    #[arg(long, env = "LEPUS_AMQP_URL", default_value = lepus::DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
-    pub amqp_url: String,
-    /// Queue to consume; repeat the flag (or separate with commas in LEPUS_QUEUES) for several.
-    #[arg(long = "queue", env = "LEPUS_QUEUES", value_delimiter = ',', default_value = lepus::DEFAULT_QUEUE)]
-    pub queues: Vec<String>,
-    /// Jobs run at once (and each queue's prefetch).
-    #[arg(long, env = "LEPUS_CONCURRENCY", default_value_t = 16)]
-    pub concurrency: u16,
-    /// How long running jobs may take to finish after SIGTERM/SIGINT, e.g. `30s`, `2m`.
-    #[arg(long, env = "LEPUS_GRACE_PERIOD", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub grace_period: Duration,
-    /// Times a message may be handed back (its worker died or lost its connection) before it is
-    /// dead-lettered instead of run again: the queues' x-delivery-limit.
-    #[arg(long, env = "LEPUS_DELIVERY_LIMIT", default_value_t = lepus::DEFAULT_DELIVERY_LIMIT)]
-    pub delivery_limit: u32,
-    /// Largest message body accepted, in bytes; larger ones are dead-lettered.
-    #[arg(long, env = "LEPUS_MAX_PAYLOAD", default_value_t = 16 * 1024 * 1024)]
-    pub max_payload: usize,
-    /// Log format: `text` or `json`.
-    #[arg(long, env = "LEPUS_LOG_FORMAT", default_value = "text")]
+    #[command(flatten)]
+    settings: Flags<WorkerKeys>,
+}
+
+/// The settings of `lepus-worker`: its file keys, variables and flags.
+#[derive(Debug)]
+pub struct WorkerKeys;
+
+impl Keys for WorkerKeys {
+    const ALL: &'static [Key] = &[
+        Key::new("amqp_url", "amqp-url", "LEPUS_AMQP_URL", "URL", "Broker URL (the password never appears in logs)")
+            .secret(),
+        Key::new(
+            "queues",
+            "queue",
+            "LEPUS_QUEUES",
+            "QUEUE",
+            "Queue to consume; repeat (or separate with commas) for several",
+        )
+        .many(),
+        Key::new(
+            "concurrency",
+            "concurrency",
+            "LEPUS_CONCURRENCY",
+            "N",
+            "Jobs run at once (and each queue's prefetch)",
+        ),
+        Key::new(
+            "grace_period",
+            "grace-period",
+            "LEPUS_GRACE_PERIOD",
+            "DURATION",
+            "How long running jobs may take to finish after SIGTERM/SIGINT, e.g. `30s`, `2m`",
+        ),
+        Key::new(
+            "delivery_limit",
+            "delivery-limit",
+            "LEPUS_DELIVERY_LIMIT",
+            "N",
+            "Times a message may be handed back (its worker died) before it is dead-lettered: the queues' x-delivery-limit",
+        ),
+        Key::new(
+            "max_payload",
+            "max-payload",
+            "LEPUS_MAX_PAYLOAD",
+            "BYTES",
+            "Largest message body accepted; larger ones are dead-lettered",
+        ),
+        Key::new(
+            "broker_timeout",
+            "broker-timeout",
+            "LEPUS_BROKER_TIMEOUT",
+            "DURATION",
+            "How long a publish or an ack may wait for the broker",
+        ),
+        Key::new("log_format", "log-format", "LEPUS_LOG_FORMAT", "FORMAT", "Log format: `text` or `json`"),
+    ];
+}
+
+/// The settings of a `lepus-worker` process.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Settings {
+    /// The worker's configuration.
+    pub worker: WorkerConfig,
+    /// How log lines look.
     pub log_format: LogFormat,
 }
 
 impl Args {
-    /// The worker configuration these arguments describe.
-    #[must_use]
-    pub fn config(&self) -> WorkerConfig {
-        WorkerConfig {
-            amqp_url: self.amqp_url.clone(),
-            queues: self.queues.clone(),
-            concurrency: self.concurrency,
-            grace_period: self.grace_period,
-            delivery_limit: self.delivery_limit,
-            max_payload: self.max_payload,
-            ..WorkerConfig::default()
+    /// The settings in effect, from defaults, the settings file, the environment and the flags,
+    /// checked; or every problem found.
+    pub fn settings(&self) -> Result<(Settings, Effective), SettingsError> {
+        let mut layers = Layers::load(&self.settings);
+        let d = WorkerConfig::default();
+        let worker = WorkerConfig {
+            amqp_url: layers.get("amqp_url", d.amqp_url),
+            queues: layers.get("queues", d.queues),
+            concurrency: layers.get("concurrency", d.concurrency),
+            grace_period: layers.get("grace_period", d.grace_period),
+            delivery_limit: layers.get("delivery_limit", d.delivery_limit),
+            max_payload: layers.get("max_payload", d.max_payload),
+            broker_timeout: layers.get("broker_timeout", d.broker_timeout),
+        };
+        let log_format = layers.get("log_format", LogFormat::default());
+        for problem in worker.problems() {
+            layers.problem(problem);
         }
+        Ok((Settings { worker, log_format }, layers.finish()?))
     }
 }
 
@@ -160,9 +214,20 @@ fn dead_letters(amqp_url: &str, queue: &str, action: DeadLetterAction) -> ExitCo
     }
 }
 
-/// Like [`main`], with arguments already parsed.
+/// Like [`main`], with arguments already parsed. Bad settings exit 2, each problem named.
 pub fn run(args: Args, register: impl FnOnce(Worker) -> Worker) -> ExitCode {
-    lepus::telemetry::init(args.log_format);
+    let (settings, effective) = match args.settings() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("lepus-worker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.settings.print_config() {
+        print!("{effective}");
+        return ExitCode::SUCCESS;
+    }
+    lepus::telemetry::init(settings.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -170,7 +235,7 @@ pub fn run(args: Args, register: impl FnOnce(Worker) -> Worker) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let worker = register(Worker::new(args.config()));
+    let worker = register(Worker::new(settings.worker));
     match runtime.block_on(worker.run(shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

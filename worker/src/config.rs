@@ -110,32 +110,45 @@ impl WorkerConfig {
         self
     }
 
-    /// Checks the settings and returns the queues to consume.
-    pub(crate) fn validate(&self) -> Result<Vec<WorkQueue>, WorkerError> {
-        let invalid = |reason: String| Err(WorkerError::Config(reason));
+    /// What is wrong with these settings, one line each, named by setting: empty if nothing is.
+    #[must_use]
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
         if self.concurrency == 0 {
-            return invalid("concurrency must be at least 1".into());
+            problems.push("concurrency: must be at least 1".to_owned());
         }
         if self.queues.is_empty() {
-            return invalid("no queue to consume: give at least one".into());
+            problems.push("queues: no queue to consume: give at least one".to_owned());
+        }
+        for (index, name) in self.queues.iter().enumerate() {
+            if let Err(e) = WorkQueue::new(name.as_str()) {
+                problems.push(format!("queues: {e}"));
+            } else if self.queues[..index].contains(name) {
+                problems.push(format!("queues: {name:?} is listed twice"));
+            }
         }
         if self.delivery_limit == 0 {
-            return invalid("delivery limit must be at least 1".into());
+            problems.push("delivery_limit: must be at least 1".to_owned());
         }
         if self.broker_timeout.is_zero() {
-            return invalid("broker timeout must be more than zero".into());
+            problems.push("broker_timeout: must be more than zero".to_owned());
         }
-        let mut queues: Vec<WorkQueue> = Vec::with_capacity(self.queues.len());
-        for name in &self.queues {
-            let queue = WorkQueue::new(name.as_str())
-                .map_err(|e| WorkerError::Config(e.to_string()))?
-                .with_delivery_limit(self.delivery_limit);
-            if queues.contains(&queue) {
-                return invalid(format!("queue {name:?} is listed twice"));
-            }
-            queues.push(queue);
+        problems
+    }
+
+    /// Checks the settings and returns the queues to consume.
+    pub(crate) fn validate(&self) -> Result<Vec<WorkQueue>, WorkerError> {
+        let problems = self.problems();
+        if !problems.is_empty() {
+            return Err(WorkerError::Config(problems.join("; ")));
         }
-        Ok(queues)
+        self.queues
+            .iter()
+            .map(|name| {
+                let queue = WorkQueue::new(name.as_str()).map_err(|e| WorkerError::Config(e.to_string()))?;
+                Ok(queue.with_delivery_limit(self.delivery_limit))
+            })
+            .collect()
     }
 }
 
@@ -150,11 +163,14 @@ mod tests {
             change(&mut config);
             config.validate().expect_err("invalid").to_string()
         };
-        assert!(bad(|c| c.concurrency = 0).contains("concurrency"));
+        assert!(bad(|c| c.concurrency = 0).contains("concurrency: must be at least 1"));
         assert!(bad(|c| c.queues.clear()).contains("no queue"));
         assert!(bad(|c| c.queues = vec!["a".into(), "a".into()]).contains("twice"));
         assert!(bad(|c| c.queues = vec!["amq.x".into()]).contains("reserved"));
         assert_eq!(WorkerConfig::default().validate().map(|q| q.len()).ok(), Some(1));
+        let mut config = WorkerConfig::default().queues(["a", "a", "amq.b"]).concurrency(0);
+        config.delivery_limit = 0;
+        assert_eq!(config.problems().len(), 4, "every problem is named: {:?}", config.problems());
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod reconnect;
 mod retries;
 mod roundtrip;
 mod scheduler;
+mod settings;
 mod state;
 mod timeouts;
 mod topology;

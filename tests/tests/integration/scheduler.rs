@@ -195,9 +195,10 @@ async fn ticks_missed_while_no_scheduler_ran_follow_the_misfire_policy() {
 async fn invalid_schedule_files_are_rejected_with_the_bad_entry_named() {
     let path = temp_file("bad-schedules");
     std::fs::write(&path, "[[schedule]]\nname = \"good\"\ncron = \"@hourly\"\njob = \"demo.noop\"\n\n[[schedule]]\nname = \"broken\"\ncron = \"0 0 31 2 * * *\"\njob = \"demo.noop\"\n\n[[schedule]]\nname = \"zoned\"\ncron = \"@daily\"\ntimezone = \"Europe/Atlantis\"\njob = \"demo.noop\"\n").expect("written");
-    for command in ["check", "run"] {
+    // `check` fails its check (1); `run` refuses its settings (2).
+    for (command, code) in [("check", 1), ("run", 2)] {
         let output = Command::new(scheduler_binary()).args([command, "--schedules", &path]).output().expect("runs");
-        assert_eq!(output.status.code(), Some(1), "{command}");
+        assert_eq!(output.status.code(), Some(code), "{command}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(r#"schedule #2 ("broken"): invalid cron expression"#), "{command}: {stderr}");
         assert!(
