@@ -115,6 +115,13 @@ impl Keys for SchedulerKeys {
             "DURATION",
             "How long one broker call may take",
         ),
+        Key::new(
+            "metrics_addr",
+            "metrics-addr",
+            "LEPUS_METRICS_ADDR",
+            "HOST:PORT",
+            "Serve /metrics, /livez and /readyz over HTTP here (default: off)",
+        ),
         Key::new("log_format", "log-format", "LEPUS_LOG_FORMAT", "FORMAT", "Log format: `text` or `json`"),
     ];
 }
@@ -144,6 +151,7 @@ impl Settings {
             group: layers.get("group", d.group),
             heartbeat: layers.get("heartbeat", d.heartbeat),
             broker_timeout: layers.get("broker_timeout", d.broker_timeout),
+            metrics_addr: layers.optional("metrics_addr"),
             ..d
         };
         let path = layers.get("schedules", PathBuf::from("schedules.toml"));

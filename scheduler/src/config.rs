@@ -2,6 +2,7 @@
 
 use crate::error::SchedulerError;
 use std::fmt;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// A scheduler replica's settings. New settings can be added without breaking anyone: start from
@@ -21,6 +22,9 @@ pub struct SchedulerConfig {
     pub standby_poll: Duration,
     /// How long one broker call may take.
     pub broker_timeout: Duration,
+    /// Where to serve `/metrics`, `/livez` and `/readyz` over HTTP; `None` (the default): no
+    /// endpoint, and no metrics are kept.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Default for SchedulerConfig {
@@ -31,6 +35,7 @@ impl Default for SchedulerConfig {
             heartbeat: Duration::from_secs(5),
             standby_poll: Duration::from_millis(500),
             broker_timeout: Duration::from_secs(30),
+            metrics_addr: None,
         }
     }
 }
@@ -43,6 +48,7 @@ impl fmt::Debug for SchedulerConfig {
             .field("heartbeat", &self.heartbeat)
             .field("standby_poll", &self.standby_poll)
             .field("broker_timeout", &self.broker_timeout)
+            .field("metrics_addr", &self.metrics_addr)
             .finish()
     }
 }
@@ -80,6 +86,13 @@ impl SchedulerConfig {
     #[must_use]
     pub fn broker_timeout(mut self, timeout: Duration) -> Self {
         self.broker_timeout = timeout;
+        self
+    }
+
+    /// Sets [`SchedulerConfig::metrics_addr`].
+    #[must_use]
+    pub fn metrics_addr(mut self, address: SocketAddr) -> Self {
+        self.metrics_addr = Some(address);
         self
     }
 

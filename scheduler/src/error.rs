@@ -15,6 +15,9 @@ pub enum SchedulerError {
     /// A duration that must be positive is zero.
     #[error("{0} must be more than zero")]
     Zero(&'static str),
+    /// The metrics and health endpoint cannot listen on its address.
+    #[error(transparent)]
+    Endpoint(lepus::Error),
     /// There is nothing to schedule.
     #[error("no schedules to run")]
     NoSchedules,

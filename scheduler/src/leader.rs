@@ -7,11 +7,13 @@
 //! demo learn from the broker who leads, not from a replica's log.
 
 use crate::config::SchedulerConfig;
+use crate::health::Health;
 use chrono::{DateTime, Utc};
 use lepus::internal::{Outgoing, Transaction, persistent_json, records, topology};
 use lepus::lapin::uri::AMQPUri;
 use lepus::lapin::{Channel, Connection, ConnectionProperties};
 use lepus::{Broker, ReplyCode};
+use metrics::Counter;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +22,12 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug)]
 pub(crate) struct Leadership {
     connection: Connection,
+}
+
+/// What a replica's connections are watched by: its health, and its count of reconnections.
+pub(crate) struct Watch<'a> {
+    pub(crate) health: &'a Health,
+    pub(crate) reconnects: &'a Counter,
 }
 
 /// Who leads a scheduler group, as that replica announced when it took the lead.
@@ -35,11 +43,23 @@ impl Leadership {
     /// Waits until this replica takes the lock of its group, then announces it; `None` if `stop`
     /// comes first. Between attempts to connect it waits by the reconnect policy, and while
     /// another replica leads it asks again every `standby_poll`.
-    pub(crate) async fn acquire(config: &SchedulerConfig, name: &str, stop: &CancellationToken) -> Option<Self> {
+    pub(crate) async fn acquire(
+        config: &SchedulerConfig,
+        name: &str,
+        stop: &CancellationToken,
+        watch: &Watch<'_>,
+    ) -> Option<Self> {
         let mut standing_by = false;
         loop {
             let connection = lepus::internal::reconnect("scheduler", stop, || connect(config, name)).await?;
-            while connection.status().connected() {
+            if watch.health.connect() {
+                watch.reconnects.increment(1);
+            }
+            loop {
+                if !connection.status().connected() {
+                    watch.health.lost();
+                    break;
+                }
                 match take_lock(&connection, &config.group).await {
                     Ok(()) => {
                         let leadership = Self { connection };

@@ -27,6 +27,18 @@ pub enum Misfire {
     All,
 }
 
+impl Misfire {
+    /// The policy's name, as in schedule files: `skip`, `once` or `all`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Misfire::Skip => "skip",
+            Misfire::Once => "once",
+            Misfire::All => "all",
+        }
+    }
+}
+
 /// Why a schedule could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

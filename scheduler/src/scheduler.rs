@@ -13,11 +13,14 @@
 use crate::agenda::{Agenda, CatchUp};
 use crate::config::SchedulerConfig;
 use crate::error::SchedulerError;
-use crate::leader::Leadership;
+use crate::health::Health;
+use crate::leader::{Leadership, Watch};
+use crate::metrics::Metrics;
 use crate::schedule::{Firing, MAX_CATCH_UP, Misfire, Schedule};
 use crate::state;
 use crate::stats::SchedulerStats;
 use chrono::{DateTime, TimeDelta, Utc};
+use lepus::internal::endpoint::{MetricsRegistry, Serving};
 use lepus::internal::{Outgoing, Transaction, held_retry_delay, persistent_json, topology};
 use std::future::Future;
 use std::sync::Arc;
@@ -40,18 +43,28 @@ enum LeadEnded {
 }
 
 /// A scheduler replica.
-#[derive(Debug)]
 pub struct Scheduler {
     config: SchedulerConfig,
     schedules: Vec<Schedule>,
     stats: Arc<SchedulerStats>,
+    exported: MetricsRegistry,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler").field("config", &self.config).field("schedules", &self.schedules).finish()
+    }
 }
 
 impl Scheduler {
     /// A replica that fires `schedules`.
     #[must_use]
     pub fn new(config: SchedulerConfig, schedules: Vec<Schedule>) -> Self {
-        Self { config, schedules, stats: Arc::default() }
+        let exported =
+            if config.metrics_addr.is_some() { MetricsRegistry::prometheus() } else { MetricsRegistry::off() };
+        let metrics = Metrics::new(&exported, &schedules);
+        Self { config, schedules, stats: Arc::default(), exported, metrics }
     }
 
     /// Counters of what this replica fired and held back, live while it runs.
@@ -68,6 +81,14 @@ impl Scheduler {
             return Err(SchedulerError::NoSchedules);
         }
         let stop = lepus::internal::cancelled_by(shutdown);
+        let health = Arc::new(Health::new(self.metrics.connected.clone(), stop.clone()));
+        let ready = {
+            let health = Arc::clone(&health);
+            Arc::new(move || health.ready())
+        };
+        let endpoint = Serving::start(self.config.metrics_addr, self.exported.clone(), ready)
+            .await
+            .map_err(SchedulerError::Endpoint)?;
         let name = format!("lepus-scheduler {}", lepus::internal::node_name());
         let group = self.config.group.as_str();
         tracing::info!(
@@ -76,15 +97,25 @@ impl Scheduler {
             schedules = self.schedules.len(),
             "scheduler starting"
         );
-        while let Some(leadership) = Leadership::acquire(&self.config, &name, &stop).await {
-            match self.lead(&leadership, &stop).await {
+        let watch = Watch { health: &health, reconnects: &self.metrics.reconnects };
+        while let Some(leadership) = Leadership::acquire(&self.config, &name, &stop, &watch).await {
+            self.metrics.leading(true);
+            let led = self.lead(&leadership, &stop).await;
+            self.metrics.leading(false);
+            match led {
                 Ok(()) => {
                     leadership.release().await;
                     break;
                 }
-                Err(e) => tracing::warn!(error = %e, "stopped leading; standing by"),
+                Err(e) => {
+                    if matches!(e, LeadEnded::LostLock) {
+                        health.lost();
+                    }
+                    tracing::warn!(error = %e, "stopped leading; standing by");
+                }
             }
         }
+        endpoint.stop().await;
         tracing::info!("scheduler stopped");
         Ok(())
     }
@@ -97,7 +128,8 @@ impl Scheduler {
         for schedule in &self.schedules {
             let last = state::last_fired(&reader, &self.config.group, schedule.name()).await?;
             let (agenda, catch_up) = Agenda::new(schedule, last, Utc::now());
-            log_catch_up(schedule, catch_up);
+            self.caught_up(schedule, catch_up);
+            self.metrics.next_fire(schedule.name(), agenda.next());
             agendas.push(agenda);
         }
         let mut holds: Vec<Option<Hold>> = vec![None; self.schedules.len()];
@@ -126,7 +158,8 @@ impl Scheduler {
             match self.fire(&tx, &reader, leadership, schedule, tick).await? {
                 Fired::Done => {
                     holds[index] = None;
-                    log_catch_up(schedule, agenda.fired(schedule, Utc::now()));
+                    self.caught_up(schedule, agenda.fired(schedule, Utc::now()));
+                    self.metrics.next_fire(schedule.name(), agenda.next());
                 }
                 Fired::Held { queue } => {
                     let hold = Hold::after(holds[index].take());
@@ -173,6 +206,7 @@ impl Scheduler {
             let unroutable = tx.commit().await?;
             if unroutable.is_empty() {
                 self.stats.count_fired();
+                self.metrics.fired(schedule.name());
                 tracing::info!(%tick, "fired");
             } else {
                 let dropped = self.stats.count_dropped();
@@ -244,6 +278,16 @@ async fn exists(leadership: &Leadership, queue: &str) -> lepus::Result<bool> {
         drop(channel.close(200, "checked".into()).await);
     }
     Ok(state.is_some())
+}
+
+impl Scheduler {
+    /// Counts the ticks `schedule` missed in a gap, and logs what its policy decided.
+    fn caught_up(&self, schedule: &Schedule, catch_up: Option<CatchUp>) {
+        if let Some(catch_up) = catch_up {
+            self.metrics.missed(schedule.name(), catch_up.missed);
+        }
+        log_catch_up(schedule, catch_up);
+    }
 }
 
 /// Logs what a schedule's misfire policy decided about the ticks missed in a gap.

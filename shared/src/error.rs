@@ -115,6 +115,14 @@ pub enum Error {
         /// Why.
         exception: Box<ExceptionInfo>,
     },
+    /// The metrics and health endpoint cannot listen on its address.
+    #[error("cannot serve /metrics, /livez and /readyz on {address}: {source}")]
+    Listen {
+        /// The address asked for.
+        address: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// No batch of that id exists (or its progress expired).
     #[error("no batch {0} is known to the broker")]
     UnknownBatch(BatchId),

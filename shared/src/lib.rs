@@ -18,6 +18,8 @@ mod batch;
 mod broker;
 mod client;
 pub mod dead_letter;
+#[cfg(feature = "serve")]
+mod endpoint;
 mod error;
 mod ids;
 mod job;
@@ -68,6 +70,12 @@ pub mod internal {
     pub use crate::retry::held_retry_delay;
     pub use crate::shutdown::cancelled_by;
     pub use crate::transaction::Transaction;
+
+    /// Metrics, and the HTTP endpoint that serves them with health checks.
+    #[cfg(feature = "serve")]
+    pub mod endpoint {
+        pub use crate::endpoint::*;
+    }
 
     /// Layered settings for Lepus's programs.
     #[cfg(feature = "settings")]

@@ -3,12 +3,14 @@
 //! Celery environment for the interop tests. Everything talks to the real broker
 //! (`LEPUS_AMQP_URL`, default the local RabbitMQ).
 
+mod http;
 mod jobs;
 mod processes;
 mod python;
 mod queues;
 mod replies;
 
+pub use http::{Samples, free_address, http_get};
 pub use jobs::{Abort, Flaky, Panic, Raise, Remember, Run, Tick, WordCount, WordStats, register as register_jobs};
 pub use lepus_demo::process::Process;
 pub use processes::{

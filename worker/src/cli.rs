@@ -117,6 +117,13 @@ impl Keys for WorkerKeys {
             "DURATION",
             "How long a publish or an ack may wait for the broker",
         ),
+        Key::new(
+            "metrics_addr",
+            "metrics-addr",
+            "LEPUS_METRICS_ADDR",
+            "HOST:PORT",
+            "Serve /metrics, /livez and /readyz over HTTP here (default: off)",
+        ),
         Key::new("log_format", "log-format", "LEPUS_LOG_FORMAT", "FORMAT", "Log format: `text` or `json`"),
     ];
 }
@@ -145,6 +152,7 @@ impl Args {
             delivery_limit: layers.get("delivery_limit", d.delivery_limit),
             max_payload: layers.get("max_payload", d.max_payload),
             broker_timeout: layers.get("broker_timeout", d.broker_timeout),
+            metrics_addr: layers.optional("metrics_addr"),
         };
         let log_format = layers.get("log_format", LogFormat::default());
         for problem in worker.problems() {

@@ -3,6 +3,7 @@
 use crate::error::WorkerError;
 use lepus::{DEFAULT_DELIVERY_LIMIT, DEFAULT_QUEUE, WorkQueue};
 use std::fmt;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// A worker's settings. New settings can be added without breaking anyone: start from
@@ -30,6 +31,9 @@ pub struct WorkerConfig {
     pub max_payload: usize,
     /// How long a publish (result, dead letter) or an ack may wait for the broker.
     pub broker_timeout: Duration,
+    /// Where to serve `/metrics`, `/livez` and `/readyz` over HTTP; `None` (the default): no
+    /// endpoint, and no metrics are kept.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl fmt::Debug for WorkerConfig {
@@ -42,6 +46,7 @@ impl fmt::Debug for WorkerConfig {
             .field("delivery_limit", &self.delivery_limit)
             .field("max_payload", &self.max_payload)
             .field("broker_timeout", &self.broker_timeout)
+            .field("metrics_addr", &self.metrics_addr)
             .finish()
     }
 }
@@ -56,6 +61,7 @@ impl Default for WorkerConfig {
             delivery_limit: DEFAULT_DELIVERY_LIMIT,
             max_payload: 16 * 1024 * 1024,
             broker_timeout: Duration::from_secs(30),
+            metrics_addr: None,
         }
     }
 }
@@ -107,6 +113,13 @@ impl WorkerConfig {
     #[must_use]
     pub fn broker_timeout(mut self, timeout: Duration) -> Self {
         self.broker_timeout = timeout;
+        self
+    }
+
+    /// Sets [`WorkerConfig::metrics_addr`].
+    #[must_use]
+    pub fn metrics_addr(mut self, address: SocketAddr) -> Self {
+        self.metrics_addr = Some(address);
         self
     }
 

@@ -1,11 +1,13 @@
 //! The consume loop of one queue on one channel.
 //!
-//! Each delivery waits for a concurrency permit, then runs as its own task. When the worker is
+//! While it runs, the loop marks its queue as consumed (see [`crate::health`]). Each delivery
+//! waits for a concurrency permit, then runs as its own task. When the worker is
 //! asked to stop, the loop cancels its consumer and hands back (nacks with requeue) whatever the
 //! broker had already pushed but no job had started on.
 
 use crate::acks::Acks;
 use crate::delivery::{Shared, process};
+use crate::health::Health;
 use futures_lite::StreamExt;
 use lepus::WorkQueue;
 use lepus::lapin::options::BasicCancelOptions;
@@ -36,10 +38,12 @@ pub(crate) struct ConsumeLoop {
     pub(crate) tracker: TaskTracker,
     /// Cancelled when another loop of the same session lost its channel.
     pub(crate) session: CancellationToken,
+    pub(crate) health: Arc<Health>,
 }
 
 impl ConsumeLoop {
     pub(crate) async fn run(mut self) -> End {
+        let _consuming = self.health.consuming(self.queue.name());
         let stop = self.shared.stop.clone();
         loop {
             let next = tokio::select! {

@@ -16,6 +16,7 @@
 
 use crate::acks::Acks;
 use crate::execute;
+use crate::metrics::{JobSeries, Metrics};
 use crate::outcome::{Ended, FollowUps, Outcome, Reply};
 use crate::registry::Registry;
 use crate::states::States;
@@ -44,6 +45,17 @@ pub(crate) struct Shared {
     pub(crate) max_payload: usize,
     pub(crate) broker_timeout: Duration,
     pub(crate) stats: Arc<WorkerStats>,
+    pub(crate) metrics: Metrics,
+}
+
+impl Shared {
+    /// Counts a delivery settled as `ended`, in the stats and in the job's metrics.
+    fn count(&self, series: Option<&JobSeries>, ended: Ended) {
+        self.stats.count(ended);
+        if let Some(series) = series {
+            series.count(ended);
+        }
+    }
 }
 
 /// Processes one delivery; holds its concurrency permit until the delivery is settled.
@@ -54,6 +66,8 @@ pub(crate) async fn process(
     acks: Acks,
     permit: OwnedSemaphorePermit,
 ) {
+    let in_flight = shared.metrics.in_flight(queue.name());
+    in_flight.inspect(|gauge| gauge.increment(1.0));
     let refuse =
         |reason, error| Outcome::DeadLetter { reason, error, attempts: 0, reply: None, then: FollowUps::default() };
     let decoded = if delivery.data.len() > shared.max_payload {
@@ -69,24 +83,34 @@ pub(crate) async fn process(
             let span = tracing::info_span!("job", job.id = %message.id, job.name = %message.task);
             let batch = Record::of(&message, false);
             let handed_out = delivery_count(&delivery.properties);
+            let series = shared.metrics.job(queue.name(), Some(&message.task));
             async {
-                let outcome =
+                let executed =
                     match execute::past_delivery_limit(&message, queue.name(), handed_out, queue.delivery_limit()) {
-                        Some(refused) => refused,
+                        Some(refused) => refused.into(),
                         None => {
                             execute::run(message, queue.name(), &shared.registry, &shared.states, &shared.stop).await
                         }
                     };
-                settle(&delivery, &queue, &shared, &acks, outcome, batch).await;
+                if let (Some(series), Some(ran_for)) = (series, executed.ran_for) {
+                    series.ran_for(ran_for);
+                }
+                settle(&delivery, &queue, &shared, &acks, executed.outcome, batch, series).await;
             }
             .instrument(span)
             .await;
         }
-        Err(refused) => settle(&delivery, &queue, &shared, &acks, refused, None).await,
+        Err(refused) => {
+            let series = shared.metrics.job(queue.name(), None);
+            settle(&delivery, &queue, &shared, &acks, refused, None, series).await;
+        }
     }
+    in_flight.inspect(|gauge| gauge.decrement(1.0));
     drop(permit);
 }
 
+/// Publishes what `outcome` needs, then acks (or, if a publish failed, hands the delivery back)
+/// and counts it in `series`, the job's metrics.
 async fn settle(
     delivery: &Delivery,
     queue: &WorkQueue,
@@ -94,6 +118,7 @@ async fn settle(
     acks: &Acks,
     outcome: Outcome,
     batch: Option<Record>,
+    series: Option<&JobSeries>,
 ) {
     if !delivery.acker.usable() {
         // The channel died while the job ran: the broker has already requeued the message and
@@ -137,7 +162,7 @@ async fn settle(
     match recorded {
         Ok(ended) => {
             if acks.ack(delivery.delivery_tag).await {
-                shared.stats.count(ended);
+                shared.count(series, ended);
             } else {
                 tracing::warn!(
                     delivery_tag = delivery.delivery_tag,
@@ -186,7 +211,7 @@ async fn follow(then: FollowUps, reply: Option<Reply>, queue: &WorkQueue, shared
                 let dlq = queue.dead_letter_queue();
                 let outgoing = Outgoing { exchange: "", routing_key: &dlq, body: &body, properties };
                 shared.publisher.publish(outgoing).await.map_err(|e| format!("cannot keep a follow-up: {e}"))?;
-                shared.stats.count(Ended::DeadLettered);
+                shared.count(shared.metrics.job(queue.name(), Some(&message.task)), Ended::DeadLettered);
             }
             Err(e) => return Err(format!("cannot send a follow-up to {to}: {e}")),
         }

@@ -50,6 +50,20 @@ pub(crate) fn past_delivery_limit(message: &TaskMessage, queue: &str, handed_out
     Some(Outcome::DeadLetter { reason: Reason::DeliveryLimit, error, attempts, reply, then })
 }
 
+/// What became of one job message, and how long its handler ran (if it ran).
+#[derive(Debug)]
+pub(crate) struct Executed {
+    pub(crate) outcome: Outcome,
+    pub(crate) ran_for: Option<Duration>,
+}
+
+impl From<Outcome> for Executed {
+    /// An outcome decided without running the handler.
+    fn from(outcome: Outcome) -> Self {
+        Self { outcome, ran_for: None }
+    }
+}
+
 /// Decides the outcome of one job message.
 pub(crate) async fn run(
     mut message: TaskMessage,
@@ -57,48 +71,51 @@ pub(crate) async fn run(
     registry: &Registry,
     states: &Arc<States>,
     stop: &CancellationToken,
-) -> Outcome {
+) -> Executed {
     let Some(job) = registry.get(&message.task) else {
         let error =
             format!("no job named {:?} is registered on this worker; it runs {:?}", message.task, registry.names());
         // Celery's NotRegistered takes the task name as its message.
         let exception = ExceptionInfo::python("celery.exceptions", "NotRegistered", message.task.clone());
         let (reply, then) = ended(&message, queue, ResultMessage::failure(&message.id, &exception, None));
-        return Outcome::DeadLetter { reason: Reason::UnknownJob, error, attempts: 0, reply, then };
+        return Outcome::DeadLetter { reason: Reason::UnknownJob, error, attempts: 0, reply, then }.into();
     };
     let now = Utc::now();
     if let Some(expires) = message.expires.filter(|expires| *expires <= now) {
         tracing::info!(%expires, "job expired before it could start; not run");
         let exception = ExceptionInfo::python("celery.exceptions", "TaskRevokedError", format!("expired at {expires}"));
         let (reply, then) = ended(&message, queue, ResultMessage::revoked(&message.id, &exception));
-        return Outcome::Done { reply, ended: Ended::Expired, then };
+        return Outcome::Done { reply, ended: Ended::Expired, then }.into();
     }
     if let Some(eta) = message.eta.filter(|eta| *eta > now) {
         let delay = (eta - now).to_std().unwrap_or_default();
         tracing::debug!(%eta, "job arrived before its eta; back to the broker's delay cascade");
-        return Outcome::Reschedule { retries: message.retries, eta, delay, ended: Ended::Deferred, failure: None };
+        return Outcome::Reschedule { retries: message.retries, eta, delay, ended: Ended::Deferred, failure: None }
+            .into();
     }
 
     let attempt = message.retries.saturating_add(1);
     let started = Instant::now();
-    let (exception, next) = match call(&mut message, job, states, stop).await {
+    let called = call(&mut message, job, states, stop).await;
+    let elapsed = started.elapsed();
+    let ran = |outcome| Executed { outcome, ran_for: Some(elapsed) };
+    let (exception, next) = match called {
         Called::Returned(value) => {
-            tracing::debug!(elapsed = ?started.elapsed(), attempt, "job succeeded");
+            tracing::debug!(?elapsed, attempt, "job succeeded");
             let then = canvas::after_success(&message, queue, &value);
             let reply = Reply::to(&message, ResultMessage::success(&message.id, value));
-            return Outcome::Done { reply, ended: Ended::Succeeded, then };
+            return ran(Outcome::Done { reply, ended: Ended::Succeeded, then });
         }
         Called::BadInput(error) => {
             let error = format!("arguments do not fit {}: {error}", message.task);
             let exception = ExceptionInfo::python("builtins", "TypeError", error.clone());
             let (reply, then) = ended(&message, queue, ResultMessage::failure(&message.id, &exception, None));
-            return Outcome::DeadLetter { reason: Reason::BadInput, error, attempts: 0, reply, then };
+            return Outcome::DeadLetter { reason: Reason::BadInput, error, attempts: 0, reply, then }.into();
         }
         Called::Failed { exception, next } => (exception, next),
     };
 
     let error = exception.message();
-    let elapsed = started.elapsed();
     let policy = message.retry.unwrap_or(job.retry);
     let retry_in = match next {
         Next::Fail => None,
@@ -110,12 +127,12 @@ pub(crate) async fn run(
         Some(delay) => {
             tracing::warn!(?elapsed, attempt, max_attempts = policy.max_attempts, retry_in = ?delay, %error, "job failed; will retry");
             let eta = now + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX);
-            Outcome::Reschedule { retries: attempt, eta, delay, ended: Ended::Retried, failure: Some(exception) }
+            ran(Outcome::Reschedule { retries: attempt, eta, delay, ended: Ended::Retried, failure: Some(exception) })
         }
         None => {
             tracing::warn!(?elapsed, attempt, max_attempts = policy.max_attempts, %error, "job failed");
             let (reply, then) = ended(&message, queue, ResultMessage::failure(&message.id, &exception, None));
-            Outcome::DeadLetter { reason: Reason::Failed, error, attempts: attempt, reply, then }
+            ran(Outcome::DeadLetter { reason: Reason::Failed, error, attempts: attempt, reply, then })
         }
     }
 }
@@ -321,9 +338,10 @@ mod tests {
             registry.insert(divide);
             registry
         };
-        let outcome = run(message, "jobs", &registry, &Arc::default(), &CancellationToken::new()).await;
-        let Outcome::Reschedule { ended: Ended::Deferred, delay, failure: None, .. } = outcome else {
-            panic!("{outcome:?}")
+        let executed = run(message, "jobs", &registry, &Arc::default(), &CancellationToken::new()).await;
+        assert_eq!(executed.ran_for, None, "the handler did not run");
+        let Outcome::Reschedule { ended: Ended::Deferred, delay, failure: None, .. } = executed.outcome else {
+            panic!("{executed:?}")
         };
         assert!(delay > Duration::from_secs(28) && delay <= Duration::from_secs(30), "{delay:?}");
     }

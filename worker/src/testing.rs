@@ -240,7 +240,7 @@ impl TestWorker {
         message.eta = None;
         message.reply_to.get_or_insert_with(|| TEST_REPLY_TO.to_owned());
         message.ignore_result = false;
-        execute::run(message, queue, &self.registry, &self.states, &self.stop).await
+        execute::run(message, queue, &self.registry, &self.states, &self.stop).await.outcome
     }
 }
 

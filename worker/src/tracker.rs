@@ -19,6 +19,7 @@ use lepus::lapin::Consumer;
 use lepus::lapin::message::Delivery;
 use lepus::lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicQosOptions};
 use lepus::lapin::types::FieldTable;
+use metrics::Counter;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,8 +30,14 @@ use tokio_util::sync::CancellationToken;
 const CHUNK: usize = 500;
 
 /// Tracks batches until `stop`, starting again (by the reconnect policy) after failures.
-pub(crate) async fn run(broker: Broker, timeout: Duration, stats: Arc<WorkerStats>, stop: CancellationToken) {
-    let start = || Tracker::start(&broker, timeout, Arc::clone(&stats));
+pub(crate) async fn run(
+    broker: Broker,
+    timeout: Duration,
+    stats: Arc<WorkerStats>,
+    completed: Counter,
+    stop: CancellationToken,
+) {
+    let start = || Tracker::start(&broker, timeout, Arc::clone(&stats), completed.clone());
     while let Some(mut tracker) = lepus::internal::reconnect("batch tracker", &stop, start).await {
         match tracker.track(&stop).await {
             Ok(()) => return,
@@ -53,6 +60,8 @@ struct Tracker {
     tx: Transaction,
     consumer: Consumer,
     stats: Arc<WorkerStats>,
+    /// `lepus_batches_completed_total`.
+    completed: Counter,
     /// Snapshots of open batches, authoritative while this tracker is the active consumer.
     open: HashMap<BatchId, Snapshot>,
     /// Finished batches whose callback waits for its queue.
@@ -81,7 +90,12 @@ enum Applied {
 }
 
 impl Tracker {
-    async fn start(broker: &Broker, timeout: Duration, stats: Arc<WorkerStats>) -> Result<Self, Stopped> {
+    async fn start(
+        broker: &Broker,
+        timeout: Duration,
+        stats: Arc<WorkerStats>,
+        completed: Counter,
+    ) -> Result<Self, Stopped> {
         let channel = broker.channel().await?;
         topology::declare_batch_records(&channel).await?;
         channel.basic_qos(CHUNK as u16, BasicQosOptions { global: false }).await.map_err(amqp("basic.qos"))?;
@@ -96,7 +110,7 @@ impl Tracker {
             )
             .await
             .map_err(amqp("basic.consume"))?;
-        Ok(Self { broker: broker.clone(), tx, consumer, stats, open: HashMap::new(), held: HashMap::new() })
+        Ok(Self { broker: broker.clone(), tx, consumer, stats, completed, open: HashMap::new(), held: HashMap::new() })
     }
 
     async fn track(&mut self, stop: &CancellationToken) -> Result<(), Stopped> {
@@ -233,6 +247,7 @@ impl Tracker {
             );
         }
         for batch in completed {
+            self.completed.increment(1);
             tracing::info!(%batch, "batch complete");
         }
         Ok(())

@@ -11,10 +11,13 @@ use crate::consumer::{ConsumeLoop, End};
 use crate::delivery::Shared;
 use crate::error::WorkerError;
 use crate::handler::Handler;
+use crate::health::Health;
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::states::States;
 use crate::stats::WorkerStats;
 use lepus::internal::Publisher;
+use lepus::internal::endpoint::{MetricsRegistry, Serving};
 use lepus::lapin::Channel;
 use lepus::lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lepus::lapin::types::FieldTable;
@@ -97,14 +100,31 @@ impl Worker {
                 "the handler of job {job:?} takes State<{state}>, but no state of that type was added: call Worker::state first"
             )));
         }
-        let name = format!("lepus-worker {}", lepus::internal::node_name());
-        let broker = Broker::connect_with(&config.amqp_url, &name, 1).await?;
         let stop = lepus::internal::cancelled_by(shutdown);
+        let metrics_on = config.metrics_addr.is_some();
+        let exported = if metrics_on { MetricsRegistry::prometheus() } else { MetricsRegistry::off() };
+        let metrics = Metrics::new(&exported, queues.iter().map(|q| q.name()), &registry.names());
+        metrics.concurrency.set(f64::from(config.concurrency));
+        let health = Arc::new(Health::new(queues.iter().map(|q| q.name()), stop.clone(), metrics.connected.clone()));
+        let ready = {
+            let health = Arc::clone(&health);
+            Arc::new(move || health.ready())
+        };
+        let endpoint = Serving::start(config.metrics_addr, exported, ready).await.map_err(WorkerError::Broker)?;
+        let name = format!("lepus-worker {}", lepus::internal::node_name());
+        let broker = match Broker::connect_with(&config.amqp_url, &name, 1).await {
+            Ok(broker) => broker,
+            Err(e) => {
+                endpoint.stop().await;
+                return Err(e.into());
+            }
+        };
         tracing::info!(
             broker = broker.url(),
             queues = ?config.queues,
             concurrency = config.concurrency,
             jobs = ?registry.names(),
+            metrics = metrics_on,
             "worker starting"
         );
         let shared = Arc::new(Shared {
@@ -116,11 +136,13 @@ impl Worker {
             max_payload: config.max_payload,
             broker_timeout: config.broker_timeout,
             stats,
+            metrics,
         });
         let tracker = tokio::spawn(crate::tracker::run(
             broker.clone(),
             config.broker_timeout,
             Arc::clone(&shared.stats),
+            shared.metrics.batches_completed.clone(),
             shared.stop.clone(),
         ));
         let reporter = tokio::spawn({
@@ -134,6 +156,7 @@ impl Worker {
             tracker: TaskTracker::new(),
             prefetch: config.concurrency,
             shared: Arc::clone(&shared),
+            health,
         };
         let first = supervisor.open().await?;
         tracing::info!("worker ready");
@@ -146,6 +169,7 @@ impl Worker {
             drop(channel.close(200, "worker stopped".into()).await);
         }
         broker.close().await;
+        endpoint.stop().await;
         drained
     }
 }
@@ -157,6 +181,7 @@ struct Supervisor {
     tracker: TaskTracker,
     prefetch: u16,
     shared: Arc<Shared>,
+    health: Arc<Health>,
 }
 
 impl Supervisor {
@@ -171,6 +196,7 @@ impl Supervisor {
             drop(channel.close(200, "reconnecting".into()).await);
             tracing::warn!("lost the broker connection or a consumer; reconnecting");
             (channel, loops) = lepus::internal::reconnect("worker", &self.shared.stop, || self.open()).await?;
+            self.shared.metrics.reconnects.increment(1);
             tracing::info!("consuming again");
         }
     }
@@ -200,6 +226,7 @@ impl Supervisor {
                 permits: Arc::clone(&self.permits),
                 tracker: self.tracker.clone(),
                 session: session.clone(),
+                health: Arc::clone(&self.health),
             });
         }
         Ok((channel, loops))

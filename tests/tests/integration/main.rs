@@ -14,6 +14,7 @@ mod dead_letters;
 mod delays;
 mod enqueue;
 mod logging;
+mod metrics;
 mod poison;
 mod reconnect;
 mod retries;

@@ -45,11 +45,18 @@ async fn sigterm_finishes_running_jobs_and_exits_zero() {
 #[tokio::test]
 async fn a_job_outliving_the_grace_period_is_handed_back_to_the_queue() {
     let queue = TestQueue::declare("grace").await;
-    let mut worker = lepus_tests::start_worker(queue.name(), &["--concurrency", "1", "--grace-period", "500ms"]);
+    let metrics = lepus_tests::free_address();
+    let args = ["--concurrency", "1", "--grace-period", "500ms", "--metrics-addr", &metrics.to_string()];
+    let mut worker = lepus_tests::start_worker(queue.name(), &args);
     queue.wait_for_consumers(1).await;
     let client = connect().await;
     client.enqueue(Request::new(Sleep { seconds: 30.0 }).queue(queue.name())).await.expect("enqueued");
-    wait_until("the job is running", Duration::from_secs(10), || async { queue.ready().await == 0 }).await;
+    // Running, not merely prefetched (a delivery not yet started is handed back at once).
+    let running = format!("lepus_jobs_in_flight{{queue=\"{}\"}}", queue.name());
+    wait_until("the job is running", Duration::from_secs(10), || async {
+        lepus_tests::Samples::scrape(metrics).get(&running) == Some(1.0)
+    })
+    .await;
 
     worker.terminate().expect("SIGTERM sent");
     let status = worker.wait_exit(Duration::from_secs(10)).await.expect("the worker exits after its grace period");
