@@ -16,6 +16,7 @@ mod enqueue;
 mod logging;
 mod metrics;
 mod poison;
+mod prometheus;
 mod reconnect;
 mod retries;
 mod roundtrip;
