@@ -4,7 +4,7 @@
 use crate::{Schedule, Scheduler, SchedulerConfig, load_schedules};
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
-use lepus::internal::settings::{Effective, Flags, Key, Keys, Layers, SettingsError};
+use lepus::internal::settings::{Effective, Flags, Key, Keys, Layers, SettingsError, TLS_KEYS};
 use lepus::protocol::Arguments;
 use lepus::telemetry::LogFormat;
 use lepus::{Batch, BatchId, Client, Request, RetryPolicy, shutdown_signal};
@@ -122,6 +122,9 @@ impl Keys for SchedulerKeys {
             "HOST:PORT",
             "Serve /metrics, /livez and /readyz over HTTP here (default: off)",
         ),
+        TLS_KEYS[0],
+        TLS_KEYS[1],
+        TLS_KEYS[2],
         Key::new("log_format", "log-format", "LEPUS_LOG_FORMAT", "FORMAT", "Log format: `text` or `json`"),
     ];
 }
@@ -152,6 +155,7 @@ impl Settings {
             heartbeat: layers.get("heartbeat", d.heartbeat),
             broker_timeout: layers.get("broker_timeout", d.broker_timeout),
             metrics_addr: layers.optional("metrics_addr"),
+            tls: layers.tls(),
             ..d
         };
         let path = layers.get("schedules", PathBuf::from("schedules.toml"));
@@ -320,5 +324,5 @@ async fn one_off(command: OneOff) -> Result<(), String> {
 }
 
 async fn connect(url: &str) -> Result<Client, String> {
-    Client::connect(url).await.map_err(|e| format!("{e}\n\n{}", lepus::internal::UNREACHABLE_HINT))
+    Client::connect(url).await.map_err(|e| format!("{e}\n\n{}", e.hint()))
 }

@@ -1,6 +1,7 @@
 //! [`SchedulerConfig`]: a scheduler replica's settings.
 
 use crate::error::SchedulerError;
+use lepus::Tls;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -25,6 +26,8 @@ pub struct SchedulerConfig {
     /// Where to serve `/metrics`, `/livez` and `/readyz` over HTTP; `None` (the default): no
     /// endpoint, and no metrics are kept.
     pub metrics_addr: Option<SocketAddr>,
+    /// TLS files for an `amqps://` broker (over those the URL's query names).
+    pub tls: Tls,
 }
 
 impl Default for SchedulerConfig {
@@ -36,6 +39,7 @@ impl Default for SchedulerConfig {
             standby_poll: Duration::from_millis(500),
             broker_timeout: Duration::from_secs(30),
             metrics_addr: None,
+            tls: Tls::default(),
         }
     }
 }
@@ -49,6 +53,7 @@ impl fmt::Debug for SchedulerConfig {
             .field("standby_poll", &self.standby_poll)
             .field("broker_timeout", &self.broker_timeout)
             .field("metrics_addr", &self.metrics_addr)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -96,10 +101,18 @@ impl SchedulerConfig {
         self
     }
 
+    /// Sets [`SchedulerConfig::tls`].
+    #[must_use]
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.tls = tls;
+        self
+    }
+
     /// What is wrong with these settings, one line each, named by setting: empty if nothing is.
     #[must_use]
     pub fn problems(&self) -> Vec<String> {
-        self.errors().into_iter().map(|(setting, error)| format!("{setting}: {error}")).collect()
+        let problems = self.errors().into_iter().map(|(setting, error)| format!("{setting}: {error}"));
+        problems.chain(self.tls.problems(&self.amqp_url)).collect()
     }
 
     /// Checks the settings.

@@ -15,6 +15,12 @@ pub enum SchedulerError {
     /// A duration that must be positive is zero.
     #[error("{0} must be more than zero")]
     Zero(&'static str),
+    /// The broker URL or the TLS files cannot be used.
+    #[error(transparent)]
+    Broker(lepus::Error),
+    /// The broker could not be reached at start-up.
+    #[error("{0}\n\n{hint}", hint = .0.hint())]
+    Unreachable(lepus::Error),
     /// The metrics and health endpoint cannot listen on its address.
     #[error(transparent)]
     Endpoint(lepus::Error),

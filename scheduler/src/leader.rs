@@ -9,9 +9,9 @@
 use crate::config::SchedulerConfig;
 use crate::health::Health;
 use chrono::{DateTime, Utc};
+use lepus::internal::Connector;
 use lepus::internal::{Outgoing, Transaction, persistent_json, records, topology};
-use lepus::lapin::uri::AMQPUri;
-use lepus::lapin::{Channel, Connection, ConnectionProperties};
+use lepus::lapin::{Channel, Connection};
 use lepus::{Broker, ReplyCode};
 use metrics::Counter;
 use serde::{Deserialize, Serialize};
@@ -45,13 +45,14 @@ impl Leadership {
     /// another replica leads it asks again every `standby_poll`.
     pub(crate) async fn acquire(
         config: &SchedulerConfig,
-        name: &str,
+        connector: &Connector,
         stop: &CancellationToken,
         watch: &Watch<'_>,
     ) -> Option<Self> {
         let mut standing_by = false;
         loop {
-            let connection = lepus::internal::reconnect("scheduler", stop, || connect(config, name)).await?;
+            let connect = || connector.connect(config.broker_timeout);
+            let connection = lepus::internal::reconnect("scheduler", stop, connect).await?;
             if watch.health.connect() {
                 watch.reconnects.increment(1);
             }
@@ -149,25 +150,6 @@ async fn take_lock(connection: &Connection, group: &str) -> lepus::Result<()> {
     let channel =
         connection.create_channel().await.map_err(|source| lepus::Error::Amqp { operation: "channel open", source })?;
     topology::take_scheduler_lock(&channel, group).await
-}
-
-/// Connects with the configured heartbeat; the connection shows in RabbitMQ as `name`.
-async fn connect(config: &SchedulerConfig, name: &str) -> lepus::Result<Connection> {
-    let redacted = lepus::internal::redact(&config.amqp_url);
-    let mut uri: AMQPUri =
-        config.amqp_url.parse().map_err(|reason| lepus::Error::InvalidUrl { url: redacted.clone(), reason })?;
-    uri.query.heartbeat = Some(u16::try_from(config.heartbeat.as_secs()).unwrap_or(u16::MAX));
-    let properties = ConnectionProperties::default().with_connection_name(name.into());
-    let connecting = Connection::connect_uri(uri, properties);
-    match tokio::time::timeout(config.broker_timeout, connecting).await {
-        Ok(Ok(connection)) => Ok(connection),
-        Ok(Err(e)) => Err(lepus::Error::Connect { url: redacted, reason: e.to_string(), source: Some(Box::new(e)) }),
-        Err(_) => Err(lepus::Error::Connect {
-            url: redacted,
-            reason: format!("no answer within {:?}", config.broker_timeout),
-            source: None,
-        }),
-    }
 }
 
 /// Sleeps `period`; returns whether `stop` came first.

@@ -21,7 +21,7 @@ use crate::state;
 use crate::stats::SchedulerStats;
 use chrono::{DateTime, TimeDelta, Utc};
 use lepus::internal::endpoint::{MetricsRegistry, Serving};
-use lepus::internal::{Outgoing, Transaction, held_retry_delay, persistent_json, topology};
+use lepus::internal::{Connector, Outgoing, Transaction, held_retry_delay, persistent_json, topology};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,15 +90,23 @@ impl Scheduler {
             .await
             .map_err(SchedulerError::Endpoint)?;
         let name = format!("lepus-scheduler {}", lepus::internal::node_name());
+        let connector = Connector::new(&self.config.amqp_url, &self.config.tls, &name)
+            .map_err(|e| {
+                if matches!(e, lepus::Error::Tls(_)) {
+                    SchedulerError::Unreachable(e)
+                } else {
+                    SchedulerError::Broker(e)
+                }
+            })?
+            .heartbeat(self.config.heartbeat);
+        // As a worker does, fail at start-up when the broker cannot be reached (a wrong CA, say);
+        // once running, a lost broker is waited for.
+        let first = connector.connect(self.config.broker_timeout).await.map_err(SchedulerError::Unreachable)?;
+        drop(first.close(200, "reachable".into()).await);
         let group = self.config.group.as_str();
-        tracing::info!(
-            broker = lepus::internal::redact(&self.config.amqp_url),
-            group,
-            schedules = self.schedules.len(),
-            "scheduler starting"
-        );
+        tracing::info!(broker = connector.url(), group, schedules = self.schedules.len(), "scheduler starting");
         let watch = Watch { health: &health, reconnects: &self.metrics.reconnects };
-        while let Some(leadership) = Leadership::acquire(&self.config, &name, &stop, &watch).await {
+        while let Some(leadership) = Leadership::acquire(&self.config, &connector, &stop, &watch).await {
             self.metrics.leading(true);
             let led = self.lead(&leadership, &stop).await;
             self.metrics.leading(false);

@@ -115,6 +115,9 @@ pub enum Error {
         /// Why.
         exception: Box<ExceptionInfo>,
     },
+    /// The TLS settings cannot be used (a file is missing, unreadable or not PEM).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The metrics and health endpoint cannot listen on its address.
     #[error("cannot serve /metrics, /livez and /readyz on {address}: {source}")]
     Listen {
@@ -134,6 +137,9 @@ pub enum Error {
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What to tell a person whose TLS connection failed.
+pub(crate) const TLS_HINT: &str = "The TLS connection failed. Check that the broker's certificate is signed by a CA this process trusts (tls_ca_file, or cacertfile= in the URL), that its name matches the URL's host, that the port is the broker's amqps:// port, and, if the broker verifies clients, the client certificate and key (tls_cert_file and tls_key_file).";
+
 impl Error {
     /// The AMQP reply code with which the broker refused what was asked (`NOT_FOUND` for a
     /// missing queue, `RESOURCE_LOCKED` for an exclusive queue another connection holds,
@@ -145,6 +151,19 @@ impl Error {
             Error::Amqp { source, .. } => ReplyCode::of(source),
             Error::Connect { source: Some(source), .. } => ReplyCode::of(source),
             _ => None,
+        }
+    }
+
+    /// What a person can do about an error connecting to the broker: check the TLS files when
+    /// the TLS handshake failed or a TLS file is unusable; otherwise whether RabbitMQ runs where
+    /// the URL points.
+    #[must_use]
+    pub fn hint(&self) -> &'static str {
+        let tls_handshake = |source: &lapin::Error| matches!(source.kind(), lapin::ErrorKind::IOError(io) if io.kind() == std::io::ErrorKind::InvalidData);
+        match self {
+            Error::Tls(_) => TLS_HINT,
+            Error::Connect { source: Some(source), .. } if tls_handshake(source) => TLS_HINT,
+            _ => crate::broker::UNREACHABLE_HINT,
         }
     }
 

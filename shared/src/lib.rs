@@ -34,6 +34,7 @@ mod retry;
 mod settings;
 mod shutdown;
 pub mod telemetry;
+mod tls;
 mod topology;
 mod transaction;
 
@@ -47,6 +48,7 @@ pub use job::Job;
 pub use request::Request;
 pub use retry::RetryPolicy;
 pub use shutdown::shutdown_signal;
+pub use tls::Tls;
 pub use topology::{DEFAULT_DELIVERY_LIMIT, DEFAULT_QUEUE, MAX_DELAY, WorkQueue};
 
 /// The broker URL used when none is configured (`LEPUS_AMQP_URL`).
@@ -61,7 +63,7 @@ pub use lapin;
 #[doc(hidden)]
 pub mod internal {
     pub use crate::batch::{Callback, Completion, FailedJob, PreparedBatch, Record, SIZE_HEADER, Snapshot};
-    pub use crate::broker::{UNREACHABLE_HINT, redact};
+    pub use crate::broker::{Connector, UNREACHABLE_HINT, redact};
     pub use crate::dead_letter::marks::{delivery_count, mark, revived};
     pub use crate::protocol::headers::{header_str, node_name, persistent_json, set_header, without};
     pub use crate::protocol::task::rescheduled;

@@ -3,16 +3,20 @@
 //! Celery environment for the interop tests. Everything talks to the real broker
 //! (`LEPUS_AMQP_URL`, default the local RabbitMQ).
 
+mod certs;
 mod http;
 mod jobs;
+mod nodes;
 mod processes;
 mod python;
 mod queues;
 mod replies;
 
+pub use certs::Pki;
 pub use http::{Samples, free_address, http_get};
 pub use jobs::{Abort, Flaky, Panic, Raise, Remember, Run, Tick, WordCount, WordStats, register as register_jobs};
 pub use lepus_demo::process::Process;
+pub use nodes::Node;
 pub use processes::{
     node_name, queue_with_worker, scheduler_binary, spawn, start_worker, start_worker_with_env, worker_binary,
 };

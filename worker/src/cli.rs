@@ -6,7 +6,7 @@
 
 use crate::{Worker, WorkerConfig, shutdown_signal};
 use clap::{Parser, Subcommand};
-use lepus::internal::settings::{Effective, Flags, Key, Keys, Layers, SettingsError};
+use lepus::internal::settings::{Effective, Flags, Key, Keys, Layers, SettingsError, TLS_KEYS};
 use lepus::telemetry::LogFormat;
 use lepus::{Client, JobId};
 use std::process::ExitCode;
@@ -124,6 +124,9 @@ impl Keys for WorkerKeys {
             "HOST:PORT",
             "Serve /metrics, /livez and /readyz over HTTP here (default: off)",
         ),
+        TLS_KEYS[0],
+        TLS_KEYS[1],
+        TLS_KEYS[2],
         Key::new("log_format", "log-format", "LEPUS_LOG_FORMAT", "FORMAT", "Log format: `text` or `json`"),
     ];
 }
@@ -153,6 +156,7 @@ impl Args {
             max_payload: layers.get("max_payload", d.max_payload),
             broker_timeout: layers.get("broker_timeout", d.broker_timeout),
             metrics_addr: layers.optional("metrics_addr"),
+            tls: layers.tls(),
         };
         let log_format = layers.get("log_format", LogFormat::default());
         for problem in worker.problems() {

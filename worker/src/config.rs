@@ -1,7 +1,7 @@
 //! [`WorkerConfig`]: everything a worker is told at start-up, validated before it connects.
 
 use crate::error::WorkerError;
-use lepus::{DEFAULT_DELIVERY_LIMIT, DEFAULT_QUEUE, WorkQueue};
+use lepus::{DEFAULT_DELIVERY_LIMIT, DEFAULT_QUEUE, Tls, WorkQueue};
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -34,6 +34,8 @@ pub struct WorkerConfig {
     /// Where to serve `/metrics`, `/livez` and `/readyz` over HTTP; `None` (the default): no
     /// endpoint, and no metrics are kept.
     pub metrics_addr: Option<SocketAddr>,
+    /// TLS files for an `amqps://` broker (over those the URL's query names).
+    pub tls: Tls,
 }
 
 impl fmt::Debug for WorkerConfig {
@@ -47,6 +49,7 @@ impl fmt::Debug for WorkerConfig {
             .field("max_payload", &self.max_payload)
             .field("broker_timeout", &self.broker_timeout)
             .field("metrics_addr", &self.metrics_addr)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -62,6 +65,7 @@ impl Default for WorkerConfig {
             max_payload: 16 * 1024 * 1024,
             broker_timeout: Duration::from_secs(30),
             metrics_addr: None,
+            tls: Tls::default(),
         }
     }
 }
@@ -123,6 +127,13 @@ impl WorkerConfig {
         self
     }
 
+    /// Sets [`WorkerConfig::tls`].
+    #[must_use]
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.tls = tls;
+        self
+    }
+
     /// What is wrong with these settings, one line each, named by setting: empty if nothing is.
     #[must_use]
     pub fn problems(&self) -> Vec<String> {
@@ -146,6 +157,7 @@ impl WorkerConfig {
         if self.broker_timeout.is_zero() {
             problems.push("broker_timeout: must be more than zero".to_owned());
         }
+        problems.extend(self.tls.problems(&self.amqp_url));
         problems
     }
 

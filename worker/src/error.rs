@@ -9,7 +9,7 @@ pub enum WorkerError {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// The broker could not be reached at start-up.
-    #[error("{0}\n\n{hint}", hint = lepus::internal::UNREACHABLE_HINT)]
+    #[error("{0}\n\n{hint}", hint = .0.hint())]
     Unreachable(lepus::Error),
     /// The broker refused the worker's set-up (e.g. a queue exists with other arguments).
     #[error("{0}")]
@@ -27,7 +27,7 @@ pub enum WorkerError {
 impl From<lepus::Error> for WorkerError {
     fn from(error: lepus::Error) -> Self {
         match error {
-            lepus::Error::Connect { .. } => WorkerError::Unreachable(error),
+            lepus::Error::Connect { .. } | lepus::Error::Tls(_) => WorkerError::Unreachable(error),
             other => WorkerError::Broker(other),
         }
     }

@@ -112,7 +112,7 @@ impl Worker {
         };
         let endpoint = Serving::start(config.metrics_addr, exported, ready).await.map_err(WorkerError::Broker)?;
         let name = format!("lepus-worker {}", lepus::internal::node_name());
-        let broker = match Broker::connect_with(&config.amqp_url, &name, 1).await {
+        let broker = match Broker::connect_with(&config.amqp_url, &config.tls, &name, 1).await {
             Ok(broker) => broker,
             Err(e) => {
                 endpoint.stop().await;

@@ -10,7 +10,7 @@ pub use recorder::Sent;
 
 use crate::batch::Record;
 use crate::batch::{Batch, BatchProgress, PreparedBatch, Snapshot};
-use crate::broker::Broker;
+use crate::broker::{Broker, Connector};
 use crate::dead_letter::DeadLetters;
 use crate::error::{Error, ReplyCode, Result};
 use crate::ids::BatchId;
@@ -20,6 +20,7 @@ use crate::publisher::{Outgoing, Publisher};
 use crate::records;
 use crate::replies::Replies;
 use crate::request::Request;
+use crate::tls::Tls;
 use crate::topology::{self, WorkQueue};
 use chrono::{DateTime, TimeZone, Utc};
 use recorder::Recorder;
@@ -67,7 +68,7 @@ impl Client {
 
     /// Connects to the broker at `url`.
     pub async fn connect_with(url: &str, options: ClientOptions) -> Result<Self> {
-        let broker = Broker::connect(url, &options.connection_name).await?;
+        let broker = Broker::connect_with(url, &options.tls, &options.connection_name, 16).await?;
         Ok(Self::with_broker(broker, options))
     }
 
@@ -88,7 +89,9 @@ impl Client {
     /// (`lepus_worker::testing::TestWorker`), which also answers the jobs it submitted.
     #[must_use]
     pub fn recording() -> Self {
-        let broker = Broker::lazy("amqp://guest:guest@recording.invalid/%2f", "lepus-recording", 1)
+        let placeholder = "amqp://guest:guest@recording.invalid/%2f";
+        let broker = Connector::new(placeholder, &Tls::default(), "lepus-recording")
+            .and_then(|connector| Broker::lazy(connector, 1))
             .expect("the recording client's placeholder URL parses");
         let mut client = Self::with_broker(broker, ClientOptions::default());
         if let Some(inner) = Arc::get_mut(&mut client.inner) {

@@ -1,6 +1,7 @@
 //! [`ClientOptions`]: a client's settings. New settings can be added without breaking anyone:
 //! start from [`ClientOptions::default`] and change what you need.
 
+use crate::tls::Tls;
 use std::time::Duration;
 
 /// Client settings.
@@ -27,6 +28,8 @@ pub struct ClientOptions {
     pub max_payload: usize,
     /// The name the client's connections show in RabbitMQ. Default `lepus-client`.
     pub connection_name: String,
+    /// TLS files for an `amqps://` broker (over those the URL's query names). Default none.
+    pub tls: Tls,
 }
 
 impl Default for ClientOptions {
@@ -37,6 +40,7 @@ impl Default for ClientOptions {
             reply_queue_expires: Duration::from_secs(3600),
             max_payload: 16 * 1024 * 1024,
             connection_name: "lepus-client".to_owned(),
+            tls: Tls::default(),
         }
     }
 }
@@ -67,6 +71,13 @@ impl ClientOptions {
     #[must_use]
     pub fn max_payload(mut self, bytes: usize) -> Self {
         self.max_payload = bytes;
+        self
+    }
+
+    /// Sets [`ClientOptions::tls`].
+    #[must_use]
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.tls = tls;
         self
     }
 

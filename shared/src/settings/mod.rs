@@ -14,6 +14,7 @@ mod value;
 pub use flags::{Flags, Keys};
 pub use value::Setting;
 
+use crate::tls::Tls;
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use std::fmt;
@@ -63,6 +64,31 @@ impl Key {
         Self { secret: true, ..self }
     }
 }
+
+/// The TLS settings of every Lepus program that connects to a broker; read with [`Layers::tls`].
+pub const TLS_KEYS: [Key; 3] = [
+    Key::new(
+        "tls_ca_file",
+        "tls-ca-file",
+        "LEPUS_TLS_CA_FILE",
+        "FILE",
+        "amqps://: a CA (PEM) to trust besides the system's",
+    ),
+    Key::new(
+        "tls_cert_file",
+        "tls-cert-file",
+        "LEPUS_TLS_CERT_FILE",
+        "FILE",
+        "amqps://: the client certificate (PEM), for brokers that verify clients",
+    ),
+    Key::new(
+        "tls_key_file",
+        "tls-key-file",
+        "LEPUS_TLS_KEY_FILE",
+        "FILE",
+        "amqps://: the client certificate's key (PEM)",
+    ),
+];
 
 /// The layers of one program's settings, read key by key.
 #[derive(Debug)]
@@ -136,6 +162,15 @@ impl Layers {
         });
         self.effective.push((key, found.as_ref().map(Setting::to_toml)));
         found
+    }
+
+    /// The TLS files, from the [`TLS_KEYS`] (which the program's table must hold).
+    pub fn tls(&mut self) -> Tls {
+        Tls {
+            ca_file: self.optional("tls_ca_file"),
+            cert_file: self.optional("tls_cert_file"),
+            key_file: self.optional("tls_key_file"),
+        }
     }
 
     /// Adds a problem found by the program's own checks of the values.

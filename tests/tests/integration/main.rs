@@ -24,6 +24,7 @@ mod scheduler;
 mod settings;
 mod state;
 mod timeouts;
+mod tls;
 mod topology;
 mod worker_crash;
 mod worker_shutdown;
