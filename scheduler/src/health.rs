@@ -2,7 +2,9 @@
 //! `lepus_broker_connected`. The replica marks it when it connects and when it finds its
 //! connection gone (at once while it leads, within a standby poll while it stands by).
 
+use lepus::internal::endpoint::Readiness;
 use metrics::Gauge;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +35,12 @@ impl Health {
     pub(crate) fn lost(&self) {
         self.connected.store(false, Ordering::Release);
         self.gauge.set(0.0);
+    }
+
+    /// What `/readyz` asks.
+    pub(crate) fn readiness(self: &Arc<Self>) -> Readiness {
+        let health = Arc::clone(self);
+        Arc::new(move || health.ready())
     }
 
     /// `Ok` while connected and not stopping; else why not.

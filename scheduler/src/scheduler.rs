@@ -82,11 +82,7 @@ impl Scheduler {
         }
         let stop = lepus::internal::cancelled_by(shutdown);
         let health = Arc::new(Health::new(self.metrics.connected.clone(), stop.clone()));
-        let ready = {
-            let health = Arc::clone(&health);
-            Arc::new(move || health.ready())
-        };
-        let endpoint = Serving::start(self.config.metrics_addr, self.exported.clone(), ready)
+        let endpoint = Serving::start(self.config.metrics_addr, self.exported.clone(), health.readiness())
             .await
             .map_err(SchedulerError::Endpoint)?;
         let name = format!("lepus-scheduler {}", lepus::internal::node_name());

@@ -14,6 +14,9 @@ pub enum WorkerError {
     /// The broker refused the worker's set-up (e.g. a queue exists with other arguments).
     #[error("{0}")]
     Broker(lepus::Error),
+    /// The metrics and health endpoint cannot listen on its address.
+    #[error(transparent)]
+    Endpoint(lepus::Error),
     /// Jobs were still running when the grace period ended; the broker will redeliver them.
     #[error("{in_flight} job(s) still running after the grace period of {grace:?}; the broker will redeliver them")]
     GracePeriodElapsed {

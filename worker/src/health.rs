@@ -4,6 +4,7 @@
 //! Each consume loop holds a [`Consuming`] guard for its queue while it runs; the guard's drop
 //! (the consumer was lost, or cancelled at a stop) marks the queue as not consumed at once.
 
+use lepus::internal::endpoint::Readiness;
 use metrics::Gauge;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +39,12 @@ impl Health {
         let index = self.queues.iter().position(|(name, _)| name == queue).unwrap_or(usize::MAX);
         self.set(index, true);
         Consuming { health: Arc::clone(self), index }
+    }
+
+    /// What `/readyz` asks.
+    pub(crate) fn readiness(self: &Arc<Self>) -> Readiness {
+        let health = Arc::clone(self);
+        Arc::new(move || health.ready())
     }
 
     /// `Ok` while every queue is consumed and no stop was asked for; else why not.

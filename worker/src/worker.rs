@@ -106,11 +106,8 @@ impl Worker {
         let metrics = Metrics::new(&exported, queues.iter().map(|q| q.name()), &registry.names());
         metrics.concurrency.set(f64::from(config.concurrency));
         let health = Arc::new(Health::new(queues.iter().map(|q| q.name()), stop.clone(), metrics.connected.clone()));
-        let ready = {
-            let health = Arc::clone(&health);
-            Arc::new(move || health.ready())
-        };
-        let endpoint = Serving::start(config.metrics_addr, exported, ready).await.map_err(WorkerError::Broker)?;
+        let endpoint =
+            Serving::start(config.metrics_addr, exported, health.readiness()).await.map_err(WorkerError::Endpoint)?;
         let name = format!("lepus-worker {}", lepus::internal::node_name());
         let broker = match Broker::connect_with(&config.amqp_url, &config.tls, &name, 1).await {
             Ok(broker) => broker,

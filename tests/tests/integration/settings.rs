@@ -100,3 +100,14 @@ fn every_bad_scheduler_setting_and_schedule_is_named_in_one_error() {
     assert!(shown.contains("group = \"ops\"\n") && shown.contains("heartbeat = \"3s\"\n"), "{shown}");
     assert!(shown.contains(&format!("schedules = \"{good}\"\n")), "{shown}");
 }
+
+#[test]
+fn a_metrics_address_in_use_stops_the_worker_at_start_up() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let address = taken.local_addr().expect("its address").to_string();
+    let file = written("no-settings", "");
+    let output = run(Command::new(worker_binary()), &file, &[], &["--metrics-addr", &address]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("cannot serve /metrics, /livez and /readyz on {address}")), "{stderr}");
+}
