@@ -14,17 +14,21 @@ pub(crate) struct Figures {
     pub(crate) call_p50_ms: f64,
     /// (c) 99th percentile call round trip, milliseconds.
     pub(crate) call_p99_ms: f64,
+    /// The worker's CPU time (user and system) per job over the timed phases, microseconds: its
+    /// own cost, much less noisy than the rates on a shared machine.
+    pub(crate) cpu_us_per_job: f64,
     /// The worker's resident memory after start-up, before any load, MiB.
     pub(crate) rest_mib: f64,
     /// The worker's peak resident memory over the whole run, MiB.
     pub(crate) peak_mib: f64,
 }
 
-/// Both sides' figures of one round.
+/// Both sides' figures of one round: the baseline's (raw lapin, or Lepus without metrics) and
+/// those of the contender measured against it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RoundFigures {
-    pub(crate) raw: Figures,
-    pub(crate) lepus: Figures,
+    pub(crate) baseline: Figures,
+    pub(crate) measured: Figures,
 }
 
 /// Events per second.

@@ -1,6 +1,7 @@
 //! The `lepus-worker` role: the stock Lepus worker, started through `lepus_worker::cli::run` with
 //! the demo jobs, exactly as the `lepus-worker` binary runs; the only addition is the thread that
-//! reports its settled deliveries from [`lepus_worker::Worker::stats`].
+//! reports its settled deliveries from [`lepus_worker::Worker::stats`]. With `--metrics` the
+//! worker also serves its metrics, as a deployed one would.
 
 use crate::role::WorkerSpec;
 use clap::Parser;
@@ -10,7 +11,7 @@ use std::process::ExitCode;
 pub(crate) fn run(spec: &WorkerSpec) -> ExitCode {
     let concurrency = spec.concurrency.to_string();
     let delivery_limit = lepus::DEFAULT_DELIVERY_LIMIT.to_string();
-    let command_line = [
+    let mut command_line = vec![
         "lepus-worker",
         "--amqp-url",
         &spec.amqp_url,
@@ -25,6 +26,9 @@ pub(crate) fn run(spec: &WorkerSpec) -> ExitCode {
         "--log-format",
         "text",
     ];
+    if let Some(address) = &spec.metrics_addr {
+        command_line.extend(["--metrics-addr", address]);
+    }
     let args = match Args::try_parse_from(command_line) {
         Ok(args) => args,
         Err(e) => {

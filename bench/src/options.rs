@@ -28,6 +28,11 @@ pub(crate) struct Options {
     /// both sides move the same bytes through the broker and the ratio is the framework's own cost.
     #[arg(long)]
     pub(crate) raw_headers: bool,
+    /// Price the metrics: measure Lepus with its worker serving metrics (`--metrics-addr`)
+    /// against Lepus without, instead of Lepus against raw lapin. After each run the worker's
+    /// `/metrics` must count every job it ran.
+    #[arg(long)]
+    pub(crate) metrics: bool,
     /// Broker URL.
     #[arg(long, env = "LEPUS_AMQP_URL", default_value = lepus::DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
     pub(crate) amqp_url: String,

@@ -16,7 +16,7 @@ use crate::options::Options;
 use crate::producer::{Producer, RESULT_TIMEOUT};
 use crate::progress::Progress;
 use crate::raw_producer::RawProducer;
-use crate::role::{Side, WorkerSpec};
+use crate::role::{Contender, Side, WorkerSpec};
 use crate::worker_process::WorkerProcess;
 use anyhow::Context;
 use std::future::Future;
@@ -35,10 +35,10 @@ const SETTLE: Duration = Duration::from_secs(1);
 
 const MIB: f64 = 1024.0;
 
-/// Where one side of one round runs.
+/// Where one contender of one round runs.
 #[derive(Debug)]
 pub(crate) struct Run<'a> {
-    pub(crate) side: Side,
+    pub(crate) contender: Contender,
     /// Shown in progress lines, e.g. `round 2/3, Lepus`.
     pub(crate) label: String,
     pub(crate) queue: String,
@@ -53,7 +53,7 @@ impl Run<'_> {
         self.admin.declare_work_queue(&self.queue).await?;
         let measured = self.with_worker().await;
         let mut queues = vec![self.queue.clone(), lepus::internal::topology::dead_letter_queue(&self.queue)];
-        if self.side == Side::Raw {
+        if self.contender.side == Side::Raw {
             queues.push(self.reply_queue());
         }
         self.admin.delete(&queues).await;
@@ -66,20 +66,23 @@ impl Run<'_> {
 
     async fn with_worker(&self) -> anyhow::Result<Figures> {
         let options = self.options;
+        let metrics_addr = self.contender.metrics.then(free_address).transpose()?;
         let spec = WorkerSpec {
-            side: self.side,
+            side: self.contender.side,
             amqp_url: options.amqp_url.clone(),
             queue: self.queue.clone(),
             concurrency: options.concurrency,
             targets: vec![options.jobs],
             celery_wire: options.raw_headers,
+            metrics_addr: metrics_addr.clone(),
         };
         let mut worker = WorkerProcess::start(&spec, self.log)?;
         self.admin.await_consumer(&self.queue, &mut worker, READY_TIMEOUT).await?;
         tokio::time::sleep(SETTLE).await;
         let at_rest = worker.memory()?;
+        let cpu_before = worker.cpu_seconds()?;
         let window = options.window as usize;
-        let timed = match self.side {
+        let timed = match self.contender.side {
             Side::Raw => {
                 let producer = RawProducer::connect(
                     &options.amqp_url,
@@ -103,12 +106,22 @@ impl Run<'_> {
                 timed.and_then(|timed| closed.map(|()| timed))
             }
         }?;
+        let cpu = worker.cpu_seconds()? - cpu_before;
         let after = worker.memory()?;
+        let ran = u64::from(options.warmup) + u64::from(options.calls) + 2 * options.jobs;
+        if let Some(address) = metrics_addr {
+            check_metrics(&address, ran)?;
+        }
         worker.stop().await?;
-        Ok(Figures { rest_mib: at_rest.resident_kib as f64 / MIB, peak_mib: after.peak_kib as f64 / MIB, ..timed })
+        Ok(Figures {
+            cpu_us_per_job: cpu * 1e6 / ran as f64,
+            rest_mib: at_rest.resident_kib as f64 / MIB,
+            peak_mib: after.peak_kib as f64 / MIB,
+            ..timed
+        })
     }
 
-    /// Runs the phases; the memory figures are left at zero.
+    /// Runs the phases; the CPU and memory figures are left at zero.
     async fn phases(&self, producer: &impl Producer, worker: &mut WorkerProcess) -> anyhow::Result<Figures> {
         let options = self.options;
         let n = options.jobs;
@@ -168,8 +181,37 @@ impl Run<'_> {
         let (call_p50_ms, call_p99_ms) = (percentile_ms(&round_trips, 50.0), percentile_ms(&round_trips, 99.0));
         progress.finish(&format!("p50 {call_p50_ms:.2} ms, p99 {call_p99_ms:.2} ms"));
 
-        Ok(Figures { jobs_per_s, results_per_s, call_p50_ms, call_p99_ms, rest_mib: 0.0, peak_mib: 0.0 })
+        Ok(Figures {
+            jobs_per_s,
+            results_per_s,
+            call_p50_ms,
+            call_p99_ms,
+            cpu_us_per_job: 0.0,
+            rest_mib: 0.0,
+            peak_mib: 0.0,
+        })
     }
+}
+
+/// Checks that the worker's `/metrics` counted `ran` succeeded jobs: metrics were on and live.
+fn check_metrics(address: &str, ran: u64) -> anyhow::Result<()> {
+    let page = ureq::get(&format!("http://{address}/metrics"))
+        .call()
+        .and_then(|mut response| response.body_mut().read_to_string())
+        .with_context(|| format!("cannot read the worker's metrics at {address}"))?;
+    let counted: f64 = page
+        .lines()
+        .filter(|line| line.starts_with("lepus_jobs_total{") && line.contains("outcome=\"succeeded\""))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    anyhow::ensure!(counted as u64 == ran, "the worker's metrics count {counted} succeeded jobs, not {ran}");
+    Ok(())
+}
+
+/// A loopback address with a port that was free a moment ago.
+fn free_address() -> anyhow::Result<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("no free port")?;
+    Ok(listener.local_addr().context("no free port")?.to_string())
 }
 
 fn counter() -> Arc<AtomicU64> {

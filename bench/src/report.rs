@@ -1,10 +1,11 @@
 //! What the run prints on standard output: a header saying what is compared, each round's
 //! figures as soon as the round ends, and the summary: per figure, each side's median [min–max]
-//! over the rounds and the median [min–max] of the rounds' Lepus/raw ratios.
+//! over the rounds and the median [min–max] of the rounds' ratios of the measured contender to
+//! the baseline (Lepus/raw, or with `--metrics` metrics on/off).
 
 use crate::figures::{Figures, RoundFigures, spread};
 use crate::options::Options;
-use crate::role::Side;
+use crate::role::Contender;
 
 /// One line of the tables.
 struct Metric {
@@ -13,24 +14,28 @@ struct Metric {
     show: fn(f64) -> String,
 }
 
-const METRICS: [Metric; 6] = [
+const METRICS: [Metric; 7] = [
     Metric { name: "(a) jobs/s, first publish → N-th ack", value: |f| f.jobs_per_s, show: per_second },
     Metric { name: "(b) jobs/s with results → N-th result", value: |f| f.results_per_s, show: per_second },
     Metric { name: "(c) call round trip p50, ms", value: |f| f.call_p50_ms, show: millis },
     Metric { name: "(c) call round trip p99, ms", value: |f| f.call_p99_ms, show: millis },
+    Metric { name: "worker CPU per job, µs", value: |f| f.cpu_us_per_job, show: micros },
     Metric { name: "worker RSS at rest, MiB", value: |f| f.rest_mib, show: mebibytes },
     Metric { name: "worker peak RSS (VmHWM), MiB", value: |f| f.peak_mib, show: mebibytes },
 ];
 
-const COLUMNS: [&str; 4] = ["figure", "raw lapin", "Lepus", "Lepus/raw"];
+/// The column heads: the figure, the two contenders, their ratio.
+fn columns([baseline, measured]: [Contender; 2]) -> [String; 4] {
+    let ratio = if measured.metrics { "on/off".to_owned() } else { format!("{}/{}", measured.tag(), baseline.tag()) };
+    ["figure".to_owned(), baseline.to_string(), measured.to_string(), ratio]
+}
 
 /// Says what is being compared, before the first round.
 pub(crate) fn header(options: &Options, lepus_body: usize) {
     let o = options;
-    println!(
-        "lepus-bench: Lepus against the raw-lapin ceiling, in one run on {}",
-        lepus::internal::redact(&o.amqp_url)
-    );
+    let compared =
+        if o.metrics { "Lepus with metrics against Lepus without" } else { "Lepus against the raw-lapin ceiling" };
+    println!("lepus-bench: {compared}, in one run on {}", lepus::internal::redact(&o.amqp_url));
     println!("  both sides: quorum work queues declared by lepus::WorkQueue, persistent messages,");
     println!("    publisher confirms (mandatory), up to {} publishes awaiting their confirm at once;", o.window);
     println!(
@@ -62,38 +67,44 @@ pub(crate) fn header(options: &Options, lepus_body: usize) {
             crate::raw_worker_role::RESULT.len()
         );
     }
-    println!("  Lepus/raw above 1 is better for jobs/s, below 1 is better for latency and memory");
+    if o.metrics {
+        println!("  compared: Lepus with its worker serving /metrics (--metrics-addr) against Lepus without;");
+        println!("    after each run the worker's /metrics must count every job it ran");
+        println!("  on/off above 1 is better for jobs/s, below 1 is better for latency and memory");
+    } else {
+        println!("  Lepus/raw above 1 is better for jobs/s, below 1 is better for latency and memory");
+    }
     println!();
 }
 
 /// Prints one round's figures.
-pub(crate) fn round(number: u32, rounds: u32, first: Side, figures: &RoundFigures) {
+pub(crate) fn round(number: u32, rounds: u32, first: Contender, pair: [Contender; 2], figures: &RoundFigures) {
     println!("round {number} of {rounds} ({first} first)");
     let rows = METRICS.iter().map(|m| {
-        let (raw, lepus) = ((m.value)(&figures.raw), (m.value)(&figures.lepus));
-        [m.name.to_owned(), (m.show)(raw), (m.show)(lepus), format!("{:.2}", lepus / raw)]
+        let (baseline, measured) = ((m.value)(&figures.baseline), (m.value)(&figures.measured));
+        [m.name.to_owned(), (m.show)(baseline), (m.show)(measured), format!("{:.2}", measured / baseline)]
     });
-    print_table(rows.collect());
+    print_table(columns(pair), rows.collect());
     println!();
 }
 
 /// Prints the summary over all rounds.
-pub(crate) fn summary(rounds: &[RoundFigures]) {
+pub(crate) fn summary(pair: [Contender; 2], rounds: &[RoundFigures]) {
     println!("summary over {} round(s): median [min–max]", rounds.len());
     let rows = METRICS.iter().map(|m| {
         let of =
             |side: fn(&RoundFigures) -> &Figures| -> Vec<f64> { rounds.iter().map(|r| (m.value)(side(r))).collect() };
-        let raw = of(|r| &r.raw);
-        let lepus = of(|r| &r.lepus);
-        let ratios: Vec<f64> = lepus.iter().zip(&raw).map(|(l, r)| l / r).collect();
+        let baseline = of(|r| &r.baseline);
+        let measured = of(|r| &r.measured);
+        let ratios: Vec<f64> = measured.iter().zip(&baseline).map(|(m, b)| m / b).collect();
         [
             m.name.to_owned(),
-            spread_of(&raw, m.show),
-            spread_of(&lepus, m.show),
+            spread_of(&baseline, m.show),
+            spread_of(&measured, m.show),
             spread_of(&ratios, |r| format!("{r:.2}")),
         ]
     });
-    print_table(rows.collect());
+    print_table(columns(pair), rows.collect());
 }
 
 fn spread_of(values: &[f64], show: fn(f64) -> String) -> String {
@@ -101,8 +112,8 @@ fn spread_of(values: &[f64], show: fn(f64) -> String) -> String {
     if values.len() < 2 { show(median) } else { format!("{} [{}–{}]", show(median), show(min), show(max)) }
 }
 
-fn print_table(rows: Vec<[String; 4]>) {
-    let mut widths = COLUMNS.map(|c| c.chars().count());
+fn print_table(columns: [String; 4], rows: Vec<[String; 4]>) {
+    let mut widths = columns.each_ref().map(|c| c.chars().count());
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
@@ -113,7 +124,7 @@ fn print_table(rows: Vec<[String; 4]>) {
         let [w0, w1, w2, w3] = widths;
         println!("  {figure:<w0$}  {raw:>w1$}  {lepus:>w2$}  {ratio:>w3$}");
     };
-    line(COLUMNS);
+    line([&columns[0], &columns[1], &columns[2], &columns[3]]);
     for row in &rows {
         line([&row[0], &row[1], &row[2], &row[3]]);
     }
@@ -125,6 +136,10 @@ fn per_second(rate: f64) -> String {
 
 fn millis(ms: f64) -> String {
     format!("{ms:.2}")
+}
+
+fn micros(us: f64) -> String {
+    format!("{us:.1}")
 }
 
 fn mebibytes(mib: f64) -> String {

@@ -13,6 +13,7 @@ const QUEUE: &str = "LEPUS_BENCH_QUEUE";
 const CONCURRENCY: &str = "LEPUS_BENCH_CONCURRENCY";
 const TARGETS: &str = "LEPUS_BENCH_TARGETS";
 const CELERY_WIRE: &str = "LEPUS_BENCH_CELERY_WIRE";
+const METRICS_ADDR: &str = "LEPUS_BENCH_METRICS_ADDR";
 
 /// The two sides of the comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,14 +32,6 @@ impl Side {
             Side::Lepus => "lepus-worker",
         }
     }
-
-    /// A short name for queue names and file names.
-    pub(crate) fn tag(self) -> &'static str {
-        match self {
-            Side::Raw => "raw",
-            Side::Lepus => "lepus",
-        }
-    }
 }
 
 impl fmt::Display for Side {
@@ -47,6 +40,45 @@ impl fmt::Display for Side {
             Side::Raw => "raw lapin",
             Side::Lepus => "Lepus",
         })
+    }
+}
+
+/// One contender of a comparison: which side's code runs, and whether the Lepus worker serves
+/// metrics (`--metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Contender {
+    pub(crate) side: Side,
+    pub(crate) metrics: bool,
+}
+
+impl Contender {
+    /// The baseline and the contender measured against it: raw lapin and Lepus, or, to price
+    /// metrics, Lepus without them and Lepus with them.
+    pub(crate) fn pair(metrics: bool) -> [Self; 2] {
+        if metrics {
+            [Self { side: Side::Lepus, metrics: false }, Self { side: Side::Lepus, metrics: true }]
+        } else {
+            [Self { side: Side::Raw, metrics: false }, Self { side: Side::Lepus, metrics: false }]
+        }
+    }
+
+    /// A short name for queue names and file names.
+    pub(crate) fn tag(self) -> &'static str {
+        match (self.side, self.metrics) {
+            (Side::Raw, _) => "raw",
+            (Side::Lepus, false) => "lepus",
+            (Side::Lepus, true) => "lepus-metrics",
+        }
+    }
+}
+
+impl fmt::Display for Contender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.side, self.metrics) {
+            (Side::Raw, _) => f.write_str("raw lapin"),
+            (Side::Lepus, false) => f.write_str("Lepus"),
+            (Side::Lepus, true) => f.write_str("Lepus, metrics on"),
+        }
     }
 }
 
@@ -61,6 +93,8 @@ pub(crate) struct WorkerSpec {
     pub(crate) targets: Vec<u64>,
     /// The raw worker answers with a Celery result message like Lepus's (`--raw-headers`).
     pub(crate) celery_wire: bool,
+    /// Where the Lepus worker serves its metrics, if it does.
+    pub(crate) metrics_addr: Option<String>,
 }
 
 impl WorkerSpec {
@@ -75,6 +109,7 @@ impl WorkerSpec {
             .env(CONCURRENCY, self.concurrency.to_string())
             .env(TARGETS, targets.join(","))
             .env(CELERY_WIRE, if self.celery_wire { "1" } else { "0" })
+            .env(METRICS_ADDR, self.metrics_addr.as_deref().unwrap_or_default())
             // Both workers log as a deployed Lepus worker does by default.
             .env("RUST_LOG", "info");
         Ok(command)
@@ -101,5 +136,6 @@ fn parse(role: &str) -> Result<WorkerSpec, String> {
         .map(|t| t.parse().map_err(|e| format!("{TARGETS}: {e}")))
         .collect::<Result<_, _>>()?;
     let celery_wire = var(CELERY_WIRE).is_ok_and(|v| v == "1");
-    Ok(WorkerSpec { side, amqp_url: var(URL)?, queue: var(QUEUE)?, concurrency, targets, celery_wire })
+    let metrics_addr = var(METRICS_ADDR).ok().filter(|addr| !addr.is_empty());
+    Ok(WorkerSpec { side, amqp_url: var(URL)?, queue: var(QUEUE)?, concurrency, targets, celery_wire, metrics_addr })
 }

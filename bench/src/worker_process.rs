@@ -52,6 +52,11 @@ impl WorkerProcess {
         Arc::clone(&self.latest)
     }
 
+    /// The CPU time the worker has used so far, in seconds.
+    pub(crate) fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        proc_status::cpu_seconds(self.process.pid())
+    }
+
     /// The worker's resident memory now and at its peak.
     pub(crate) fn memory(&self) -> anyhow::Result<Memory> {
         proc_status::read(self.process.pid())
