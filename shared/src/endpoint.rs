@@ -21,8 +21,9 @@ use tokio_util::sync::CancellationToken;
 const DURATION_BUCKETS: &[f64] =
     &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
 
-/// How often histogram samples are folded into their buckets between scrapes.
-const UPKEEP: Duration = Duration::from_secs(5);
+/// How often histogram samples are folded into their buckets between scrapes (by a thread of
+/// the endpoint's own, off the runtime that runs jobs).
+const UPKEEP: Duration = Duration::from_secs(1);
 
 /// The metrics of one process. Cheap to clone; clones share the metrics.
 #[derive(Clone, Default)]
@@ -157,14 +158,19 @@ impl Endpoint {
         stop: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let Endpoint { listener, address } = self;
+        // The upkeep thread ends when `upkeep` (its channel's sender) is dropped, at the end.
         let upkeep = registry.prometheus.clone().map(|recorder| {
-            let stop = stop.clone();
-            tokio::spawn(async move {
+            let (upkeep, ended) = std::sync::mpsc::channel::<()>();
+            let started = std::thread::Builder::new().name("lepus-metrics-upkeep".into()).spawn(move || {
                 let handle = recorder.handle();
-                while tokio::time::timeout(UPKEEP, stop.cancelled()).await.is_err() {
+                while ended.recv_timeout(UPKEEP) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
                     handle.run_upkeep();
                 }
-            })
+            });
+            if let Err(e) = started {
+                tracing::warn!(error = %e, "no metrics upkeep thread: histogram samples are folded at each scrape only");
+            }
+            upkeep
         });
         let app = Router::new()
             .route("/metrics", get(metrics))
@@ -177,9 +183,7 @@ impl Endpoint {
             if let Err(e) = served {
                 tracing::error!(%address, error = %e, "the metrics endpoint stopped");
             }
-            if let Some(upkeep) = upkeep {
-                drop(upkeep.await);
-            }
+            drop(upkeep);
         })
     }
 }
@@ -190,7 +194,10 @@ struct Served {
 }
 
 async fn metrics(State(served): State<Arc<Served>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], served.registry.render())
+    // Rendering folds every histogram sample since the last upkeep: not on a runtime thread.
+    let registry = served.registry.clone();
+    let page = tokio::task::spawn_blocking(move || registry.render()).await.unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], page)
 }
 
 async fn readyz(State(served): State<Arc<Served>>) -> impl IntoResponse {
