@@ -25,7 +25,9 @@ async fn a_worker_whose_connection_is_cut_reconnects_and_reruns_its_jobs() {
     let records: Vec<String> = (0..2).map(|_| temp_file("cut")).collect();
     let mut ids = BTreeSet::new();
     for record in &records {
-        let job = Flaky { record: record.clone(), sleep_ms: 3000, ..Flaky::default() };
+        // Long enough that the cut (two rabbitmqctl calls, slow on a loaded machine) lands while
+        // both still run: with 3 s, a first run finished before the cut once in CI.
+        let job = Flaky { record: record.clone(), sleep_ms: 8000, ..Flaky::default() };
         let mut message = TaskMessage::new("test.flaky", Arguments::from_input(&job).expect("encodes"));
         message.reply_to = Some(replies.name().to_owned());
         ids.insert(message.id.to_string());
