@@ -17,6 +17,7 @@
 mod batch;
 mod broker;
 mod client;
+pub mod control;
 pub mod dead_letter;
 #[cfg(feature = "serve")]
 mod endpoint;
@@ -65,6 +66,7 @@ pub mod internal {
     pub use crate::batch::{Callback, Completion, FailedJob, PreparedBatch, Record, SIZE_HEADER, Snapshot};
     pub use crate::broker::{Connector, UNREACHABLE_HINT, redact};
     pub use crate::dead_letter::marks::{delivery_count, mark, revived};
+    pub use crate::protocol::amqp_value::json_from_table;
     pub use crate::protocol::headers::{header_str, node_name, persistent_json, set_header, without};
     pub use crate::protocol::task::rescheduled;
     pub use crate::publisher::{Outgoing, Publisher};

@@ -59,7 +59,7 @@ pub(crate) fn to_json(value: &AMQPValue) -> Value {
 }
 
 /// Decodes an AMQP field table as a JSON object.
-pub(crate) fn json_from_table(table: &FieldTable) -> Map<String, Value> {
+pub fn json_from_table(table: &FieldTable) -> Map<String, Value> {
     table.into_iter().map(|(k, v)| (k.to_string(), to_json(v))).collect()
 }
 

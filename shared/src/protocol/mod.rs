@@ -1,9 +1,11 @@
 //! Celery's message protocol v2 (JSON): task messages, result messages, and how typed inputs map
-//! to `args`/`kwargs`.
+//! to `args`/`kwargs`; and Celery's remote-control messages and monitoring events.
 
 pub(crate) mod amqp_value;
 mod args;
 mod canvas;
+pub mod control;
+pub mod events;
 mod follow_up;
 pub(crate) mod headers;
 mod result;

@@ -60,9 +60,12 @@ impl<K: Keys> FromArgMatches for Flags<K> {
     fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
         let given = K::ALL
             .iter()
-            .filter_map(|key| {
-                let values: Vec<String> = matches.get_many::<String>(key.name)?.cloned().collect();
-                Some((key.name, values))
+            .filter_map(|key| match key.switch {
+                Some(value) => matches.get_flag(key.name).then(|| (key.name, vec![value.to_owned()])),
+                None => {
+                    let values: Vec<String> = matches.get_many::<String>(key.name)?.cloned().collect();
+                    Some((key.name, values))
+                }
             })
             .collect();
         Ok(Self {
@@ -82,11 +85,12 @@ impl<K: Keys> FromArgMatches for Flags<K> {
 impl<K: Keys> clap::Args for Flags<K> {
     fn augment_args(command: Command) -> Command {
         let settings = K::ALL.iter().map(|key| {
-            Arg::new(key.name)
-                .long(key.flag)
-                .value_name(key.value_name)
-                .help(format!("{} [env: {}]", key.help, key.env))
-                .action(if key.many { ArgAction::Append } else { ArgAction::Set })
+            let arg = Arg::new(key.name).long(key.flag).help(format!("{} [env: {}]", key.help, key.env));
+            match (key.switch, key.many) {
+                (Some(_), _) => arg.action(ArgAction::SetTrue),
+                (None, true) => arg.value_name(key.value_name).action(ArgAction::Append),
+                (None, false) => arg.value_name(key.value_name).action(ArgAction::Set),
+            }
         });
         command
             .args(settings)
@@ -120,6 +124,7 @@ mod tests {
         const ALL: &'static [Key] = &[
             Key::new("queues", "queue", "LEPUS_QUEUES", "QUEUE", "queues").many(),
             Key::new("concurrency", "concurrency", "LEPUS_CONCURRENCY", "N", "jobs at once"),
+            Key::new("events", "events", "LEPUS_EVENTS", "BOOL", "send events").switch("true"),
         ];
     }
 

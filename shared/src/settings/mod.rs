@@ -37,6 +37,8 @@ pub struct Key {
     pub many: bool,
     /// A URL whose password `--print-config` masks.
     pub secret: bool,
+    /// A flag that takes no value: given, it sets the setting to this text.
+    pub switch: Option<&'static str>,
 }
 
 impl Key {
@@ -49,13 +51,20 @@ impl Key {
         value_name: &'static str,
         help: &'static str,
     ) -> Self {
-        Self { name, flag, env, value_name, help, many: false, secret: false }
+        Self { name, flag, env, value_name, help, many: false, secret: false, switch: None }
     }
 
     /// This setting is a list.
     #[must_use]
     pub const fn many(self) -> Self {
         Self { many: true, ..self }
+    }
+
+    /// This setting's flag takes no value: given, it sets the setting to `value` (`"true"` for
+    /// `--events`, `"false"` for `--without-remote-control`).
+    #[must_use]
+    pub const fn switch(self, value: &'static str) -> Self {
+        Self { switch: Some(value), ..self }
     }
 
     /// This setting is a URL with a password.

@@ -29,6 +29,12 @@
 //!   most significant first, then the destination queue: `0.0.….1.0.1.<queue>`. The names and
 //!   arguments are those of Celery 5.5's native delayed delivery (kombu), so Celery and Lepus
 //!   share one cascade. Delays have 1 s resolution and reach 2^28 − 1 s (about 8.5 years).
+//! - **Celery's remote control and events** (`celery.pidbox`, `reply.celery.pidbox`, `celeryev`):
+//!   see [`control`].
+
+mod control;
+
+pub use control::*;
 
 use crate::broker::Broker;
 use crate::error::{Error, ReplyCode, Result};
