@@ -20,7 +20,7 @@ pub use nodes::Node;
 pub use processes::{
     node_name, queue_with_worker, scheduler_binary, spawn, start_worker, start_worker_with_env, worker_binary,
 };
-pub use python::{celery_python, python_dir};
+pub use python::{celery_command, celery_python, python_dir, run_python_with};
 pub use queues::{
     Cleanup, TestQueue, amqp_url, connect, consumers_of, cut_connections, header_u64, rabbitmqctl, temp_file,
     unique_name, wait_until,

@@ -2,8 +2,10 @@
 //! `tests/python/requirements.txt`, made once per target directory (or `LEPUS_PYTHON`, a
 //! Python that already has it).
 
+use crate::queues::amqp_url;
+use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 /// The folder holding the Python test programs.
 #[must_use]
@@ -49,4 +51,38 @@ fn run(command: &mut Command) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// Runs a script from `tests/python` against `queue` (`LEPUS_TEST_QUEUE`) with more environment
+/// variables; returns its standard output's JSON lines, and fails the test if it fails.
+pub async fn run_python_with(script: &'static str, queue: &str, env: &[(&str, &str)]) -> Vec<Value> {
+    let python = celery_python();
+    let name = queue.to_owned();
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .current_dir(python_dir())
+            .env("LEPUS_TEST_QUEUE", name)
+            .env("LEPUS_AMQP_URL", amqp_url())
+            .envs(env)
+            .output()
+            .expect("python runs")
+    })
+    .await
+    .expect("joined");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{script} failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    stdout.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
+}
+
+/// Runs Celery's own command line, `celery --broker <test broker> <args>` (no app module).
+pub async fn celery_command(args: &[&str]) -> Output {
+    let python = celery_python();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        Command::new(python).args(["-m", "celery", "--broker", &amqp_url()]).args(args).output().expect("celery runs")
+    })
+    .await
+    .expect("joined")
 }

@@ -127,6 +127,23 @@ impl Keys for WorkerKeys {
         TLS_KEYS[0],
         TLS_KEYS[1],
         TLS_KEYS[2],
+        Key::new(
+            "name",
+            "name",
+            "LEPUS_NODE_NAME",
+            "NAME",
+            "The node name remote control and events know this worker by (%h: the host name; default lepus@<host>-<pid>)",
+        ),
+        Key::new("events", "events", "LEPUS_EVENTS", "BOOL", "Send Celery's monitoring events (like celery -E)")
+            .switch("true"),
+        Key::new(
+            "remote_control",
+            "without-remote-control",
+            "LEPUS_REMOTE_CONTROL",
+            "BOOL",
+            "Do not answer remote-control commands (celery inspect/control, Flower, lepus status)",
+        )
+        .switch("false"),
         Key::new("log_format", "log-format", "LEPUS_LOG_FORMAT", "FORMAT", "Log format: `text` or `json`"),
     ];
 }
@@ -157,6 +174,9 @@ impl Args {
             broker_timeout: layers.get("broker_timeout", d.broker_timeout),
             metrics_addr: layers.optional("metrics_addr"),
             tls: layers.tls(),
+            name: layers.optional("name"),
+            events: layers.get("events", d.events),
+            remote_control: layers.get("remote_control", d.remote_control),
         };
         let log_format = layers.get("log_format", LogFormat::default());
         for problem in worker.problems() {

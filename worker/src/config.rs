@@ -36,6 +36,15 @@ pub struct WorkerConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// TLS files for an `amqps://` broker (over those the URL's query names).
     pub tls: Tls,
+    /// The node name remote control and events know this worker by (`%h` stands for the host
+    /// name); `None` (the default): `lepus@<hostname>-<pid>`, unique per process.
+    pub name: Option<String>,
+    /// Send Celery's monitoring events from the start (`-E`); a monitor may also turn them on
+    /// (`enable_events`) and off. Default off.
+    pub events: bool,
+    /// Answer Celery's remote-control commands (`celery inspect`, `celery control`, Flower,
+    /// `lepus status`). Default on.
+    pub remote_control: bool,
 }
 
 impl fmt::Debug for WorkerConfig {
@@ -50,6 +59,9 @@ impl fmt::Debug for WorkerConfig {
             .field("broker_timeout", &self.broker_timeout)
             .field("metrics_addr", &self.metrics_addr)
             .field("tls", &self.tls)
+            .field("name", &self.name)
+            .field("events", &self.events)
+            .field("remote_control", &self.remote_control)
             .finish()
     }
 }
@@ -66,6 +78,9 @@ impl Default for WorkerConfig {
             broker_timeout: Duration::from_secs(30),
             metrics_addr: None,
             tls: Tls::default(),
+            name: None,
+            events: false,
+            remote_control: true,
         }
     }
 }
@@ -127,6 +142,39 @@ impl WorkerConfig {
         self
     }
 
+    /// Sets [`WorkerConfig::name`].
+    #[must_use]
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Sets [`WorkerConfig::events`].
+    #[must_use]
+    pub fn events(mut self, on: bool) -> Self {
+        self.events = on;
+        self
+    }
+
+    /// Sets [`WorkerConfig::remote_control`].
+    #[must_use]
+    pub fn remote_control(mut self, on: bool) -> Self {
+        self.remote_control = on;
+        self
+    }
+
+    /// The node name: [`WorkerConfig::name`] with `%h` replaced by the host name, or
+    /// `lepus@<hostname>-<pid>`.
+    #[must_use]
+    pub fn node_name(&self) -> String {
+        let own = lepus::internal::node_name();
+        let host = own.rsplit_once(':').map_or(own, |(host, _)| host);
+        match &self.name {
+            Some(name) => name.replace("%h", host),
+            None => format!("lepus@{host}-{}", std::process::id()),
+        }
+    }
+
     /// Sets [`WorkerConfig::tls`].
     #[must_use]
     pub fn tls(mut self, tls: Tls) -> Self {
@@ -158,6 +206,11 @@ impl WorkerConfig {
             problems.push("broker_timeout: must be more than zero".to_owned());
         }
         problems.extend(self.tls.problems(&self.amqp_url));
+        if let Some(name) = &self.name
+            && (name.trim().is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            problems.push(format!("name: {name:?} is not a node name (no spaces, not empty)"));
+        }
         problems
     }
 

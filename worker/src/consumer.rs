@@ -25,6 +25,8 @@ pub(crate) enum End {
     Stopped,
     /// The consumer or its channel went away (connection loss, queue deleted…).
     Lost,
+    /// This queue alone is no longer consumed (`cancel_consumer`); the others go on.
+    Cancelled,
 }
 
 pub(crate) struct ConsumeLoop {
@@ -39,17 +41,25 @@ pub(crate) struct ConsumeLoop {
     /// Cancelled when another loop of the same session lost its channel.
     pub(crate) session: CancellationToken,
     pub(crate) health: Arc<Health>,
+    /// Cancelled to stop consuming this queue alone.
+    pub(crate) own: CancellationToken,
 }
 
 impl ConsumeLoop {
     pub(crate) async fn run(mut self) -> End {
-        let _consuming = self.health.consuming(self.queue.name());
+        let consuming = self.health.consuming(self.queue.name());
         let stop = self.shared.stop.clone();
         loop {
             let next = tokio::select! {
                 biased;
                 () = stop.cancelled() => return self.cancel().await,
                 () = self.session.cancelled() => return End::Lost,
+                () = self.own.cancelled() => {
+                    consuming.release();
+                    self.cancel().await;
+                    tracing::info!(queue = self.queue.name(), "no longer consuming (remote control)");
+                    return End::Cancelled;
+                }
                 next = self.consumer.next() => next,
             };
             let delivery = match next {
@@ -81,7 +91,7 @@ impl ConsumeLoop {
     }
 
     /// Cancels the consumer and hands back the deliveries it still holds.
-    async fn cancel(mut self) -> End {
+    async fn cancel(&mut self) -> End {
         let tag = self.consumer.tag();
         let cancelled = self.channel.basic_cancel(tag, BasicCancelOptions::default());
         if tokio::time::timeout(Duration::from_secs(5), cancelled).await.is_ok() {

@@ -15,10 +15,13 @@
 //! the broker has already requeued it.
 
 use crate::acks::Acks;
-use crate::execute;
+use crate::activity::Activity;
+use crate::events::{self, Events};
+use crate::execute::{self, Admission, Executed};
 use crate::metrics::{JobSeries, Metrics};
 use crate::outcome::{Ended, FollowUps, Outcome, Reply};
 use crate::registry::Registry;
+use crate::revoked::Revoked;
 use crate::states::States;
 use crate::stats::WorkerStats;
 use chrono::Utc;
@@ -46,15 +49,18 @@ pub(crate) struct Shared {
     pub(crate) broker_timeout: Duration,
     pub(crate) stats: Arc<WorkerStats>,
     pub(crate) metrics: Metrics,
+    /// The worker's node name, as remote control and events know it.
+    pub(crate) node: Arc<str>,
+    pub(crate) activity: Arc<Activity>,
+    pub(crate) revoked: Arc<Revoked>,
+    pub(crate) events: Arc<Events>,
 }
 
 impl Shared {
     /// Counts a delivery settled as `ended`, in the stats and in the job's metrics.
-    fn count(&self, series: Option<&JobSeries>, ended: Ended) {
+    fn count(&self, series: &JobSeries, ended: Ended) {
         self.stats.count(ended);
-        if let Some(series) = series {
-            series.count(ended);
-        }
+        series.count(ended);
     }
 }
 
@@ -66,8 +72,8 @@ pub(crate) async fn process(
     acks: Acks,
     permit: OwnedSemaphorePermit,
 ) {
-    let in_flight = shared.metrics.in_flight(queue.name());
-    in_flight.inspect(|gauge| gauge.increment(1.0));
+    let series = shared.metrics.queue(queue.name());
+    series.in_flight.increment(1.0);
     let refuse =
         |reason, error| Outcome::DeadLetter { reason, error, attempts: 0, reply: None, then: FollowUps::default() };
     let decoded = if delivery.data.len() > shared.max_payload {
@@ -81,36 +87,59 @@ pub(crate) async fn process(
     match decoded {
         Ok(message) => {
             let span = tracing::info_span!("job", job.id = %message.id, job.name = %message.task);
-            let batch = Record::of(&message, false);
-            let handed_out = delivery_count(&delivery.properties);
-            let series = shared.metrics.job(queue.name(), Some(&message.task));
             async {
-                let executed =
-                    match execute::past_delivery_limit(&message, queue.name(), handed_out, queue.delivery_limit()) {
-                        Some(refused) => refused.into(),
-                        None => {
-                            execute::run(message, queue.name(), &shared.registry, &shared.states, &shared.stop).await
-                        }
-                    };
-                if let (Some(series), Some(ran_for)) = (series, executed.ran_for) {
-                    series.ran_for(ran_for);
+                shared.events.send(|| events::received(&message));
+                let job = series.job(Some(&message.task));
+                let id = shared.events.is_on().then(|| message.id.clone());
+                let name = shared.registry.get(&message.task).map(|job| Arc::clone(&job.name));
+                let batch = Record::of(&message, false);
+                let executed = execute_one(message, &delivery, &queue, &shared).await;
+                if let Some(ran_for) = executed.ran_for {
+                    job.ran_for(ran_for);
                 }
-                settle(&delivery, &queue, &shared, &acks, executed.outcome, batch, series).await;
+                let event = id
+                    .and_then(|id| events::settled(&id, &executed.outcome, executed.output.as_ref(), executed.ran_for));
+                if let Some(ended) = settle(&delivery, &queue, &shared, &acks, executed.outcome, batch).await {
+                    shared.count(job, ended);
+                    if ended.is_final() {
+                        shared.activity.processed(name.as_deref().unwrap_or_default());
+                    }
+                    if let Some(event) = event {
+                        shared.events.send(|| event);
+                    }
+                }
             }
             .instrument(span)
             .await;
         }
         Err(refused) => {
-            let series = shared.metrics.job(queue.name(), None);
-            settle(&delivery, &queue, &shared, &acks, refused, None, series).await;
+            if let Some(ended) = settle(&delivery, &queue, &shared, &acks, refused, None).await {
+                shared.count(series.job(None), ended);
+            }
         }
     }
-    in_flight.inspect(|gauge| gauge.decrement(1.0));
+    series.in_flight.decrement(1.0);
     drop(permit);
 }
 
-/// Publishes what `outcome` needs, then acks (or, if a publish failed, hands the delivery back)
-/// and counts it in `series`, the job's metrics.
+/// What becomes of a decoded job: refused at the delivery limit, not admitted (unknown,
+/// revoked, expired, early), or run, registered as running meanwhile.
+async fn execute_one(message: TaskMessage, delivery: &Delivery, queue: &WorkQueue, shared: &Shared) -> Executed {
+    let handed_out = delivery_count(&delivery.properties);
+    if let Some(refused) = execute::past_delivery_limit(&message, queue.name(), handed_out, queue.delivery_limit()) {
+        return refused.into();
+    }
+    let job = match execute::admit(&message, queue.name(), &shared.registry, &shared.revoked) {
+        Admission::Run(job) => job,
+        Admission::NotRun(outcome) => return (*outcome).into(),
+    };
+    let running = shared.activity.start(&message, queue.name(), &shared.node, delivery.redelivered);
+    shared.events.send(|| events::started(&message.id));
+    execute::run_admitted(message, job, queue.name(), &shared.states, &shared.stop, &running.cancel).await
+}
+
+/// Publishes what `outcome` needs, then acks (or, if a publish failed, hands the delivery
+/// back); how the delivery ended, if it was acked.
 async fn settle(
     delivery: &Delivery,
     queue: &WorkQueue,
@@ -118,13 +147,12 @@ async fn settle(
     acks: &Acks,
     outcome: Outcome,
     batch: Option<Record>,
-    series: Option<&JobSeries>,
-) {
+) -> Option<Ended> {
     if !delivery.acker.usable() {
         // The channel died while the job ran: the broker has already requeued the message and
         // will deliver it again, so publishing anything now would only make duplicates.
         tracing::warn!("the broker connection was lost during the job; the broker will redeliver it");
-        return;
+        return None;
     }
     let published = match outcome {
         Outcome::Done { reply, ended, then } => follow(then, reply, queue, shared).await.map(|()| ended),
@@ -162,19 +190,19 @@ async fn settle(
     match recorded {
         Ok(ended) => {
             if acks.ack(delivery.delivery_tag).await {
-                shared.count(series, ended);
-            } else {
-                tracing::warn!(
-                    delivery_tag = delivery.delivery_tag,
-                    "ack failed (connection lost?); the broker will redeliver the message"
-                );
+                return Some(ended);
             }
+            tracing::warn!(
+                delivery_tag = delivery.delivery_tag,
+                "ack failed (connection lost?); the broker will redeliver the message"
+            );
         }
         Err(why) => {
             tracing::error!(error = why, "message returned to its queue for redelivery");
             acks.requeue(delivery.delivery_tag).await;
         }
     }
+    None
 }
 
 /// Sends what follows a job by its canvas: each message to its queue (through the delay cascade
@@ -211,7 +239,7 @@ async fn follow(then: FollowUps, reply: Option<Reply>, queue: &WorkQueue, shared
                 let dlq = queue.dead_letter_queue();
                 let outgoing = Outgoing { exchange: "", routing_key: &dlq, body: &body, properties };
                 shared.publisher.publish(outgoing).await.map_err(|e| format!("cannot keep a follow-up: {e}"))?;
-                shared.count(shared.metrics.job(queue.name(), Some(&message.task)), Ended::DeadLettered);
+                shared.count(shared.metrics.queue(queue.name()).job(Some(&message.task)), Ended::DeadLettered);
             }
             Err(e) => return Err(format!("cannot send a follow-up to {to}: {e}")),
         }

@@ -8,6 +8,7 @@ use crate::job_error::JobError;
 use crate::job_error::Next;
 use crate::outcome::{Ended, FollowUps, Outcome, Reply};
 use crate::registry::{CallError, Registered, Registry};
+use crate::revoked::Revoked;
 use crate::states::States;
 use chrono::{TimeDelta, Utc};
 use futures_lite::FutureExt;
@@ -21,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 /// How a handler call ended.
 enum Called {
     Returned(serde_json::Value),
+    /// A `revoke` with `terminate` stopped it.
+    Terminated,
     /// The arguments do not fit the input type: the handler never ran.
     BadInput(String),
     /// The run failed: the error as Celery would name it, and what the handler asked for.
@@ -50,61 +53,133 @@ pub(crate) fn past_delivery_limit(message: &TaskMessage, queue: &str, handed_out
     Some(Outcome::DeadLetter { reason: Reason::DeliveryLimit, error, attempts, reply, then })
 }
 
-/// What became of one job message, and how long its handler ran (if it ran).
+/// What became of one job message, how long its handler ran (if it ran), and its output when
+/// no caller took it (for the `task-succeeded` event).
 #[derive(Debug)]
 pub(crate) struct Executed {
     pub(crate) outcome: Outcome,
     pub(crate) ran_for: Option<Duration>,
+    pub(crate) output: Option<serde_json::Value>,
 }
 
 impl From<Outcome> for Executed {
     /// An outcome decided without running the handler.
     fn from(outcome: Outcome) -> Self {
-        Self { outcome, ran_for: None }
+        Self { outcome, ran_for: None, output: None }
     }
 }
 
-/// Decides the outcome of one job message.
+/// Decides the outcome of one job message (with no revoked ids, nothing to terminate it): the
+/// test harness's way in. A worker calls [`admit`] and [`run_admitted`] itself.
 pub(crate) async fn run(
-    mut message: TaskMessage,
+    message: TaskMessage,
     queue: &str,
     registry: &Registry,
     states: &Arc<States>,
     stop: &CancellationToken,
 ) -> Executed {
+    match admit(&message, queue, registry, &Revoked::default()) {
+        Admission::NotRun(outcome) => (*outcome).into(),
+        Admission::Run(job) => run_admitted(message, job, queue, states, stop, &CancellationToken::new()).await,
+    }
+}
+
+/// Whether a message is to run now.
+pub(crate) enum Admission<'a> {
+    /// Run it: this is its job.
+    Run(&'a Registered),
+    /// This becomes of it without running.
+    NotRun(Box<Outcome>),
+}
+
+/// Whether `message` is to run now: its job, or else what becomes of it without running. It is
+/// refused (unknown job), not run (revoked, expired), or sent back to wait for its `eta`.
+pub(crate) fn admit<'a>(
+    message: &TaskMessage,
+    queue: &str,
+    registry: &'a Registry,
+    revoked: &Revoked,
+) -> Admission<'a> {
     let Some(job) = registry.get(&message.task) else {
         let error =
             format!("no job named {:?} is registered on this worker; it runs {:?}", message.task, registry.names());
         // Celery's NotRegistered takes the task name as its message.
         let exception = ExceptionInfo::python("celery.exceptions", "NotRegistered", message.task.clone());
-        let (reply, then) = ended(&message, queue, ResultMessage::failure(&message.id, &exception, None));
-        return Outcome::DeadLetter { reason: Reason::UnknownJob, error, attempts: 0, reply, then }.into();
+        let (reply, then) = ended(message, queue, ResultMessage::failure(&message.id, &exception, None));
+        return Admission::NotRun(Box::new(Outcome::DeadLetter {
+            reason: Reason::UnknownJob,
+            error,
+            attempts: 0,
+            reply,
+            then,
+        }));
     };
+    if revoked.contains(message.id.as_str(), lepus::control::unix_now()) {
+        tracing::info!("job revoked; not run");
+        return Admission::NotRun(Box::new(revoked_outcome(message, queue, "revoked")));
+    }
     let now = Utc::now();
     if let Some(expires) = message.expires.filter(|expires| *expires <= now) {
         tracing::info!(%expires, "job expired before it could start; not run");
         let exception = ExceptionInfo::python("celery.exceptions", "TaskRevokedError", format!("expired at {expires}"));
-        let (reply, then) = ended(&message, queue, ResultMessage::revoked(&message.id, &exception));
-        return Outcome::Done { reply, ended: Ended::Expired, then }.into();
+        let (reply, then) = ended(message, queue, ResultMessage::revoked(&message.id, &exception));
+        return Admission::NotRun(Box::new(Outcome::Done { reply, ended: Ended::Expired, then }));
     }
     if let Some(eta) = message.eta.filter(|eta| *eta > now) {
         let delay = (eta - now).to_std().unwrap_or_default();
         tracing::debug!(%eta, "job arrived before its eta; back to the broker's delay cascade");
-        return Outcome::Reschedule { retries: message.retries, eta, delay, ended: Ended::Deferred, failure: None }
-            .into();
+        return Admission::NotRun(Box::new(Outcome::Reschedule {
+            retries: message.retries,
+            eta,
+            delay,
+            ended: Ended::Deferred,
+            failure: None,
+        }));
     }
+    Admission::Run(job)
+}
 
+/// A job that is not run, or no longer: `REVOKED` for its caller (Celery's `TaskRevokedError`).
+fn revoked_outcome(message: &TaskMessage, queue: &str, why: &str) -> Outcome {
+    let exception = ExceptionInfo::python("celery.exceptions", "TaskRevokedError", why);
+    let (reply, then) = ended(message, queue, ResultMessage::revoked(&message.id, &exception));
+    Outcome::Done { reply, ended: Ended::Revoked, then }
+}
+
+/// Runs an admitted job under its time limit, catching panics, and decides what follows: a
+/// result, a retry, a final failure, or, if `terminate` is cancelled while it runs (a `revoke`
+/// with `terminate`), `REVOKED` (the handler's future is dropped at its next await).
+pub(crate) async fn run_admitted(
+    mut message: TaskMessage,
+    job: &Registered,
+    queue: &str,
+    states: &Arc<States>,
+    stop: &CancellationToken,
+    terminate: &CancellationToken,
+) -> Executed {
+    let now = Utc::now();
     let attempt = message.retries.saturating_add(1);
     let started = Instant::now();
-    let called = call(&mut message, job, states, stop).await;
+    let called = tokio::select! {
+        called = call(&mut message, job, states, stop) => called,
+        () = terminate.cancelled() => Called::Terminated,
+    };
     let elapsed = started.elapsed();
-    let ran = |outcome| Executed { outcome, ran_for: Some(elapsed) };
+    let ran = |outcome| Executed { outcome, ran_for: Some(elapsed), output: None };
     let (exception, next) = match called {
         Called::Returned(value) => {
             tracing::debug!(?elapsed, attempt, "job succeeded");
             let then = canvas::after_success(&message, queue, &value);
+            if message.reply_destination().is_none() {
+                let outcome = Outcome::Done { reply: None, ended: Ended::Succeeded, then };
+                return Executed { outcome, ran_for: Some(elapsed), output: Some(value) };
+            }
             let reply = Reply::to(&message, ResultMessage::success(&message.id, value));
             return ran(Outcome::Done { reply, ended: Ended::Succeeded, then });
+        }
+        Called::Terminated => {
+            tracing::warn!(?elapsed, "job terminated by a revoke");
+            return ran(revoked_outcome(&message, queue, "terminated"));
         }
         Called::BadInput(error) => {
             let error = format!("arguments do not fit {}: {error}", message.task);

@@ -19,14 +19,18 @@
 //! ```
 
 mod acks;
+mod activity;
 mod canvas;
 #[cfg(feature = "cli")]
 pub mod cli;
+mod commands;
 mod config;
 mod consumer;
 mod context;
+mod control;
 mod delivery;
 mod error;
+mod events;
 mod execute;
 mod extract;
 mod handler;
@@ -34,7 +38,9 @@ mod health;
 mod job_error;
 mod metrics;
 mod outcome;
+mod queues;
 mod registry;
+mod revoked;
 mod states;
 mod stats;
 pub mod testing;
@@ -48,5 +54,6 @@ pub use extract::{FromContext, State};
 pub use handler::Handler;
 pub use job_error::{BoxError, JobError};
 pub use lepus::shutdown_signal;
+pub use revoked::{MAX_REVOKED, REVOKE_EXPIRES};
 pub use stats::WorkerStats;
 pub use worker::Worker;

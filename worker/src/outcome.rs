@@ -53,6 +53,8 @@ pub(crate) enum Ended {
     Retried,
     Deferred,
     Expired,
+    /// Not run, or stopped, by a revoke.
+    Revoked,
 }
 
 impl Ended {

@@ -15,6 +15,7 @@ pub struct WorkerStats {
     retried: AtomicU64,
     deferred: AtomicU64,
     expired: AtomicU64,
+    revoked: AtomicU64,
     held_callbacks: AtomicU64,
     dropped_callbacks: AtomicU64,
 }
@@ -57,6 +58,12 @@ impl WorkerStats {
         self.expired.load(Ordering::Relaxed)
     }
 
+    /// Jobs not run, or stopped, because they were revoked.
+    #[must_use]
+    pub fn revoked(&self) -> u64 {
+        self.revoked.load(Ordering::Relaxed)
+    }
+
     /// Attempts to send a finished batch's callback that found no queue of its name, on this
     /// worker's batch tracker (each retry counts again). The callback is kept and tried again.
     #[must_use]
@@ -85,6 +92,7 @@ impl WorkerStats {
             Ended::Retried => &self.retried,
             Ended::Deferred => &self.deferred,
             Ended::Expired => &self.expired,
+            Ended::Revoked => &self.revoked,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -97,8 +105,16 @@ impl WorkerStats {
         self.dropped_callbacks.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    fn snapshot(&self) -> [u64; 6] {
-        [self.succeeded(), self.failed(), self.dead_lettered(), self.retried(), self.deferred(), self.expired()]
+    fn snapshot(&self) -> [u64; 7] {
+        [
+            self.succeeded(),
+            self.failed(),
+            self.dead_lettered(),
+            self.retried(),
+            self.deferred(),
+            self.expired(),
+            self.revoked(),
+        ]
     }
 
     /// Logs the totals and the rate since the last report whenever they changed.
@@ -108,18 +124,28 @@ impl WorkerStats {
             tokio::time::sleep(period).await;
             let now = (self.snapshot(), Instant::now());
             if now.0 != last.0 {
-                let done = |s: [u64; 6]| s.iter().sum::<u64>();
+                let done = |s: [u64; 7]| s.iter().sum::<u64>();
                 let rate = (done(now.0) - done(last.0)) as f64 / now.1.duration_since(last.1).as_secs_f64();
-                let [succeeded, failed, dead_lettered, retried, deferred, expired] = now.0;
+                let [succeeded, failed, dead_lettered, retried, deferred, expired, revoked] = now.0;
                 let jobs_per_s = format!("{rate:.1}");
-                tracing::info!(succeeded, failed, dead_lettered, retried, deferred, expired, jobs_per_s, "progress");
+                tracing::info!(
+                    succeeded,
+                    failed,
+                    dead_lettered,
+                    retried,
+                    deferred,
+                    expired,
+                    revoked,
+                    jobs_per_s,
+                    "progress"
+                );
             }
             last = now;
         }
     }
 
     pub(crate) fn log_totals(&self) {
-        let [succeeded, failed, dead_lettered, retried, deferred, expired] = self.snapshot();
-        tracing::info!(succeeded, failed, dead_lettered, retried, deferred, expired, "totals");
+        let [succeeded, failed, dead_lettered, retried, deferred, expired, revoked] = self.snapshot();
+        tracing::info!(succeeded, failed, dead_lettered, retried, deferred, expired, revoked, "totals");
     }
 }

@@ -6,14 +6,20 @@
 //! completes it stops taking deliveries, waits up to the grace period for running jobs, and returns.
 
 use crate::acks::Acks;
+use crate::activity::Activity;
+use crate::commands::Panel;
 use crate::config::WorkerConfig;
 use crate::consumer::{ConsumeLoop, End};
+use crate::control;
 use crate::delivery::Shared;
 use crate::error::WorkerError;
+use crate::events::Events;
 use crate::handler::Handler;
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::queues::{Change, QueueSet};
 use crate::registry::Registry;
+use crate::revoked::Revoked;
 use crate::states::States;
 use crate::stats::WorkerStats;
 use lepus::internal::Publisher;
@@ -21,10 +27,13 @@ use lepus::internal::endpoint::{MetricsRegistry, Serving};
 use lepus::lapin::Channel;
 use lepus::lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lepus::lapin::types::FieldTable;
-use lepus::{Broker, Job, WorkQueue};
+use lepus::{Broker, Job, ReplyCode, WorkQueue};
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use tokio::sync::Semaphore;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -116,13 +125,48 @@ impl Worker {
                 return Err(e.into());
             }
         };
+        let node: Arc<str> = config.node_name().into();
+        let job_names = registry.names();
         tracing::info!(
             broker = broker.url(),
+            node = &*node,
             queues = ?config.queues,
             concurrency = config.concurrency,
-            jobs = ?registry.names(),
+            jobs = ?job_names,
             metrics = metrics_on,
+            events = config.events,
+            remote_control = config.remote_control,
             "worker starting"
+        );
+        let control = if config.remote_control {
+            match control::open(&broker, &node).await {
+                Ok(opened) => Some(opened),
+                Err(e) if e.reply_code() == Some(ReplyCode::ResourceLocked) => {
+                    endpoint.stop().await;
+                    broker.close().await;
+                    return Err(WorkerError::Config(format!(
+                        "the node name {node:?} is in use by another running worker: give each worker its own --name"
+                    )));
+                }
+                Err(e) => {
+                    endpoint.stop().await;
+                    return Err(e.into());
+                }
+            }
+        } else {
+            None
+        };
+        let clock = Arc::new(AtomicU64::new(0));
+        let activity = Arc::new(Activity::new(&job_names));
+        let revoked = Arc::new(Revoked::default());
+        let observed = CancellationToken::new();
+        let (events, publishing) = Events::start(
+            broker.clone(),
+            Arc::clone(&node),
+            config.events,
+            Arc::clone(&clock),
+            Arc::clone(&activity),
+            observed.clone(),
         );
         let shared = Arc::new(Shared {
             broker: broker.clone(),
@@ -134,6 +178,10 @@ impl Worker {
             broker_timeout: config.broker_timeout,
             stats,
             metrics,
+            node: Arc::clone(&node),
+            activity: Arc::clone(&activity),
+            revoked: Arc::clone(&revoked),
+            events: Arc::clone(&events),
         });
         let tracker = tokio::spawn(crate::tracker::run(
             broker.clone(),
@@ -146,9 +194,27 @@ impl Worker {
             let shared = Arc::clone(&shared);
             async move { shared.stats.report_every(Duration::from_secs(10)).await }
         });
+        let (queue_set, changes) = QueueSet::new(queues, config.delivery_limit);
+        let queue_set = Arc::new(queue_set);
+        let controlling = control.map(|first| {
+            let panel = Panel {
+                node,
+                jobs: job_names,
+                activity,
+                revoked,
+                events,
+                queues: Arc::clone(&queue_set),
+                concurrency: config.concurrency,
+                broker: broker_info(&config.amqp_url),
+                stop: shared.stop.clone(),
+                clock,
+            };
+            tokio::spawn(control::serve(broker.clone(), Arc::new(panel), first, observed.clone()))
+        });
         let supervisor = Supervisor {
             broker: broker.clone(),
-            queues,
+            queues: queue_set,
+            changes: tokio::sync::Mutex::new(changes),
             permits: Arc::new(Semaphore::new(usize::from(config.concurrency))),
             tracker: TaskTracker::new(),
             prefetch: config.concurrency,
@@ -159,6 +225,12 @@ impl Worker {
         tracing::info!("worker ready");
         let channel = supervisor.consume_until_stopped(first).await;
         let drained = supervisor.drain(config.grace_period).await;
+        // Events and remote control last until the running jobs are done.
+        observed.cancel();
+        drop(publishing.await);
+        if let Some(controlling) = controlling {
+            drop(controlling.await);
+        }
         reporter.abort();
         drop(tracker.await);
         shared.stats.log_totals();
@@ -171,9 +243,33 @@ impl Worker {
     }
 }
 
+/// The broker as remote control's `stats` shows it (as Celery shows its broker; no password).
+fn broker_info(url: &str) -> serde_json::Value {
+    let uri: Option<lepus::lapin::uri::AMQPUri> = url.parse().ok();
+    let uri = uri.as_ref();
+    serde_json::json!({
+        "hostname": uri.map(|u| u.authority.host.clone()),
+        "userid": uri.map(|u| u.authority.userinfo.username.clone()),
+        "virtual_host": uri.map(|u| u.vhost.clone()),
+        "port": uri.map(|u| u.authority.port),
+        "insist": false,
+        "ssl": url.trim_start().starts_with("amqps://"),
+        "transport": "amqp",
+        "connect_timeout": 10,
+        "transport_options": {},
+        "login_method": "PLAIN",
+        "uri_prefix": null,
+        "heartbeat": uri.and_then(|u| u.query.heartbeat),
+        "failover_strategy": "round-robin",
+        "alternates": [],
+    })
+}
+
 struct Supervisor {
     broker: Broker,
-    queues: Vec<Arc<WorkQueue>>,
+    queues: Arc<QueueSet>,
+    /// Changes of `queues` (remote control), applied to the running session.
+    changes: tokio::sync::Mutex<mpsc::UnboundedReceiver<Change>>,
     permits: Arc<Semaphore>,
     tracker: TaskTracker,
     prefetch: u16,
@@ -181,69 +277,112 @@ struct Supervisor {
     health: Arc<Health>,
 }
 
+/// One channel's consuming: its acks, and the token that ends every loop on it when one loses
+/// its consumer.
+struct Session {
+    channel: Channel,
+    acks: Acks,
+    lost: CancellationToken,
+}
+
 impl Supervisor {
     /// Consumes, reconnecting after losses (by `lepus::internal::reconnect`), until the worker is told to
     /// stop. Returns the last channel, to be closed once running jobs have been acked on it.
-    async fn consume_until_stopped(&self, first: (Channel, Vec<ConsumeLoop>)) -> Option<Channel> {
-        let (mut channel, mut loops) = first;
+    async fn consume_until_stopped(&self, first: (Session, Vec<ConsumeLoop>)) -> Option<Channel> {
+        let (mut session, mut loops) = first;
         loop {
-            if self.consume(loops).await == End::Stopped {
-                return Some(channel);
+            if self.consume(&session, loops).await == End::Stopped {
+                return Some(session.channel);
             }
-            drop(channel.close(200, "reconnecting".into()).await);
+            drop(session.channel.close(200, "reconnecting".into()).await);
             tracing::warn!("lost the broker connection or a consumer; reconnecting");
-            (channel, loops) = lepus::internal::reconnect("worker", &self.shared.stop, || self.open()).await?;
+            (session, loops) = lepus::internal::reconnect("worker", &self.shared.stop, || self.open()).await?;
             self.shared.metrics.reconnects.increment(1);
             tracing::info!("consuming again");
         }
     }
 
     /// Opens a channel, declares the queues and starts one consumer per queue.
-    async fn open(&self) -> lepus::Result<(Channel, Vec<ConsumeLoop>)> {
+    async fn open(&self) -> lepus::Result<(Session, Vec<ConsumeLoop>)> {
         let channel = self.broker.channel().await?;
         channel
             .basic_qos(self.prefetch, BasicQosOptions { global: false })
             .await
             .map_err(|source| lepus::Error::Amqp { operation: "basic.qos", source })?;
-        let session = CancellationToken::new();
         let acks = Acks::start(channel.clone(), self.shared.broker_timeout);
-        let mut loops = Vec::with_capacity(self.queues.len());
-        for queue in &self.queues {
-            queue.declare(&channel).await?;
-            let consumer = channel
-                .basic_consume(queue.name().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
-                .await
-                .map_err(|source| lepus::Error::Amqp { operation: "basic.consume", source })?;
-            loops.push(ConsumeLoop {
-                queue: Arc::clone(queue),
-                channel: channel.clone(),
-                consumer,
-                shared: Arc::clone(&self.shared),
-                acks: acks.clone(),
-                permits: Arc::clone(&self.permits),
-                tracker: self.tracker.clone(),
-                session: session.clone(),
-                health: Arc::clone(&self.health),
-            });
+        let session = Session { channel, acks, lost: CancellationToken::new() };
+        let mut loops = Vec::new();
+        for queue in self.queues.list() {
+            loops.push(self.consume_loop(&session, queue).await?);
         }
-        Ok((channel, loops))
+        Ok((session, loops))
     }
 
-    /// Runs the consume loops; when one loses its consumer, ends the others too.
-    async fn consume(&self, loops: Vec<ConsumeLoop>) -> End {
+    /// Declares `queue` and starts consuming it in `session`.
+    async fn consume_loop(&self, session: &Session, queue: Arc<WorkQueue>) -> lepus::Result<ConsumeLoop> {
+        queue.declare(&session.channel).await?;
+        let consumer = session
+            .channel
+            .basic_consume(queue.name().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .await
+            .map_err(|source| lepus::Error::Amqp { operation: "basic.consume", source })?;
+        Ok(ConsumeLoop {
+            queue,
+            channel: session.channel.clone(),
+            consumer,
+            shared: Arc::clone(&self.shared),
+            acks: session.acks.clone(),
+            permits: Arc::clone(&self.permits),
+            tracker: self.tracker.clone(),
+            session: session.lost.clone(),
+            health: Arc::clone(&self.health),
+            own: CancellationToken::new(),
+        })
+    }
+
+    /// Runs the consume loops, starting and stopping loops as the queue set changes; when one
+    /// loses its consumer, ends the others too. `Stopped` once told to stop, else `Lost`.
+    async fn consume(&self, session: &Session, loops: Vec<ConsumeLoop>) -> End {
         let mut running = tokio::task::JoinSet::new();
-        let session = loops.first().map(|l| l.session.clone()).unwrap_or_default();
+        let mut own: HashMap<String, CancellationToken> = HashMap::new();
         for consume_loop in loops {
+            own.insert(consume_loop.queue.name().to_owned(), consume_loop.own.clone());
             running.spawn(consume_loop.run());
         }
+        let mut changes = self.changes.lock().await;
         let mut end = End::Stopped;
-        while let Some(ended) = running.join_next().await {
-            if ended.unwrap_or(End::Lost) == End::Lost {
-                end = End::Lost;
-                session.cancel();
+        loop {
+            if running.is_empty() && (end == End::Lost || self.shared.stop.is_cancelled()) {
+                return end;
+            }
+            tokio::select! {
+                ended = running.join_next(), if !running.is_empty() => {
+                    if let Some(ended) = ended && ended.unwrap_or(End::Lost) == End::Lost {
+                        end = End::Lost;
+                        session.lost.cancel();
+                    }
+                }
+                change = changes.recv() => match change {
+                    Some(Change::Add(queue)) if !own.contains_key(queue.name()) && end != End::Lost => {
+                        match self.consume_loop(session, Arc::clone(&queue)).await {
+                            Ok(consume_loop) => {
+                                tracing::info!(queue = queue.name(), "consuming (remote control)");
+                                own.insert(queue.name().to_owned(), consume_loop.own.clone());
+                                running.spawn(consume_loop.run());
+                            }
+                            Err(e) => tracing::error!(queue = queue.name(), error = %e, "cannot consume the queue"),
+                        }
+                    }
+                    Some(Change::Cancel(name)) => {
+                        if let Some(token) = own.remove(&name) {
+                            token.cancel();
+                        }
+                    }
+                    Some(Change::Add(_)) | None => {}
+                },
+                () = self.shared.stop.cancelled(), if running.is_empty() => return End::Stopped,
             }
         }
-        end
     }
 
     /// Waits up to `grace` for running jobs to finish.

@@ -3,7 +3,7 @@
 
 use lepus::protocol::{Arguments, TaskMessage};
 use lepus::{Error, Job, Request};
-use lepus_tests::{TestQueue, Tick, amqp_url, celery_python, connect, python_dir, temp_file, wait_until};
+use lepus_tests::{TestQueue, Tick, celery_python, connect, python_dir, run_python_with, temp_file, wait_until};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::process::Command;
@@ -53,28 +53,6 @@ async fn python_celery_delayed_jobs_reach_lepus_through_the_shared_cascade() {
 /// Runs a script from `tests/python` against `queue`; returns its JSON output lines.
 async fn run_python(script: &'static str, queue: &str) -> Vec<Value> {
     run_python_with(script, queue, &[]).await
-}
-
-/// Like [`run_python`], with more environment variables.
-async fn run_python_with(script: &'static str, queue: &str, env: &[(&str, &str)]) -> Vec<Value> {
-    let python = celery_python();
-    let name = queue.to_owned();
-    let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script)
-            .current_dir(python_dir())
-            .env("LEPUS_TEST_QUEUE", name)
-            .env("LEPUS_AMQP_URL", amqp_url())
-            .envs(env)
-            .output()
-            .expect("python runs")
-    })
-    .await
-    .expect("joined");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{script} failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    stdout.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
 }
 
 #[tokio::test]
