@@ -1,17 +1,14 @@
-//! The `lepus-scheduler` command line: run a replica, check a schedule file, or enqueue a job,
-//! a delayed job or a batch and print its id.
+//! The `lepus-scheduler` command line: run a replica, or check a schedule file. (Sending jobs and
+//! batches, like everything else an operator does, is `lepus`'s.)
 
 use crate::{Schedule, Scheduler, SchedulerConfig, load_schedules};
-use chrono::{DateTime, Utc};
-use clap::{Args, Parser, Subcommand};
+use chrono::Utc;
+use clap::{Parser, Subcommand};
 use lepus::internal::settings::{Effective, Flags, Key, Keys, Layers, SettingsError, TLS_KEYS};
-use lepus::protocol::Arguments;
+use lepus::shutdown_signal;
 use lepus::telemetry::LogFormat;
-use lepus::{Batch, BatchId, Client, Request, RetryPolicy, shutdown_signal};
-use serde_json::{Map, Value};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 /// Periodic jobs and batches for Lepus workers.
 #[derive(Debug, Parser)]
@@ -41,47 +38,6 @@ enum OneOff {
         /// The schedule file (TOML).
         #[arg(long, env = "LEPUS_SCHEDULES", default_value = "schedules.toml")]
         schedules: PathBuf,
-    },
-    /// Enqueue one job, now or later, and print its id.
-    Enqueue {
-        #[command(flatten)]
-        broker: BrokerArgs,
-        /// The job name.
-        job: String,
-        #[command(flatten)]
-        send: SendArgs,
-        /// Run it no earlier than this long from now, e.g. `90s`.
-        #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "at")]
-        delay: Option<Duration>,
-        /// Run it no earlier than this time (RFC 3339, e.g. `2027-01-01T09:00:00+01:00`).
-        #[arg(long)]
-        at: Option<DateTime<chrono::FixedOffset>>,
-    },
-    /// Enqueue a batch, one job per item, and print the batch id.
-    Batch {
-        #[command(flatten)]
-        broker: BrokerArgs,
-        /// The job name.
-        job: String,
-        /// The items, a JSON array: an object item is merged into the keyword arguments, any
-        /// other item appended to the positional arguments.
-        #[arg(long)]
-        items: String,
-        #[command(flatten)]
-        send: SendArgs,
-        /// A job to enqueue once all have finished; it gets the summary as keyword `batch`.
-        #[arg(long)]
-        callback: Option<String>,
-        /// The callback's keyword arguments, a JSON object.
-        #[arg(long, default_value = "{}", requires = "callback")]
-        callback_kwargs: String,
-    },
-    /// Show a batch's progress.
-    Progress {
-        #[command(flatten)]
-        broker: BrokerArgs,
-        /// The batch id.
-        batch: String,
     },
 }
 
@@ -129,14 +85,6 @@ impl Keys for SchedulerKeys {
     ];
 }
 
-/// The broker of a one-off command.
-#[derive(Debug, Args)]
-struct BrokerArgs {
-    /// Broker URL.
-    #[arg(long, env = "LEPUS_AMQP_URL", default_value = lepus::DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
-    amqp_url: String,
-}
-
 /// The settings of a `lepus-scheduler run` process, checked, with its schedules loaded.
 struct Settings {
     config: SchedulerConfig,
@@ -172,47 +120,6 @@ impl Settings {
         };
         let effective = layers.finish()?;
         Ok((Self { config, schedules, log_format }, effective))
-    }
-}
-
-#[derive(Debug, Args)]
-struct SendArgs {
-    /// Positional arguments, a JSON array.
-    #[arg(long, default_value = "[]")]
-    args: String,
-    /// Keyword arguments, a JSON object.
-    #[arg(long, default_value = "{}")]
-    kwargs: String,
-    /// The queue.
-    #[arg(long, default_value = lepus::DEFAULT_QUEUE)]
-    queue: String,
-    /// Do not run a job that has not started this long after it was sent, e.g. `10m`.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    expires: Option<Duration>,
-    /// Run a failing job up to this many times in all.
-    #[arg(long)]
-    max_attempts: Option<u32>,
-}
-
-impl SendArgs {
-    fn request(&self, job: &str, item: Option<Value>) -> Result<Request, String> {
-        let mut args: Vec<Value> =
-            serde_json::from_str(&self.args).map_err(|e| format!("--args must be a JSON array: {e}"))?;
-        let mut kwargs: Map<String, Value> =
-            serde_json::from_str(&self.kwargs).map_err(|e| format!("--kwargs must be a JSON object: {e}"))?;
-        match item {
-            Some(Value::Object(fields)) => kwargs.extend(fields),
-            Some(other) => args.push(other),
-            None => {}
-        }
-        let mut request = Request::task(job, Arguments { args, kwargs }).queue(self.queue.as_str());
-        if let Some(expires) = self.expires {
-            request = request.expires_in(expires);
-        }
-        if let Some(attempts) = self.max_attempts {
-            request = request.retry(RetryPolicy::attempts(attempts));
-        }
-        Ok(request)
     }
 }
 
@@ -277,52 +184,5 @@ async fn one_off(command: OneOff) -> Result<(), String> {
             println!("{} schedule(s) OK in {}", schedules.len(), path.display());
             Ok(())
         }
-        OneOff::Enqueue { broker, job, send, delay, at } => {
-            let mut request = send.request(&job, None)?;
-            if let Some(delay) = delay {
-                request = request.delay(delay);
-            }
-            if let Some(at) = at {
-                request = request.at(at);
-            }
-            let client = connect(&broker.amqp_url).await?;
-            let id = client.enqueue(request).await.map_err(|e| e.to_string())?;
-            println!("{id}");
-            client.close().await.map_err(|e| e.to_string())
-        }
-        OneOff::Batch { broker, job, items, send, callback, callback_kwargs } => {
-            let items: Vec<Value> =
-                serde_json::from_str(&items).map_err(|e| format!("--items must be a JSON array: {e}"))?;
-            let mut batch = Batch::new();
-            for item in items {
-                batch = batch.job(send.request(&job, Some(item))?);
-            }
-            if let Some(callback) = callback {
-                let kwargs: Map<String, Value> = serde_json::from_str(&callback_kwargs)
-                    .map_err(|e| format!("--callback-kwargs must be a JSON object: {e}"))?;
-                let arguments = Arguments { args: Vec::new(), kwargs };
-                batch = batch.callback(Request::task(callback, arguments).queue(send.queue.as_str()));
-            }
-            let client = connect(&broker.amqp_url).await?;
-            let id = client.enqueue_batch(batch).await.map_err(|e| e.to_string())?;
-            println!("{id}");
-            client.close().await.map_err(|e| e.to_string())
-        }
-        OneOff::Progress { broker, batch } => {
-            let client = connect(&broker.amqp_url).await?;
-            let p = client.batch_progress(&BatchId::from(batch)).await.map_err(|e| e.to_string())?;
-            println!(
-                "total={} done={} failed={} pending={} complete={}",
-                p.total, p.done, p.failed, p.pending, p.complete
-            );
-            for failed in &p.failed_jobs {
-                println!("failed\t{failed}");
-            }
-            client.close().await.map_err(|e| e.to_string())
-        }
     }
-}
-
-async fn connect(url: &str) -> Result<Client, String> {
-    Client::connect(url).await.map_err(|e| format!("{e}\n\n{}", e.hint()))
 }

@@ -8,6 +8,7 @@
 
 use crate::config::SchedulerConfig;
 use crate::health::Health;
+use crate::schedule::ScheduleInfo;
 use chrono::{DateTime, Utc};
 use lepus::internal::Connector;
 use lepus::internal::{Outgoing, Transaction, persistent_json, records, topology};
@@ -37,6 +38,9 @@ pub struct Leader {
     pub node: String,
     /// When it took the lead.
     pub since: DateTime<Utc>,
+    /// The schedules it fires (empty from a replica older than this field).
+    #[serde(default)]
+    pub schedules: Vec<ScheduleInfo>,
 }
 
 impl Leadership {
@@ -48,6 +52,7 @@ impl Leadership {
         connector: &Connector,
         stop: &CancellationToken,
         watch: &Watch<'_>,
+        schedules: &[ScheduleInfo],
     ) -> Option<Self> {
         let mut standing_by = false;
         loop {
@@ -64,7 +69,7 @@ impl Leadership {
                 match take_lock(&connection, &config.group).await {
                     Ok(()) => {
                         let leadership = Self { connection };
-                        match leadership.announce(config).await {
+                        match leadership.announce(config, schedules).await {
                             Ok(()) => return Some(leadership),
                             Err(e) => tracing::warn!(error = %e, "took the lock but cannot announce it; trying again"),
                         }
@@ -91,10 +96,11 @@ impl Leadership {
     }
 
     /// Puts this replica's name in the group's leader-info queue, on the lock's connection.
-    async fn announce(&self, config: &SchedulerConfig) -> lepus::Result<()> {
+    async fn announce(&self, config: &SchedulerConfig, schedules: &[ScheduleInfo]) -> lepus::Result<()> {
         let channel = self.channel().await?;
         topology::declare_scheduler_leader_info(&channel, &config.group).await?;
-        let leader = Leader { node: lepus::internal::node_name().to_owned(), since: Utc::now() };
+        let node = lepus::internal::node_name().to_owned();
+        let leader = Leader { node, since: Utc::now(), schedules: schedules.to_vec() };
         let body = serde_json::to_vec(&leader).map_err(|source| lepus::Error::Serde {
             action: "encode",
             what: "a leader announcement".into(),

@@ -27,7 +27,7 @@ pub use cron::{CronError, CronExpr};
 pub use error::SchedulerError;
 pub use file::{ScheduleFileError, load as load_schedules, parse as parse_schedules};
 pub use leader::{Leader, leader};
-pub use schedule::{Firing, MAX_CATCH_UP, Misfire, Schedule, ScheduleCallback, ScheduleError};
+pub use schedule::{Firing, MAX_CATCH_UP, Misfire, Schedule, ScheduleCallback, ScheduleError, ScheduleInfo};
 pub use scheduler::Scheduler;
 pub use state::last_fired;
 pub use stats::SchedulerStats;

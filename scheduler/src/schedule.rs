@@ -27,6 +27,31 @@ pub enum Misfire {
     All,
 }
 
+/// What a leader tells of each of its schedules when it announces itself, so that any process
+/// can show them (`lepus schedules`) without the schedule file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleInfo {
+    /// The schedule's name.
+    pub name: String,
+    /// Its cron expression.
+    pub cron: String,
+    /// The IANA time zone it is read in.
+    pub timezone: String,
+    /// The job it enqueues.
+    pub job: String,
+    /// The queue it enqueues to.
+    pub queue: String,
+    /// Its misfire policy.
+    pub misfire: Misfire,
+}
+
+impl ScheduleInfo {
+    /// The schedule again, enough to compute its ticks.
+    pub fn schedule(&self) -> Result<Schedule, ScheduleError> {
+        Schedule::new(&self.name, &self.cron, &self.job)?.timezone(&self.timezone)
+    }
+}
+
 impl Misfire {
     /// The policy's name, as in schedule files: `skip`, `once` or `all`.
     #[must_use]
@@ -115,6 +140,19 @@ impl Schedule {
             retry: None,
             misfire: Misfire::default(),
         })
+    }
+
+    /// What a leader announces of this schedule.
+    #[must_use]
+    pub fn info(&self) -> ScheduleInfo {
+        ScheduleInfo {
+            name: self.name.clone(),
+            cron: self.cron().to_owned(),
+            timezone: self.zone.name().to_owned(),
+            job: self.job.clone(),
+            queue: self.queue.clone(),
+            misfire: self.misfire,
+        }
     }
 
     /// Reads the cron expression in IANA time zone `zone` (e.g. `Europe/Paris`).

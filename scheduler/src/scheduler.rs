@@ -16,7 +16,7 @@ use crate::error::SchedulerError;
 use crate::health::Health;
 use crate::leader::{Leadership, Watch};
 use crate::metrics::Metrics;
-use crate::schedule::{Firing, MAX_CATCH_UP, Misfire, Schedule};
+use crate::schedule::{Firing, MAX_CATCH_UP, Misfire, Schedule, ScheduleInfo};
 use crate::state;
 use crate::stats::SchedulerStats;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -102,7 +102,8 @@ impl Scheduler {
         let group = self.config.group.as_str();
         tracing::info!(broker = connector.url(), group, schedules = self.schedules.len(), "scheduler starting");
         let watch = Watch { health: &health, reconnects: &self.metrics.reconnects };
-        while let Some(leadership) = Leadership::acquire(&self.config, &connector, &stop, &watch).await {
+        let announced: Vec<ScheduleInfo> = self.schedules.iter().map(Schedule::info).collect();
+        while let Some(leadership) = Leadership::acquire(&self.config, &connector, &stop, &watch, &announced).await {
             self.metrics.leading(true);
             let led = self.lead(&leadership, &stop).await;
             self.metrics.leading(false);

@@ -18,7 +18,8 @@ pub use jobs::{Abort, Flaky, Panic, Raise, Remember, Run, Tick, WordCount, WordS
 pub use lepus_demo::process::Process;
 pub use nodes::Node;
 pub use processes::{
-    node_name, queue_with_worker, scheduler_binary, spawn, start_worker, start_worker_with_env, worker_binary,
+    cli_binary, node_name, queue_with_worker, scheduler_binary, spawn, start_worker, start_worker_with_env,
+    worker_binary,
 };
 pub use python::{celery_command, celery_python, python_dir, run_python_with};
 pub use queues::{

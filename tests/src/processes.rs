@@ -55,6 +55,12 @@ pub fn worker_binary() -> PathBuf {
     sibling("lepus-test-worker")
 }
 
+/// `lepus-test-cli` (the `lepus` command line), built next to the tests.
+#[must_use]
+pub fn cli_binary() -> PathBuf {
+    sibling("lepus-test-cli")
+}
+
 /// `lepus-test-scheduler` (the `lepus-scheduler` command line), built next to the tests.
 #[must_use]
 pub fn scheduler_binary() -> PathBuf {

@@ -1,61 +1,13 @@
 //! The `lepus-worker` command line: flags, `LEPUS_*` variables and a settings file →
-//! [`Settings`] → run; and `lepus-worker dead-letters …` to list, requeue and purge a queue's dead
-//! letters.
+//! [`Settings`] → run. (Dead letters, like everything else an operator does, are `lepus`'s.)
 //!
 //! Binaries that register their own jobs reuse it: `lepus_worker::cli::main(|w| w.register(…))`.
 
 use crate::{Worker, WorkerConfig, shutdown_signal};
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use lepus::internal::settings::{Effective, Flags, Key, Keys, Layers, SettingsError, TLS_KEYS};
 use lepus::telemetry::LogFormat;
-use lepus::{Client, JobId};
 use std::process::ExitCode;
-
-/// Runs Lepus jobs from RabbitMQ queues, or acts on a queue's dead letters.
-#[derive(Debug, Parser)]
-#[command(name = "lepus-worker", version, args_conflicts_with_subcommands = true)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    worker: Args,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// List, requeue or purge the dead letters of a queue.
-    DeadLetters {
-        /// Broker URL.
-        #[arg(long, env = "LEPUS_AMQP_URL", default_value = lepus::DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
-        amqp_url: String,
-        /// The work queue whose dead letters to act on.
-        #[arg(long, default_value = lepus::DEFAULT_QUEUE)]
-        queue: String,
-        #[command(subcommand)]
-        action: DeadLetterAction,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum DeadLetterAction {
-    /// Show the dead letters (left in place), oldest first.
-    List {
-        /// Show at most this many.
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-    },
-    /// Send dead letters back to their queue with their attempts reset.
-    Requeue {
-        /// The job id of the dead letter to send back.
-        #[arg(required_unless_present = "all")]
-        id: Option<String>,
-        /// Send back every dead letter.
-        #[arg(long, conflicts_with = "id")]
-        all: bool,
-    },
-    /// Delete every dead letter.
-    Purge,
-}
 
 /// Runs Lepus jobs from RabbitMQ queues. Settings come from flags, `LEPUS_*` variables and a
 /// settings file, in that order of precedence; `--print-config` shows the values in effect.
@@ -188,62 +140,9 @@ impl Args {
 
 /// Parses the command line, sets up logging and runs a worker with the jobs `register` adds.
 /// Exits 0 after a clean stop, 1 on failure (with one readable paragraph on standard error),
-/// 2 for bad arguments.
+/// 2 for bad arguments or settings.
 pub fn main(register: impl FnOnce(Worker) -> Worker) -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        None => run(cli.worker, register),
-        Some(Command::DeadLetters { amqp_url, queue, action }) => dead_letters(&amqp_url, &queue, action),
-    }
-}
-
-/// Runs a dead-letter command; prints one line per dead letter or a count.
-fn dead_letters(amqp_url: &str, queue: &str, action: DeadLetterAction) -> ExitCode {
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-        eprintln!("lepus-worker: cannot start the async runtime");
-        return ExitCode::FAILURE;
-    };
-    let done = runtime.block_on(async {
-        let client = Client::connect(amqp_url).await?;
-        let letters = client.dead_letters(queue)?;
-        match action {
-            DeadLetterAction::List { limit } => {
-                for letter in letters.list(limit).await? {
-                    let id = letter.id.as_ref().map_or("-", JobId::as_str).to_owned();
-                    let attempts = letter.attempts.map_or_else(|| "-".to_owned(), |a| a.to_string());
-                    let error = letter.error.unwrap_or_default();
-                    println!(
-                        "{id}\t{}\t{}\tattempts={attempts}\t{error}",
-                        letter.task.unwrap_or_default(),
-                        letter.reason
-                    );
-                }
-            }
-            DeadLetterAction::Requeue { id: Some(id), .. } => {
-                if !letters.requeue(&JobId::from(id.as_str())).await? {
-                    client.close().await?;
-                    return Ok(false);
-                }
-                println!("requeued {id} to {queue}");
-            }
-            DeadLetterAction::Requeue { id: None, .. } => {
-                println!("requeued {} to {queue}", letters.requeue_all().await?)
-            }
-            DeadLetterAction::Purge => println!("purged {}", letters.purge().await?),
-        }
-        client.close().await.map(|()| true)
-    });
-    match done {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
-            eprintln!("lepus-worker: no dead letter of {queue} has that job id");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("lepus-worker: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    run(Args::parse(), register)
 }
 
 /// Like [`main`], with arguments already parsed. Bad settings exit 2, each problem named.

@@ -105,6 +105,12 @@ impl DeadLetters {
 
     /// Sends every dead letter present now back to the work queue; returns how many.
     pub async fn requeue_all(&self) -> Result<usize> {
+        self.requeue_all_with(|_, _| {}).await
+    }
+
+    /// Like [`DeadLetters::requeue_all`], telling `progress` how many of how many are back after
+    /// each one.
+    pub async fn requeue_all_with(&self, mut progress: impl FnMut(usize, usize)) -> Result<usize> {
         let channel = self.channel().await?;
         let present = self.count().await?;
         let mut revived = 0;
@@ -112,6 +118,7 @@ impl DeadLetters {
             let Some(delivery) = self.take(&channel).await? else { break };
             self.revive(&delivery).await?;
             revived += 1;
+            progress(revived, present);
         }
         drop(channel.close(200, "requeued".into()).await);
         Ok(revived)

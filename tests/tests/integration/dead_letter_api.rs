@@ -1,10 +1,9 @@
 //! Dead letters you can act on: list them with their reasons, requeue one or all (and they then
-//! run), purge them; from the library and from `lepus-worker dead-letters`.
+//! run), purge them; from the library (the `lepus` command line: `lepus_cli`).
 
 use lepus::protocol::{Arguments, TaskMessage};
 use lepus::{JobId, Request};
-use lepus_tests::{Flaky, TestQueue, connect, temp_file, wait_until};
-use std::process::Command;
+use lepus_tests::{Flaky, connect, temp_file, wait_until};
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -53,33 +52,4 @@ async fn dead_letters_can_be_listed_requeued_to_success_and_purged() {
     assert_eq!(letters.purge().await.expect("purged"), 1);
     assert!(letters.list(10).await.expect("listed").is_empty());
     client.close().await.expect("closed");
-}
-
-#[tokio::test]
-async fn the_worker_command_line_lists_requeues_and_purges_dead_letters() {
-    let queue = TestQueue::declare("dlq-cli").await;
-    for _ in 0..2 {
-        queue.publish(&TaskMessage::new("no.such.job", Arguments::default())).await;
-    }
-    let _worker = lepus_tests::start_worker(queue.name(), &[]);
-    let dlq = queue.dead_letter_queue();
-    wait_until("two dead letters", TIMEOUT, || async { queue.ready_in(&dlq).await == 2 }).await;
-
-    let cli = |args: &[&str]| {
-        let output = Command::new(lepus_tests::worker_binary())
-            .args(["dead-letters", "--queue", queue.name()])
-            .args(args)
-            .env("LEPUS_AMQP_URL", lepus_tests::amqp_url())
-            .output()
-            .expect("runs");
-        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    };
-    let listing = cli(&["list"]);
-    assert_eq!(listing.lines().count(), 2, "{listing}");
-    assert!(listing.lines().all(|l| l.contains("no.such.job") && l.contains("unknown-job")), "{listing}");
-    assert_eq!(cli(&["requeue", "--all"]).trim(), format!("requeued 2 to {}", queue.name()));
-    wait_until("both dead again", TIMEOUT, || async { queue.ready_in(&dlq).await == 2 }).await;
-    assert_eq!(cli(&["purge"]).trim(), "purged 2");
-    assert_eq!(queue.ready_in(&dlq).await, 0);
 }

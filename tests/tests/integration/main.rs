@@ -14,6 +14,7 @@ mod dead_letter_api;
 mod dead_letters;
 mod delays;
 mod enqueue;
+mod lepus_cli;
 mod logging;
 mod metrics;
 mod poison;

@@ -111,10 +111,12 @@ async fn every_counter_counts_exactly_what_the_worker_did_and_promtool_accepts_t
             .map(|(series, value)| format!("{series}: {:?}, expected {value}", samples.get(series)))
             .collect()
     };
-    wait_until("the counters settle", Duration::from_secs(10), || async {
-        mismatches(&Samples::scrape(address)).is_empty()
-    })
-    .await;
+    let settled = tokio::time::timeout(Duration::from_secs(10), async {
+        while !mismatches(&Samples::scrape(address)).is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    assert!(settled.await.is_ok(), "the counters did not settle: {:?}", mismatches(&Samples::scrape(address)));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (status, page) = http_get(&format!("http://{address}/metrics")).expect("metrics");
     assert_eq!(status, 200);

@@ -1,10 +1,10 @@
 //! The scheduler against the real broker: several replicas fire each tick exactly once, a killed
 //! leader is replaced without duplicates, missed ticks follow the misfire policy, bad schedule
-//! files are refused naming the entry, and the command line enqueues jobs and batches.
+//! files are refused naming the entry.
 
 use chrono::{DateTime, Utc};
 use lepus::Broker;
-use lepus::internal::topology::{batch_progress_queue, schedule_state_queue, scheduler_leader_queue};
+use lepus::internal::topology::{schedule_state_queue, scheduler_leader_queue};
 use lepus::protocol::Arguments;
 use lepus_scheduler::{Misfire, Schedule, Scheduler, SchedulerConfig};
 use lepus_tests::{Cleanup, Process, TestQueue, Tick, scheduler_binary, temp_file, unique_name, wait_until};
@@ -207,54 +207,6 @@ async fn invalid_schedule_files_are_rejected_with_the_bad_entry_named() {
         );
         assert!(!stderr.contains("\"good\""), "the good entry is not blamed: {stderr}");
     }
-}
-
-#[tokio::test]
-async fn the_command_line_enqueues_jobs_delayed_jobs_and_batches() {
-    let (queue, _worker) = lepus_tests::queue_with_worker("cli").await;
-    let ticks = temp_file("ticks");
-    let calls = temp_file("callback");
-    let cli = |args: &[&str]| {
-        let output = Command::new(scheduler_binary())
-            .args(args)
-            .env("LEPUS_AMQP_URL", lepus_tests::amqp_url())
-            .output()
-            .expect("runs");
-        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
-    };
-    let kwargs = format!(r#"{{"path": "{ticks}"}}"#);
-
-    let now = cli(&["enqueue", "test.tick", "--kwargs", &kwargs, "--queue", queue.name()]);
-    let sent = std::time::Instant::now();
-    let later = cli(&["enqueue", "test.tick", "--kwargs", &kwargs, "--queue", queue.name(), "--delay", "2s"]);
-    wait_until("the immediate job ran", TIMEOUT, || async { Tick::ids(&ticks).contains(&now) }).await;
-    assert!(!Tick::ids(&ticks).contains(&later), "the delayed job waits");
-    wait_until("the delayed job ran", TIMEOUT, || async { Tick::ids(&ticks).contains(&later) }).await;
-    assert!(sent.elapsed() >= Duration::from_secs(2));
-
-    let items = format!(r#"[{{"path": "{ticks}"}}, {{"path": "{ticks}"}}, {{"path": "{ticks}"}}]"#);
-    let callback_kwargs = format!(r#"{{"path": "{calls}"}}"#);
-    let batch = cli(&[
-        "batch",
-        "test.tick",
-        "--items",
-        &items,
-        "--queue",
-        queue.name(),
-        "--callback",
-        "test.remember",
-        "--callback-kwargs",
-        &callback_kwargs,
-    ]);
-    let mut cleanup = Cleanup::default();
-    cleanup.queue(batch_progress_queue(&lepus::BatchId::from(batch.as_str())));
-    wait_until("the batch's callback ran", TIMEOUT, || async { !lepus_tests::Remember::calls(&calls).is_empty() })
-        .await;
-    let progress = cli(&["progress", &batch]);
-    assert_eq!(progress, "total=3 done=3 failed=0 pending=0 complete=true");
-    assert_eq!(lepus_tests::Remember::calls(&calls)[0]["done"], 3);
-    assert_eq!(Tick::ids(&ticks).iter().filter(|id| id.starts_with(&batch)).count(), 3);
 }
 
 #[tokio::test]
