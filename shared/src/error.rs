@@ -156,13 +156,24 @@ impl Error {
 
     /// What a person can do about an error connecting to the broker: check the TLS files when
     /// the TLS handshake failed or a TLS file is unusable; otherwise whether RabbitMQ runs where
-    /// the URL points.
+    /// the URL points. Over `amqps://`, a connection the broker resets or ends right after the
+    /// handshake counts as a TLS failure too: under TLS 1.3 the client's side of the handshake
+    /// is done before the broker checks the client certificate, so a refused (or missing) one
+    /// shows up as a reset or an early end rather than as an alert, depending on timing.
     #[must_use]
     pub fn hint(&self) -> &'static str {
-        let tls_handshake = |source: &lapin::Error| matches!(source.kind(), lapin::ErrorKind::IOError(io) if io.kind() == std::io::ErrorKind::InvalidData);
+        use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, InvalidData, UnexpectedEof};
+        let tls_failure = |url: &str, source: &lapin::Error| match source.kind() {
+            lapin::ErrorKind::IOError(io) => {
+                io.kind() == InvalidData
+                    || (url.starts_with("amqps://")
+                        && matches!(io.kind(), ConnectionReset | ConnectionAborted | UnexpectedEof | BrokenPipe))
+            }
+            _ => false,
+        };
         match self {
             Error::Tls(_) => TLS_HINT,
-            Error::Connect { source: Some(source), .. } if tls_handshake(source) => TLS_HINT,
+            Error::Connect { url, source: Some(source), .. } if tls_failure(url, source) => TLS_HINT,
             _ => crate::broker::UNREACHABLE_HINT,
         }
     }
@@ -233,5 +244,30 @@ impl From<u16> for ReplyCode {
             530 => ReplyCode::NotAllowed,
             other => ReplyCode::Other(other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::ErrorKind::{ConnectionRefused, ConnectionReset, InvalidData};
+
+    fn connect(url: &str, kind: std::io::ErrorKind) -> Error {
+        let source = lapin::Error::from(lapin::ErrorKind::IOError(std::sync::Arc::new(kind.into())));
+        Error::Connect { url: url.to_owned(), reason: "failed".to_owned(), source: Some(Box::new(source)) }
+    }
+
+    #[test]
+    fn a_reset_over_amqps_is_a_tls_failure_and_a_refusal_is_an_unreachable_broker() {
+        assert_eq!(connect("amqps://guest:***@localhost:5671/%2f", ConnectionReset).hint(), TLS_HINT);
+        assert_eq!(connect("amqps://guest:***@localhost:5671/%2f", InvalidData).hint(), TLS_HINT);
+        assert_eq!(
+            connect("amqps://guest:***@localhost:5671/%2f", ConnectionRefused).hint(),
+            crate::broker::UNREACHABLE_HINT
+        );
+        assert_eq!(
+            connect("amqp://guest:***@localhost:5672/%2f", ConnectionReset).hint(),
+            crate::broker::UNREACHABLE_HINT
+        );
     }
 }
