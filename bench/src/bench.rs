@@ -17,7 +17,7 @@ pub(crate) async fn run(options: &Options, admin: &Admin) -> anyhow::Result<()> 
     let pid = std::process::id();
     let logs = std::env::temp_dir().join(format!("lepus-bench-{pid}"));
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
-    let [baseline, measured] = Contender::pair(options.metrics);
+    let [baseline, measured] = Contender::pair(options.feature());
     report::header(options, lepus_body_size()?);
     let mut rounds = Vec::new();
     for round in 1..=options.rounds {

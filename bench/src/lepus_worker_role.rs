@@ -1,7 +1,8 @@
 //! The `lepus-worker` role: the stock Lepus worker, started through `lepus_worker::cli::run` with
 //! the demo jobs, exactly as the `lepus-worker` binary runs; the only addition is the thread that
 //! reports its settled deliveries from [`lepus_worker::Worker::stats`]. With `--metrics` the
-//! worker also serves its metrics, as a deployed one would.
+//! worker also serves its metrics, and with `--events` sends Celery's events, as a deployed one
+//! would.
 
 use crate::role::WorkerSpec;
 use clap::Parser;
@@ -28,6 +29,9 @@ pub(crate) fn run(spec: &WorkerSpec) -> ExitCode {
     ];
     if let Some(address) = &spec.metrics_addr {
         command_line.extend(["--metrics-addr", address]);
+    }
+    if spec.events {
+        command_line.push("--events");
     }
     let args = match Args::try_parse_from(command_line) {
         Ok(args) => args,

@@ -20,6 +20,7 @@ mod bench;
 mod figures;
 mod lepus_producer;
 mod lepus_worker_role;
+mod monitor;
 mod options;
 mod phases;
 mod proc_status;

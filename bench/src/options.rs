@@ -1,5 +1,6 @@
 //! The command line of `lepus-bench`.
 
+use crate::role::Feature;
 use clap::Parser;
 
 /// Measures Lepus against plain lapin on the same broker, queue type and durability.
@@ -31,9 +32,26 @@ pub(crate) struct Options {
     /// Price the metrics: measure Lepus with its worker serving metrics (`--metrics-addr`)
     /// against Lepus without, instead of Lepus against raw lapin. After each run the worker's
     /// `/metrics` must count every job it ran.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "events")]
     pub(crate) metrics: bool,
+    /// Price the events: measure Lepus with its worker sending Celery's events (`--events`, a
+    /// monitor consuming them as Flower would) against Lepus without.
+    #[arg(long)]
+    pub(crate) events: bool,
     /// Broker URL.
     #[arg(long, env = "LEPUS_AMQP_URL", default_value = lepus::DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
     pub(crate) amqp_url: String,
+}
+
+impl Options {
+    /// The feature priced, if any.
+    pub(crate) fn feature(&self) -> Option<Feature> {
+        if self.metrics {
+            Some(Feature::Metrics)
+        } else if self.events {
+            Some(Feature::Events)
+        } else {
+            None
+        }
+    }
 }

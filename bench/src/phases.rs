@@ -12,11 +12,12 @@
 use crate::admin::Admin;
 use crate::figures::{Figures, percentile_ms, rate};
 use crate::lepus_producer::LepusProducer;
+use crate::monitor::Monitor;
 use crate::options::Options;
 use crate::producer::{Producer, RESULT_TIMEOUT};
 use crate::progress::Progress;
 use crate::raw_producer::RawProducer;
-use crate::role::{Contender, Side, WorkerSpec};
+use crate::role::{Contender, Feature, Side, WorkerSpec};
 use crate::worker_process::WorkerProcess;
 use anyhow::Context;
 use std::future::Future;
@@ -66,7 +67,9 @@ impl Run<'_> {
 
     async fn with_worker(&self) -> anyhow::Result<Figures> {
         let options = self.options;
-        let metrics_addr = self.contender.metrics.then(free_address).transpose()?;
+        let metrics_addr = (self.contender.feature == Some(Feature::Metrics)).then(free_address).transpose()?;
+        let events = self.contender.feature == Some(Feature::Events);
+        let monitor = if events { Some(Monitor::start(&options.amqp_url).await?) } else { None };
         let spec = WorkerSpec {
             side: self.contender.side,
             amqp_url: options.amqp_url.clone(),
@@ -75,6 +78,7 @@ impl Run<'_> {
             targets: vec![options.jobs],
             celery_wire: options.raw_headers,
             metrics_addr: metrics_addr.clone(),
+            events,
         };
         let mut worker = WorkerProcess::start(&spec, self.log)?;
         self.admin.await_consumer(&self.queue, &mut worker, READY_TIMEOUT).await?;
@@ -111,6 +115,10 @@ impl Run<'_> {
         let ran = u64::from(options.warmup) + u64::from(options.calls) + 2 * options.jobs;
         if let Some(address) = metrics_addr {
             check_metrics(&address, ran)?;
+        }
+        if let Some(monitor) = monitor {
+            let seen = monitor.stop().await;
+            println!("  the monitor saw {seen} events ({:.1} a job)", seen as f64 / ran as f64);
         }
         worker.stop().await?;
         Ok(Figures {

@@ -5,7 +5,7 @@
 
 use crate::figures::{Figures, RoundFigures, spread};
 use crate::options::Options;
-use crate::role::Contender;
+use crate::role::{Contender, Feature};
 
 /// One line of the tables.
 struct Metric {
@@ -26,15 +26,19 @@ const METRICS: [Metric; 7] = [
 
 /// The column heads: the figure, the two contenders, their ratio.
 fn columns([baseline, measured]: [Contender; 2]) -> [String; 4] {
-    let ratio = if measured.metrics { "on/off".to_owned() } else { format!("{}/{}", measured.tag(), baseline.tag()) };
+    let ratio =
+        if measured.feature.is_some() { "on/off".to_owned() } else { format!("{}/{}", measured.tag(), baseline.tag()) };
     ["figure".to_owned(), baseline.to_string(), measured.to_string(), ratio]
 }
 
 /// Says what is being compared, before the first round.
 pub(crate) fn header(options: &Options, lepus_body: usize) {
     let o = options;
-    let compared =
-        if o.metrics { "Lepus with metrics against Lepus without" } else { "Lepus against the raw-lapin ceiling" };
+    let compared = match o.feature() {
+        Some(Feature::Metrics) => "Lepus with metrics against Lepus without",
+        Some(Feature::Events) => "Lepus with events against Lepus without",
+        None => "Lepus against the raw-lapin ceiling",
+    };
     println!("lepus-bench: {compared}, in one run on {}", lepus::internal::redact(&o.amqp_url));
     println!("  both sides: quorum work queues declared by lepus::WorkQueue, persistent messages,");
     println!("    publisher confirms (mandatory), up to {} publishes awaiting their confirm at once;", o.window);
@@ -70,6 +74,10 @@ pub(crate) fn header(options: &Options, lepus_body: usize) {
     if o.metrics {
         println!("  compared: Lepus with its worker serving /metrics (--metrics-addr) against Lepus without;");
         println!("    after each run the worker's /metrics must count every job it ran");
+        println!("  on/off above 1 is better for jobs/s, below 1 is better for latency and memory");
+    } else if o.events {
+        println!("  compared: Lepus with its worker sending Celery's events (--events) against Lepus without;");
+        println!("    a monitor consumes celeryev meanwhile, as Flower would, and counts the events");
         println!("  on/off above 1 is better for jobs/s, below 1 is better for latency and memory");
     } else {
         println!("  Lepus/raw above 1 is better for jobs/s, below 1 is better for latency and memory");

@@ -14,6 +14,7 @@ const CONCURRENCY: &str = "LEPUS_BENCH_CONCURRENCY";
 const TARGETS: &str = "LEPUS_BENCH_TARGETS";
 const CELERY_WIRE: &str = "LEPUS_BENCH_CELERY_WIRE";
 const METRICS_ADDR: &str = "LEPUS_BENCH_METRICS_ADDR";
+const EVENTS: &str = "LEPUS_BENCH_EVENTS";
 
 /// The two sides of the comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,42 +44,54 @@ impl fmt::Display for Side {
     }
 }
 
-/// One contender of a comparison: which side's code runs, and whether the Lepus worker serves
-/// metrics (`--metrics`).
+/// A feature whose cost a run measures (`--metrics`, `--events`): Lepus with it against Lepus
+/// without.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Feature {
+    /// The worker serves `/metrics`.
+    Metrics,
+    /// The worker sends Celery's events (a monitor consumes them).
+    Events,
+}
+
+/// One contender of a comparison: which side's code runs, and with which feature on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Contender {
     pub(crate) side: Side,
-    pub(crate) metrics: bool,
+    pub(crate) feature: Option<Feature>,
 }
 
 impl Contender {
-    /// The baseline and the contender measured against it: raw lapin and Lepus, or, to price
-    /// metrics, Lepus without them and Lepus with them.
-    pub(crate) fn pair(metrics: bool) -> [Self; 2] {
-        if metrics {
-            [Self { side: Side::Lepus, metrics: false }, Self { side: Side::Lepus, metrics: true }]
-        } else {
-            [Self { side: Side::Raw, metrics: false }, Self { side: Side::Lepus, metrics: false }]
+    /// The baseline and the contender measured against it: raw lapin and Lepus, or, to price a
+    /// feature, Lepus without it and Lepus with it.
+    pub(crate) fn pair(feature: Option<Feature>) -> [Self; 2] {
+        match feature {
+            Some(feature) => {
+                [Self { side: Side::Lepus, feature: None }, Self { side: Side::Lepus, feature: Some(feature) }]
+            }
+            None => [Self { side: Side::Raw, feature: None }, Self { side: Side::Lepus, feature: None }],
         }
     }
 
     /// A short name for queue names and file names.
     pub(crate) fn tag(self) -> &'static str {
-        match (self.side, self.metrics) {
+        match (self.side, self.feature) {
             (Side::Raw, _) => "raw",
-            (Side::Lepus, false) => "lepus",
-            (Side::Lepus, true) => "lepus-metrics",
+            (Side::Lepus, None) => "lepus",
+            (Side::Lepus, Some(Feature::Metrics)) => "lepus-metrics",
+            (Side::Lepus, Some(Feature::Events)) => "lepus-events",
         }
     }
 }
 
 impl fmt::Display for Contender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.side, self.metrics) {
-            (Side::Raw, _) => f.write_str("raw lapin"),
-            (Side::Lepus, false) => f.write_str("Lepus"),
-            (Side::Lepus, true) => f.write_str("Lepus, metrics on"),
-        }
+        f.write_str(match (self.side, self.feature) {
+            (Side::Raw, _) => "raw lapin",
+            (Side::Lepus, None) => "Lepus",
+            (Side::Lepus, Some(Feature::Metrics)) => "Lepus, metrics on",
+            (Side::Lepus, Some(Feature::Events)) => "Lepus, events on",
+        })
     }
 }
 
@@ -95,6 +108,8 @@ pub(crate) struct WorkerSpec {
     pub(crate) celery_wire: bool,
     /// Where the Lepus worker serves its metrics, if it does.
     pub(crate) metrics_addr: Option<String>,
+    /// The Lepus worker sends events.
+    pub(crate) events: bool,
 }
 
 impl WorkerSpec {
@@ -110,6 +125,7 @@ impl WorkerSpec {
             .env(TARGETS, targets.join(","))
             .env(CELERY_WIRE, if self.celery_wire { "1" } else { "0" })
             .env(METRICS_ADDR, self.metrics_addr.as_deref().unwrap_or_default())
+            .env(EVENTS, if self.events { "1" } else { "0" })
             // Both workers log as a deployed Lepus worker does by default.
             .env("RUST_LOG", "info");
         Ok(command)
@@ -137,5 +153,7 @@ fn parse(role: &str) -> Result<WorkerSpec, String> {
         .collect::<Result<_, _>>()?;
     let celery_wire = var(CELERY_WIRE).is_ok_and(|v| v == "1");
     let metrics_addr = var(METRICS_ADDR).ok().filter(|addr| !addr.is_empty());
-    Ok(WorkerSpec { side, amqp_url: var(URL)?, queue: var(QUEUE)?, concurrency, targets, celery_wire, metrics_addr })
+    let events = var(EVENTS).is_ok_and(|v| v == "1");
+    let (amqp_url, queue) = (var(URL)?, var(QUEUE)?);
+    Ok(WorkerSpec { side, amqp_url, queue, concurrency, targets, celery_wire, metrics_addr, events })
 }

@@ -2,9 +2,11 @@
 //! `worker-online`, `worker-heartbeat` every [`HEARTBEAT`], `worker-offline` at a clean stop, and
 //! the `task-*` events of each job.
 //!
-//! Events are fire-and-forget. A job's path only puts an event in a bounded buffer (never waits:
-//! when the buffer is full the event is dropped and counted); one task publishes them on a
-//! channel of its own without publisher confirms. They are on with `--events` or when a
+//! Events are fire-and-forget. A job's path only stamps an event (clock and time) and puts it in
+//! a bounded buffer (never waits: when the buffer is full the event is dropped and counted); one
+//! task publishes them on a channel of its own without publisher confirms. Task events go out in
+//! batches, as a Celery worker sends them: up to [`BATCH`] in one `task.multi` message, at most
+//! [`FLUSH`] after the first; worker events go out one by one, in order with the task events. They are on with `--events` or when a
 //! monitor asks (`enable_events`, as Flower does), and off again with `disable_events`. While
 //! they are off nothing is declared, built or sent.
 
@@ -15,7 +17,7 @@ use lepus::internal::topology;
 use lepus::lapin::Channel;
 use lepus::lapin::options::BasicPublishOptions;
 use lepus::protocol::events::Event;
-use lepus::protocol::events::{args_repr, python_repr};
+use lepus::protocol::events::{TASK_MULTI, args_repr, properties, python_repr};
 use lepus::protocol::{ExceptionInfo, TaskMessage};
 use lepus::{Broker, JobId};
 use serde_json::{Map, Value, json};
@@ -31,6 +33,20 @@ pub(crate) const HEARTBEAT: Duration = Duration::from_secs(2);
 /// Events waiting to be published, at most; more are dropped.
 const BUFFER: usize = 16_384;
 
+/// Task events in one message, at most.
+pub(crate) const BATCH: usize = 100;
+
+/// How long a task event may wait for others to share its message.
+pub(crate) const FLUSH: Duration = Duration::from_millis(100);
+
+/// An event with the clock and time it happened at.
+#[derive(Debug)]
+struct Stamped {
+    event: Event,
+    clock: u64,
+    timestamp: f64,
+}
+
 /// A worker's event dispatcher.
 #[derive(Debug)]
 pub(crate) struct Events {
@@ -38,7 +54,7 @@ pub(crate) struct Events {
     node: Arc<str>,
     /// The worker's Lamport clock, shared with its remote control.
     clock: Arc<AtomicU64>,
-    sender: mpsc::Sender<Event>,
+    sender: mpsc::Sender<Stamped>,
     dropped: AtomicU64,
 }
 
@@ -91,7 +107,9 @@ impl Events {
     }
 
     fn push(&self, event: Event) {
-        if self.sender.try_send(event).is_err() {
+        let clock = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
+        let stamped = Stamped { event, clock, timestamp: lepus::control::unix_now() };
+        if self.sender.try_send(stamped).is_err() {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
                 tracing::warn!(dropped, "events dropped: the broker takes them slower than jobs make them");
@@ -129,60 +147,116 @@ fn loadavg() -> [f64; 3] {
 async fn publish(
     broker: Broker,
     events: Arc<Events>,
-    mut receiver: mpsc::Receiver<Event>,
+    mut receiver: mpsc::Receiver<Stamped>,
     activity: Arc<Activity>,
     stop: CancellationToken,
 ) {
-    let mut channel: Option<Channel> = None;
+    let mut out = Outbox { broker, node: Arc::clone(&events.node), channel: None, tasks: Vec::new() };
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut flush_at: Option<tokio::time::Instant> = None;
     loop {
-        let event = tokio::select! {
+        tokio::select! {
             () = stop.cancelled() => break,
             _ = heartbeat.tick() => {
-                if !events.is_on() { continue }
-                Event::new("worker-heartbeat", worker_fields(&activity))
+                if events.is_on() {
+                    events.heartbeat(&activity);
+                }
             }
-            event = receiver.recv() => match event { Some(event) => event, None => break },
-        };
-        send(&broker, &events, &mut channel, &event).await;
+            () = sleep_until(flush_at) => {
+                out.flush().await;
+                flush_at = None;
+            }
+            stamped = receiver.recv() => match stamped {
+                Some(stamped) => {
+                    out.take(stamped).await;
+                    if out.tasks.is_empty() {
+                        flush_at = None;
+                    } else if flush_at.is_none() {
+                        flush_at = Some(tokio::time::Instant::now() + FLUSH);
+                    }
+                }
+                None => break,
+            },
+        }
     }
     if events.switch(false, &activity) {
         receiver.close();
-        while let Some(event) = receiver.recv().await {
-            send(&broker, &events, &mut channel, &event).await;
+        while let Some(stamped) = receiver.recv().await {
+            out.take(stamped).await;
         }
     }
-    if let Some(channel) = channel {
+    out.flush().await;
+    if let Some(channel) = out.channel {
         drop(channel.close(200, "events done".into()).await);
     }
 }
 
-/// Publishes one event, opening the events channel first if need be. A failure drops the event
-/// and the channel (the next event opens a new one).
-async fn send(broker: &Broker, events: &Events, channel: &mut Option<Channel>, event: &Event) {
-    if channel.as_ref().is_none_or(|c| !c.status().connected()) {
-        *channel = match open(broker).await {
-            Ok(opened) => Some(opened),
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot open the events channel; event dropped");
-                return;
-            }
-        };
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
-    let Some(open) = channel.as_ref() else { return };
-    let clock = events.clock.fetch_add(1, Ordering::Relaxed) + 1;
-    let Ok((key, body, properties)) = event.encode(&events.node, clock, lepus::control::unix_now()) else { return };
-    let publishing = open.basic_publish(
-        topology::EVENT_EXCHANGE.into(),
-        key.as_str().into(),
-        BasicPublishOptions::default(),
-        &body,
-        properties,
-    );
-    if let Err(e) = publishing.await {
-        tracing::debug!(error = %e, "event not published");
-        *channel = None;
+}
+
+/// Events on their way out: task events gathered for one `task.multi` message.
+struct Outbox {
+    broker: Broker,
+    node: Arc<str>,
+    channel: Option<Channel>,
+    tasks: Vec<Value>,
+}
+
+impl Outbox {
+    /// Gathers a task event (sending the batch once full), or sends a worker event at once,
+    /// after the task events before it.
+    async fn take(&mut self, stamped: Stamped) {
+        let Stamped { event, clock, timestamp } = stamped;
+        let json = event.to_json(&self.node, clock, timestamp);
+        if event.kind.starts_with("task-") {
+            self.tasks.push(json);
+            if self.tasks.len() >= BATCH {
+                self.flush().await;
+            }
+        } else {
+            self.flush().await;
+            self.send(&event.routing_key(), &json).await;
+        }
+    }
+
+    /// Sends the gathered task events in one message.
+    async fn flush(&mut self) {
+        if self.tasks.is_empty() {
+            return;
+        }
+        let batch = Value::Array(std::mem::take(&mut self.tasks));
+        self.send(TASK_MULTI, &batch).await;
+    }
+
+    /// Publishes one message, opening the events channel first if need be. A failure drops it
+    /// and the channel (the next message opens a new one).
+    async fn send(&mut self, key: &str, body: &Value) {
+        if self.channel.as_ref().is_none_or(|c| !c.status().connected()) {
+            self.channel = match open(&self.broker).await {
+                Ok(opened) => Some(opened),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot open the events channel; events dropped");
+                    return;
+                }
+            };
+        }
+        let (Some(channel), Ok(body)) = (self.channel.as_ref(), serde_json::to_vec(body)) else { return };
+        let publishing = channel.basic_publish(
+            topology::EVENT_EXCHANGE.into(),
+            key.into(),
+            BasicPublishOptions::default(),
+            &body,
+            properties(&self.node),
+        );
+        if let Err(e) = publishing.await {
+            tracing::debug!(error = %e, "events not published");
+            self.channel = None;
+        }
     }
 }
 

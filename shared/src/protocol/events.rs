@@ -26,14 +26,10 @@ impl Event {
         Self { kind, fields }
     }
 
-    /// The routing key, the body and the properties of this event sent by node `hostname` at
-    /// Unix time `timestamp`, Lamport clock `clock`.
-    pub fn encode(
-        &self,
-        hostname: &str,
-        clock: u64,
-        timestamp: f64,
-    ) -> serde_json::Result<(String, Vec<u8>, BasicProperties)> {
+    /// This event as node `hostname` sends it, that happened at Unix time `timestamp`, Lamport
+    /// clock `clock`: its own fields and the common ones.
+    #[must_use]
+    pub fn to_json(&self, hostname: &str, clock: u64, timestamp: f64) -> Value {
         let mut body = Map::with_capacity(self.fields.len() + 6);
         body.insert("hostname".into(), Value::from(hostname));
         body.insert("utcoffset".into(), Value::from(0));
@@ -42,10 +38,25 @@ impl Event {
         body.extend(self.fields.iter().map(|(k, v)| (k.clone(), v.clone())));
         body.insert("timestamp".into(), Value::from(timestamp));
         body.insert("type".into(), Value::from(self.kind));
-        let mut headers = FieldTable::default();
-        headers.insert("hostname".into(), to_amqp(&Value::from(hostname)));
-        Ok((self.kind.replace('-', "."), serde_json::to_vec(&body)?, transient_json(headers)))
+        Value::Object(body)
     }
+
+    /// The routing key (its type with `.` for `-`).
+    #[must_use]
+    pub fn routing_key(&self) -> String {
+        self.kind.replace('-', ".")
+    }
+}
+
+/// The routing key of a batch of task events in one message, as Celery buffers them.
+pub const TASK_MULTI: &str = "task.multi";
+
+/// The properties of an event message from node `hostname`.
+#[must_use]
+pub fn properties(hostname: &str) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert("hostname".into(), to_amqp(&Value::from(hostname)));
+    transient_json(headers)
 }
 
 /// A JSON value as Python's `repr` shows the same value: `'text'`, `True`, `None`, `[1, 2]`,
@@ -146,14 +157,13 @@ mod tests {
     fn an_event_has_celerys_common_fields_and_its_type_as_routing_key() {
         let mut fields = Map::new();
         fields.insert("uuid".into(), json!("id-1"));
-        let (key, body, properties) =
-            Event::new("task-succeeded", fields).encode("lepus@vm-1", 9, 1.5).expect("encodes");
-        assert_eq!(key, "task.succeeded");
-        let body: Value = serde_json::from_slice(&body).expect("JSON");
+        let event = Event::new("task-succeeded", fields);
+        assert_eq!(event.routing_key(), "task.succeeded");
+        let body = event.to_json("lepus@vm-1", 9, 1.5);
         assert_eq!(body["type"], "task-succeeded");
         assert_eq!(body["hostname"], "lepus@vm-1");
         assert_eq!(body["uuid"], "id-1");
         assert_eq!(body["clock"], 9);
-        assert_eq!(properties.delivery_mode(), &Some(1));
+        assert_eq!(properties("lepus@vm-1").delivery_mode(), &Some(1));
     }
 }
