@@ -14,9 +14,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// What to tell a person whose broker cannot be reached.
-pub const UNREACHABLE_HINT: &str = "Is RabbitMQ running? Start it with `rabbitmq-server -detached` (install it with `apt-get install rabbitmq-server`), or point LEPUS_AMQP_URL (or --amqp-url) at your broker.";
-
 /// How long connecting may take before it counts as a failure.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -137,6 +137,9 @@ pub enum Error {
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What to tell a person whose broker cannot be reached.
+pub const UNREACHABLE_HINT: &str = "Is RabbitMQ running? Start it with `rabbitmq-server -detached` (install it with `apt-get install rabbitmq-server`), or point LEPUS_AMQP_URL (or --amqp-url) at your broker.";
+
 /// What to tell a person whose TLS connection failed.
 pub(crate) const TLS_HINT: &str = "The TLS connection failed. Check that the broker's certificate is signed by a CA this process trusts (tls_ca_file, or cacertfile= in the URL), that its name matches the URL's host, that the port is the broker's amqps:// port, and, if the broker verifies clients, the client certificate and key (tls_cert_file and tls_key_file).";
 
@@ -174,7 +177,7 @@ impl Error {
         match self {
             Error::Tls(_) => TLS_HINT,
             Error::Connect { url, source: Some(source), .. } if tls_failure(url, source) => TLS_HINT,
-            _ => crate::broker::UNREACHABLE_HINT,
+            _ => UNREACHABLE_HINT,
         }
     }
 
@@ -261,13 +264,7 @@ mod tests {
     fn a_reset_over_amqps_is_a_tls_failure_and_a_refusal_is_an_unreachable_broker() {
         assert_eq!(connect("amqps://guest:***@localhost:5671/%2f", ConnectionReset).hint(), TLS_HINT);
         assert_eq!(connect("amqps://guest:***@localhost:5671/%2f", InvalidData).hint(), TLS_HINT);
-        assert_eq!(
-            connect("amqps://guest:***@localhost:5671/%2f", ConnectionRefused).hint(),
-            crate::broker::UNREACHABLE_HINT
-        );
-        assert_eq!(
-            connect("amqp://guest:***@localhost:5672/%2f", ConnectionReset).hint(),
-            crate::broker::UNREACHABLE_HINT
-        );
+        assert_eq!(connect("amqps://guest:***@localhost:5671/%2f", ConnectionRefused).hint(), UNREACHABLE_HINT);
+        assert_eq!(connect("amqp://guest:***@localhost:5672/%2f", ConnectionReset).hint(), UNREACHABLE_HINT);
     }
 }

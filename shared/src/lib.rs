@@ -64,8 +64,9 @@ pub use lapin;
 #[doc(hidden)]
 pub mod internal {
     pub use crate::batch::{Callback, Completion, FailedJob, PreparedBatch, Record, SIZE_HEADER, Snapshot};
-    pub use crate::broker::{Connector, UNREACHABLE_HINT, redact};
+    pub use crate::broker::{Connector, redact};
     pub use crate::dead_letter::marks::{delivery_count, mark, revived};
+    pub use crate::error::UNREACHABLE_HINT;
     pub use crate::protocol::amqp_value::json_from_table;
     pub use crate::protocol::headers::{header_str, node_name, persistent_json, set_header, without};
     pub use crate::protocol::task::rescheduled;
