@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How many events one message holds: a `task.multi` message holds a JSON array of them.
 fn events_in(body: &[u8]) -> u64 {
-    match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(serde_json::Value::Array(events)) => events.len() as u64,
-        Ok(_) => 1,
-        Err(_) => 0,
+    use serde::de::IgnoredAny;
+    match serde_json::from_slice::<Vec<IgnoredAny>>(body) {
+        Ok(events) => events.len() as u64,
+        Err(_) => u64::from(serde_json::from_slice::<IgnoredAny>(body).is_ok()),
     }
 }
 

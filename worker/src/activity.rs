@@ -15,17 +15,44 @@ use tokio_util::sync::CancellationToken;
 /// The jobs running on a worker.
 #[derive(Debug)]
 pub(crate) struct Activity {
-    running: Mutex<HashMap<JobId, Active>>,
+    /// By a number of the worker's own, so that registering a job clones no id for a key.
+    running: Mutex<HashMap<u64, Active>>,
+    next: AtomicU64,
     /// Jobs processed by name (registered names only).
     totals: HashMap<String, AtomicU64>,
     processed: AtomicU64,
     since: Instant,
 }
 
+/// What `inspect active` shows of a running job, kept as it came: the JSON is built only when
+/// someone asks.
 #[derive(Debug)]
 struct Active {
-    info: Value,
+    id: JobId,
+    name: String,
+    args: Vec<Value>,
+    kwargs: Map<String, Value>,
+    queue: String,
+    redelivered: bool,
+    time_start: f64,
     cancel: CancellationToken,
+}
+
+impl Active {
+    fn to_json(&self, hostname: &str) -> Value {
+        json!({
+            "id": self.id.as_str(),
+            "name": self.name,
+            "args": self.args,
+            "kwargs": self.kwargs,
+            "type": self.name,
+            "hostname": hostname,
+            "time_start": self.time_start,
+            "acknowledged": false,
+            "delivery_info": {"exchange": "", "routing_key": self.queue, "priority": 0, "redelivered": self.redelivered},
+            "worker_pid": std::process::id(),
+        })
+    }
 }
 
 /// A job registered as running until this is dropped; its token is cancelled by a `revoke`
@@ -33,7 +60,7 @@ struct Active {
 #[derive(Debug)]
 pub(crate) struct Running {
     activity: Arc<Activity>,
-    id: JobId,
+    key: u64,
     /// Cancelled to terminate the job.
     pub(crate) cancel: CancellationToken,
 }
@@ -41,32 +68,31 @@ pub(crate) struct Running {
 impl Activity {
     pub(crate) fn new(names: &[&str]) -> Self {
         let totals = names.iter().map(|name| ((*name).to_owned(), AtomicU64::new(0))).collect();
-        Self { running: Mutex::default(), totals, processed: AtomicU64::new(0), since: Instant::now() }
+        Self {
+            running: Mutex::default(),
+            next: AtomicU64::new(0),
+            totals,
+            processed: AtomicU64::new(0),
+            since: Instant::now(),
+        }
     }
 
-    /// Registers `message`, from `queue`, as running on node `hostname`.
-    pub(crate) fn start(
-        self: &Arc<Self>,
-        message: &TaskMessage,
-        queue: &str,
-        hostname: &str,
-        redelivered: bool,
-    ) -> Running {
-        let info = json!({
-            "id": message.id.as_str(),
-            "name": message.task,
-            "args": message.arguments.args,
-            "kwargs": message.arguments.kwargs,
-            "type": message.task,
-            "hostname": hostname,
-            "time_start": lepus::control::unix_now(),
-            "acknowledged": false,
-            "delivery_info": {"exchange": "", "routing_key": queue, "priority": 0, "redelivered": redelivered},
-            "worker_pid": std::process::id(),
-        });
+    /// Registers `message`, from `queue`, as running.
+    pub(crate) fn start(self: &Arc<Self>, message: &TaskMessage, queue: &str, redelivered: bool) -> Running {
         let cancel = CancellationToken::new();
-        self.lock().insert(message.id.clone(), Active { info, cancel: cancel.clone() });
-        Running { activity: Arc::clone(self), id: message.id.clone(), cancel }
+        let active = Active {
+            id: message.id.clone(),
+            name: message.task.clone(),
+            args: message.arguments.args.clone(),
+            kwargs: message.arguments.kwargs.clone(),
+            queue: queue.to_owned(),
+            redelivered,
+            time_start: lepus::control::unix_now(),
+            cancel: cancel.clone(),
+        };
+        let key = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(key, active);
+        Running { activity: Arc::clone(self), key, cancel }
     }
 
     /// Counts a finished job of `name`.
@@ -80,13 +106,13 @@ impl Activity {
     /// Cancels the running job `id`; whether it was running here.
     pub(crate) fn terminate(&self, id: &str) -> bool {
         let running = self.lock();
-        let found = running.iter().find(|(job, _)| job.as_str() == id);
-        found.inspect(|(_, active)| active.cancel.cancel()).is_some()
+        let found = running.values().find(|active| active.id.as_str() == id);
+        found.inspect(|active| active.cancel.cancel()).is_some()
     }
 
-    /// The running jobs as Celery's `inspect active` shows them.
-    pub(crate) fn active(&self) -> Vec<Value> {
-        self.lock().values().map(|active| active.info.clone()).collect()
+    /// The running jobs as Celery's `inspect active` shows them, on node `hostname`.
+    pub(crate) fn active(&self, hostname: &str) -> Vec<Value> {
+        self.lock().values().map(|active| active.to_json(hostname)).collect()
     }
 
     /// How many jobs run now.
@@ -114,14 +140,14 @@ impl Activity {
         self.since.elapsed().as_secs()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Active>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Active>> {
         self.running.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.activity.lock().remove(&self.id);
+        self.activity.lock().remove(&self.key);
     }
 }
 
@@ -134,12 +160,14 @@ mod tests {
     fn a_running_job_is_listed_until_its_guard_goes_and_can_be_terminated() {
         let activity = Arc::new(Activity::new(&["demo.add"]));
         let message = TaskMessage::new("demo.add", Arguments { args: vec![json!(1), json!(2)], kwargs: Map::new() });
-        let running = activity.start(&message, "q", "lepus@h-1", false);
-        let active = activity.active();
+        let running = activity.start(&message, "q", false);
+        let active = activity.active("lepus@h-1");
         assert_eq!(active.len(), 1);
         assert_eq!(active[0]["name"], "demo.add");
         assert_eq!(active[0]["args"], json!([1, 2]));
         assert_eq!(active[0]["delivery_info"]["routing_key"], "q");
+        assert_eq!(active[0]["hostname"], "lepus@h-1");
+        assert_eq!(active[0]["id"], message.id.as_str());
         assert!(activity.terminate(message.id.as_str()));
         assert!(running.cancel.is_cancelled());
         assert!(!activity.terminate("someone-else"));

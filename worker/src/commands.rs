@@ -52,7 +52,7 @@ impl Panel {
         match method {
             "ping" => ok("pong"),
             "stats" => self.stats(),
-            "active" | "dump_active" => Value::from(self.activity.active()),
+            "active" | "dump_active" => Value::from(self.activity.active(&self.node)),
             "reserved" | "dump_reserved" | "scheduled" | "dump_schedule" => json!([]),
             "registered" | "dump_tasks" => json!(self.jobs),
             "active_queues" => Value::from(self.active_queues()),
@@ -186,7 +186,7 @@ impl Panel {
         let wanted = ids(arguments.get("ids"));
         let found: Map<String, Value> = self
             .activity
-            .active()
+            .active(&self.node)
             .into_iter()
             .filter_map(|info| {
                 let id = info["id"].as_str()?.to_owned();

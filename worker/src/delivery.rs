@@ -49,8 +49,6 @@ pub(crate) struct Shared {
     pub(crate) broker_timeout: Duration,
     pub(crate) stats: Arc<WorkerStats>,
     pub(crate) metrics: Metrics,
-    /// The worker's node name, as remote control and events know it.
-    pub(crate) node: Arc<str>,
     pub(crate) activity: Arc<Activity>,
     pub(crate) revoked: Arc<Revoked>,
     pub(crate) events: Arc<Events>,
@@ -133,7 +131,7 @@ async fn execute_one(message: TaskMessage, delivery: &Delivery, queue: &WorkQueu
         Admission::Run(job) => job,
         Admission::NotRun(outcome) => return (*outcome).into(),
     };
-    let running = shared.activity.start(&message, queue.name(), &shared.node, delivery.redelivered);
+    let running = shared.activity.start(&message, queue.name(), delivery.redelivered);
     shared.events.send(|| events::started(&message.id));
     execute::run_admitted(message, job, queue.name(), &shared.states, &shared.stop, &running.cancel).await
 }

@@ -17,10 +17,10 @@ use lepus::internal::topology;
 use lepus::lapin::Channel;
 use lepus::lapin::options::BasicPublishOptions;
 use lepus::protocol::events::Event;
-use lepus::protocol::events::{TASK_MULTI, args_repr, properties, python_repr};
+use lepus::protocol::events::{TASK_MULTI, args_repr, kwargs_repr, properties, python_repr};
 use lepus::protocol::{ExceptionInfo, TaskMessage};
 use lepus::{Broker, JobId};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -119,20 +119,16 @@ impl Events {
 }
 
 /// The fields of `worker-*` events, as a Celery worker sends them.
-fn worker_fields(activity: &Activity) -> Map<String, Value> {
-    let fields = json!({
-        "freq": HEARTBEAT.as_secs_f64(),
-        "active": activity.running(),
-        "processed": activity.processed_total(),
-        "loadavg": loadavg(),
-        "sw_ident": "lepus-worker",
-        "sw_ver": env!("CARGO_PKG_VERSION"),
-        "sw_sys": std::env::consts::OS,
-    });
-    match fields {
-        Value::Object(map) => map,
-        _ => Map::new(),
-    }
+fn worker_fields(activity: &Activity) -> Vec<(&'static str, Value)> {
+    vec![
+        ("freq", Value::from(HEARTBEAT.as_secs_f64())),
+        ("active", Value::from(activity.running())),
+        ("processed", Value::from(activity.processed_total())),
+        ("loadavg", Value::from(loadavg().to_vec())),
+        ("sw_ident", Value::from("lepus-worker")),
+        ("sw_ver", Value::from(env!("CARGO_PKG_VERSION"))),
+        ("sw_sys", Value::from(std::env::consts::OS)),
+    ]
 }
 
 /// The load averages of the last 1, 5 and 15 minutes (Linux), else zeros.
@@ -151,7 +147,7 @@ async fn publish(
     activity: Arc<Activity>,
     stop: CancellationToken,
 ) {
-    let mut out = Outbox { broker, node: Arc::clone(&events.node), channel: None, tasks: Vec::new() };
+    let mut out = Outbox::new(broker, Arc::clone(&events.node));
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut flush_at: Option<tokio::time::Instant> = None;
@@ -170,7 +166,7 @@ async fn publish(
             stamped = receiver.recv() => match stamped {
                 Some(stamped) => {
                     out.take(stamped).await;
-                    if out.tasks.is_empty() {
+                    if out.gathered == 0 {
                         flush_at = None;
                     } else if flush_at.is_none() {
                         flush_at = Some(tokio::time::Instant::now() + FLUSH);
@@ -199,43 +195,55 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// Events on their way out: task events gathered for one `task.multi` message.
+/// Events on their way out: task events gathered, as the JSON array of one `task.multi`
+/// message, in `tasks`.
 struct Outbox {
     broker: Broker,
     node: Arc<str>,
     channel: Option<Channel>,
-    tasks: Vec<Value>,
+    /// `[` and the gathered events, `,` between them; empty when none is.
+    tasks: Vec<u8>,
+    gathered: usize,
 }
 
 impl Outbox {
+    fn new(broker: Broker, node: Arc<str>) -> Self {
+        Self { broker, node, channel: None, tasks: Vec::with_capacity(64 * 1024), gathered: 0 }
+    }
+
     /// Gathers a task event (sending the batch once full), or sends a worker event at once,
     /// after the task events before it.
     async fn take(&mut self, stamped: Stamped) {
         let Stamped { event, clock, timestamp } = stamped;
-        let json = event.to_json(&self.node, clock, timestamp);
         if event.kind.starts_with("task-") {
-            self.tasks.push(json);
-            if self.tasks.len() >= BATCH {
+            self.tasks.push(if self.gathered == 0 { b'[' } else { b',' });
+            event.write_json(&mut self.tasks, &self.node, clock, timestamp);
+            self.gathered += 1;
+            if self.gathered >= BATCH {
                 self.flush().await;
             }
         } else {
             self.flush().await;
-            self.send(&event.routing_key(), &json).await;
+            let mut body = Vec::new();
+            event.write_json(&mut body, &self.node, clock, timestamp);
+            self.send(&event.routing_key(), &body).await;
         }
     }
 
     /// Sends the gathered task events in one message.
     async fn flush(&mut self) {
-        if self.tasks.is_empty() {
+        if self.gathered == 0 {
             return;
         }
-        let batch = Value::Array(std::mem::take(&mut self.tasks));
+        let mut batch = std::mem::replace(&mut self.tasks, Vec::with_capacity(64 * 1024));
+        batch.push(b']');
+        self.gathered = 0;
         self.send(TASK_MULTI, &batch).await;
     }
 
     /// Publishes one message, opening the events channel first if need be. A failure drops it
     /// and the channel (the next message opens a new one).
-    async fn send(&mut self, key: &str, body: &Value) {
+    async fn send(&mut self, key: &str, body: &[u8]) {
         if self.channel.as_ref().is_none_or(|c| !c.status().connected()) {
             self.channel = match open(&self.broker).await {
                 Ok(opened) => Some(opened),
@@ -245,12 +253,12 @@ impl Outbox {
                 }
             };
         }
-        let (Some(channel), Ok(body)) = (self.channel.as_ref(), serde_json::to_vec(body)) else { return };
+        let Some(channel) = self.channel.as_ref() else { return };
         let publishing = channel.basic_publish(
             topology::EVENT_EXCHANGE.into(),
             key.into(),
             BasicPublishOptions::default(),
-            &body,
+            body,
             properties(&self.node),
         );
         if let Err(e) = publishing.await {
@@ -275,7 +283,7 @@ pub(crate) fn received(message: &TaskMessage) -> Event {
             ("uuid", Value::from(message.id.as_str())),
             ("name", Value::from(message.task.as_str())),
             ("args", Value::from(args_repr(&message.arguments.args))),
-            ("kwargs", Value::from(python_repr(&Value::Object(message.arguments.kwargs.clone())))),
+            ("kwargs", Value::from(kwargs_repr(&message.arguments.kwargs))),
             ("root_id", Value::from(message.root_id.clone().unwrap_or_else(|| message.id.to_string()))),
             ("parent_id", message.parent_id.clone().map_or(Value::Null, Value::from)),
             ("retries", Value::from(message.retries)),
@@ -344,6 +352,6 @@ fn exception_repr(exception: &ExceptionInfo) -> String {
     format!("{}({})", exception.exc_type, python_repr(&Value::from(exception.message())))
 }
 
-fn fields<const N: usize>(kind: &'static str, fields: [(&str, Value); N]) -> Event {
-    Event::new(kind, fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+fn fields<const N: usize>(kind: &'static str, fields: [(&'static str, Value); N]) -> Event {
+    Event::new(kind, fields.into())
 }

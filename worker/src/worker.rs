@@ -178,7 +178,6 @@ impl Worker {
             broker_timeout: config.broker_timeout,
             stats,
             metrics,
-            node: Arc::clone(&node),
             activity: Arc::clone(&activity),
             revoked: Arc::clone(&revoked),
             events: Arc::clone(&events),

@@ -8,6 +8,7 @@ use super::amqp_value::to_amqp;
 use super::control::transient_json;
 use lapin::BasicProperties;
 use lapin::types::FieldTable;
+use serde::ser::{SerializeMap, Serializer as _};
 use serde_json::{Map, Value};
 
 /// An event's type and its own fields.
@@ -15,30 +16,45 @@ use serde_json::{Map, Value};
 pub struct Event {
     /// `worker-heartbeat`, `task-succeeded`, …
     pub kind: &'static str,
-    /// The fields of this kind of event (`uuid`, `result`, `runtime`, …).
-    pub fields: Map<String, Value>,
+    /// The fields of this kind of event (`uuid`, `result`, `runtime`, …), in the order they are
+    /// written.
+    pub fields: Vec<(&'static str, Value)>,
 }
 
 impl Event {
     /// An event of `kind` with `fields`.
     #[must_use]
-    pub fn new(kind: &'static str, fields: Map<String, Value>) -> Self {
+    pub fn new(kind: &'static str, fields: Vec<(&'static str, Value)>) -> Self {
         Self { kind, fields }
     }
 
-    /// This event as node `hostname` sends it, that happened at Unix time `timestamp`, Lamport
-    /// clock `clock`: its own fields and the common ones.
+    /// Appends this event to `out` as one JSON object, as node `hostname` sends it, that
+    /// happened at Unix time `timestamp`, Lamport clock `clock`: the common fields and its own.
+    /// Written straight into the buffer, with no map built on the way.
+    pub fn write_json(&self, out: &mut Vec<u8>, hostname: &str, clock: u64, timestamp: f64) {
+        let mut serializer = serde_json::Serializer::new(out);
+        // Writing into a Vec cannot fail, and every field is a JSON value already.
+        let Ok(mut map) = serializer.serialize_map(Some(self.fields.len() + 6)) else { return };
+        let common = [
+            ("hostname", Value::from(hostname)),
+            ("utcoffset", Value::from(0)),
+            ("pid", Value::from(std::process::id())),
+            ("clock", Value::from(clock)),
+            ("timestamp", Value::from(timestamp)),
+            ("type", Value::from(self.kind)),
+        ];
+        for (key, value) in common.iter().chain(&self.fields) {
+            drop(map.serialize_entry(key, value));
+        }
+        drop(map.end());
+    }
+
+    /// This event as [`Event::write_json`] writes it, as a JSON value.
     #[must_use]
     pub fn to_json(&self, hostname: &str, clock: u64, timestamp: f64) -> Value {
-        let mut body = Map::with_capacity(self.fields.len() + 6);
-        body.insert("hostname".into(), Value::from(hostname));
-        body.insert("utcoffset".into(), Value::from(0));
-        body.insert("pid".into(), Value::from(std::process::id()));
-        body.insert("clock".into(), Value::from(clock));
-        body.extend(self.fields.iter().map(|(k, v)| (k.clone(), v.clone())));
-        body.insert("timestamp".into(), Value::from(timestamp));
-        body.insert("type".into(), Value::from(self.kind));
-        Value::Object(body)
+        let mut out = Vec::new();
+        self.write_json(&mut out, hostname, clock, timestamp);
+        serde_json::from_slice(&out).unwrap_or(Value::Null)
     }
 
     /// The routing key (its type with `.` for `-`).
@@ -65,6 +81,14 @@ pub fn properties(hostname: &str) -> BasicProperties {
 pub fn python_repr(value: &Value) -> String {
     let mut out = String::new();
     write_repr(&mut out, value);
+    out
+}
+
+/// Keyword arguments as Python shows a dict: `{'a': 1}`.
+#[must_use]
+pub fn kwargs_repr(kwargs: &Map<String, Value>) -> String {
+    let mut out = String::new();
+    write_map(&mut out, kwargs);
     out
 }
 
@@ -102,19 +126,21 @@ fn write_repr(out: &mut String, value: &Value) {
             }
             out.push(']');
         }
-        Value::Object(map) => {
-            out.push('{');
-            for (i, (key, item)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_str(out, key);
-                out.push_str(": ");
-                write_repr(out, item);
-            }
-            out.push('}');
-        }
+        Value::Object(map) => write_map(out, map),
     }
+}
+
+fn write_map(out: &mut String, map: &Map<String, Value>) {
+    out.push('{');
+    for (i, (key, item)) in map.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        write_str(out, key);
+        out.push_str(": ");
+        write_repr(out, item);
+    }
+    out.push('}');
 }
 
 fn write_str(out: &mut String, s: &str) {
@@ -150,20 +176,24 @@ mod tests {
             python_repr(&json!({"a": [true, null, 1.5], "b": "it's"})),
             r#"{'a': [True, None, 1.5], 'b': "it's"}"#
         );
+        let kwargs = json!({"n": 1, "s": "x"});
+        assert_eq!(kwargs_repr(kwargs.as_object().expect("a map")), "{'n': 1, 's': 'x'}");
         assert_eq!(python_repr(&json!("a'b\"c")), r#"'a\'b"c'"#);
     }
 
     #[test]
     fn an_event_has_celerys_common_fields_and_its_type_as_routing_key() {
-        let mut fields = Map::new();
-        fields.insert("uuid".into(), json!("id-1"));
-        let event = Event::new("task-succeeded", fields);
+        let event = Event::new("task-succeeded", vec![("uuid", json!("id-1")), ("runtime", json!(0.25))]);
         assert_eq!(event.routing_key(), "task.succeeded");
         let body = event.to_json("lepus@vm-1", 9, 1.5);
         assert_eq!(body["type"], "task-succeeded");
         assert_eq!(body["hostname"], "lepus@vm-1");
         assert_eq!(body["uuid"], "id-1");
         assert_eq!(body["clock"], 9);
+        assert_eq!(body["timestamp"], 1.5);
+        assert_eq!(body["runtime"], 0.25);
+        assert_eq!(body["pid"], std::process::id());
+        assert_eq!(body.as_object().map(Map::len), Some(8));
         assert_eq!(properties("lepus@vm-1").delivery_mode(), &Some(1));
     }
 }
