@@ -61,13 +61,16 @@ async fn celery_inspect_pings_lists_the_jobs_and_shows_a_running_job() {
 }
 
 #[tokio::test]
-async fn a_delayed_job_revoked_by_celery_control_never_runs_and_its_python_caller_gets_task_revoked() {
+async fn a_delayed_job_revoked_by_celery_control_or_lepus_revoke_never_runs_and_its_python_caller_gets_task_revoked() {
     let queue = TestQueue::declare("revoke-py").await;
     let _worker = start_worker(queue.name(), &["--name", &node("revoke-py")]);
     queue.wait_for_consumers(1).await;
-    let lines = run_python_with("revoke_delayed.py", queue.name(), &[]).await;
-    assert_eq!(lines[0]["state"], "REVOKED", "{lines:?}");
-    assert_eq!(lines[0]["error_type"], "TaskRevokedError", "{lines:?}");
+    let lepus = lepus_tests::cli_binary().display().to_string();
+    for revoke_with in [vec![], vec![("LEPUS_REVOKE_COMMAND", lepus.as_str())]] {
+        let lines = run_python_with("revoke_delayed.py", queue.name(), &revoke_with).await;
+        assert_eq!(lines[0]["state"], "REVOKED", "{revoke_with:?}: {lines:?}");
+        assert_eq!(lines[0]["error_type"], "TaskRevokedError", "{revoke_with:?}: {lines:?}");
+    }
     assert_eq!(queue.ready().await, 0, "acked");
 }
 
