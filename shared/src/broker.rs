@@ -174,9 +174,14 @@ impl Broker {
     }
 }
 
-/// Masks the password of an AMQP URL: `amqp://guest:***@host/`.
+/// Masks the password of an AMQP URL: `amqp://guest:***@host/`; in a comma-separated list of
+/// URLs, every one's.
 #[must_use]
 pub fn redact(url: &str) -> String {
+    url.split(',').map(redact_one).collect::<Vec<_>>().join(",")
+}
+
+fn redact_one(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
     let authority_end = rest.find('/').unwrap_or(rest.len());
     match rest[..authority_end].rfind('@') {
@@ -206,5 +211,9 @@ mod tests {
         assert_eq!(redact("amqp://guest:guest@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
         assert_eq!(redact("amqps://u:p@ss:w@host/v"), "amqps://u:***@host/v");
         assert_eq!(redact("amqp://host:5672"), "amqp://host:5672");
+        assert_eq!(
+            redact("amqp://a:one@h1/v,amqp://b:two@h2:5673/v, amqps://c:three@h3/v"),
+            "amqp://a:***@h1/v,amqp://b:***@h2:5673/v, amqps://c:***@h3/v"
+        );
     }
 }
