@@ -4,9 +4,10 @@
 
 use anyhow::Context;
 use futures_lite::StreamExt;
-use lepus::lapin::options::{BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lepus::internal::topology;
+use lepus::lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lepus::lapin::types::FieldTable;
-use lepus::lapin::{Connection, ConnectionProperties, ExchangeKind};
+use lepus::lapin::{Connection, ConnectionProperties};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -32,13 +33,18 @@ impl Monitor {
         let properties = ConnectionProperties::default().with_connection_name("lepus-bench-monitor".into());
         let connection = Connection::connect(url, properties).await.context("the monitor cannot connect")?;
         let channel = connection.create_channel().await?;
-        let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
-        channel.exchange_declare("celeryev".into(), ExchangeKind::Topic, durable, FieldTable::default()).await?;
+        topology::declare_event_exchange(&channel).await?;
         let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..QueueDeclareOptions::default() };
         let queue = channel.queue_declare("".into(), options, FieldTable::default()).await?;
         let name = queue.name().clone();
         channel
-            .queue_bind(name.clone(), "celeryev".into(), "#".into(), QueueBindOptions::default(), FieldTable::default())
+            .queue_bind(
+                name.clone(),
+                topology::EVENT_EXCHANGE.into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
             .await?;
         let consume = BasicConsumeOptions { no_ack: true, ..BasicConsumeOptions::default() };
         let mut consumer = channel.basic_consume(name, "".into(), consume, FieldTable::default()).await?;

@@ -6,9 +6,9 @@
 //! a bounded buffer (never waits: when the buffer is full the event is dropped and counted); one
 //! task publishes them on a channel of its own without publisher confirms. Task events go out in
 //! batches, as a Celery worker sends them: up to [`BATCH`] in one `task.multi` message, at most
-//! [`FLUSH`] after the first; worker events go out one by one, in order with the task events. They are on with `--events` or when a
-//! monitor asks (`enable_events`, as Flower does), and off again with `disable_events`. While
-//! they are off nothing is declared, built or sent.
+//! [`FLUSH`] after the first; worker events go out one by one, in order with the task events.
+//! They are on with `--events` or when a monitor asks (`enable_events`, as Flower does), and off
+//! again with `disable_events`. While they are off nothing is declared, built or sent.
 
 use crate::activity::Activity;
 use crate::outcome::{Ended, Outcome, Reply};
@@ -208,7 +208,7 @@ struct Outbox {
 
 impl Outbox {
     fn new(broker: Broker, node: Arc<str>) -> Self {
-        Self { broker, node, channel: None, tasks: Vec::with_capacity(64 * 1024), gathered: 0 }
+        Self { broker, node, channel: None, tasks: Vec::new(), gathered: 0 }
     }
 
     /// Gathers a task event (sending the batch once full), or sends a worker event at once,
@@ -235,10 +235,13 @@ impl Outbox {
         if self.gathered == 0 {
             return;
         }
-        let mut batch = std::mem::replace(&mut self.tasks, Vec::with_capacity(64 * 1024));
+        // The buffer is lent to `send` and kept for the next batch, so its capacity is reused.
+        let mut batch = std::mem::take(&mut self.tasks);
         batch.push(b']');
         self.gathered = 0;
         self.send(TASK_MULTI, &batch).await;
+        batch.clear();
+        self.tasks = batch;
     }
 
     /// Publishes one message, opening the events channel first if need be. A failure drops it

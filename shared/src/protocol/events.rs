@@ -35,15 +35,13 @@ impl Event {
         let mut serializer = serde_json::Serializer::new(out);
         // Writing into a Vec cannot fail, and every field is a JSON value already.
         let Ok(mut map) = serializer.serialize_map(Some(self.fields.len() + 6)) else { return };
-        let common = [
-            ("hostname", Value::from(hostname)),
-            ("utcoffset", Value::from(0)),
-            ("pid", Value::from(std::process::id())),
-            ("clock", Value::from(clock)),
-            ("timestamp", Value::from(timestamp)),
-            ("type", Value::from(self.kind)),
-        ];
-        for (key, value) in common.iter().chain(&self.fields) {
+        drop(map.serialize_entry("hostname", hostname));
+        drop(map.serialize_entry("utcoffset", &0));
+        drop(map.serialize_entry("pid", &std::process::id()));
+        drop(map.serialize_entry("clock", &clock));
+        drop(map.serialize_entry("timestamp", &timestamp));
+        drop(map.serialize_entry("type", self.kind));
+        for (key, value) in &self.fields {
             drop(map.serialize_entry(key, value));
         }
         drop(map.end());
