@@ -24,9 +24,12 @@ pub(crate) struct Cli {
 /// The broker and how to reach it.
 #[derive(Debug, Args)]
 pub(crate) struct BrokerArgs {
-    /// Broker URL.
-    #[arg(long, global = true, env = "LEPUS_AMQP_URL", default_value = lepus::DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
-    pub(crate) amqp_url: String,
+    /// Broker URL; repeat, or separate with commas, for a cluster's nodes.
+    #[arg(long, global = true, env = "LEPUS_AMQP_URL", value_delimiter = ',', default_value = lepus::DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
+    amqp_url: Vec<String>,
+    /// With several broker URLs, which to try first: `random` or `listed`.
+    #[arg(long, global = true, env = "LEPUS_AMQP_URL_ORDER", default_value = "random")]
+    pub(crate) amqp_url_order: lepus::UrlOrder,
     /// amqps://: a CA (PEM) to trust besides the system's.
     #[arg(long, global = true, env = "LEPUS_TLS_CA_FILE")]
     pub(crate) tls_ca_file: Option<PathBuf>,
@@ -36,6 +39,13 @@ pub(crate) struct BrokerArgs {
     /// amqps://: the client certificate's key (PEM).
     #[arg(long, global = true, env = "LEPUS_TLS_KEY_FILE", requires = "tls_cert_file")]
     pub(crate) tls_key_file: Option<PathBuf>,
+}
+
+impl BrokerArgs {
+    /// The broker URLs, joined by commas as `lepus::Connector` takes them.
+    pub(crate) fn amqp_url(&self) -> String {
+        self.amqp_url.iter().map(|url| url.trim()).filter(|url| !url.is_empty()).collect::<Vec<_>>().join(",")
+    }
 }
 
 #[derive(Debug, Subcommand)]

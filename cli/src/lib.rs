@@ -15,7 +15,7 @@ mod workers;
 
 use args::{BrokerArgs, Cli, Command};
 use clap::Parser;
-use lepus::{Broker, Client, ClientOptions, Tls};
+use lepus::{Broker, Client, ClientOptions, Connector, Tls};
 use std::process::ExitCode;
 
 /// Parses the command line and runs the command.
@@ -48,7 +48,7 @@ async fn dispatch(cli: &Cli, broker: &Broker) -> Result<(), String> {
     match &cli.command {
         Command::Status => workers::status(broker, timeout, json).await,
         Command::Queues { queues, management_url } => {
-            queues::queues(broker, &cli.broker.amqp_url, queues.clone(), management_url.clone(), timeout, json).await
+            queues::queues(broker, &cli.broker.amqp_url(), queues.clone(), management_url.clone(), timeout, json).await
         }
         Command::Inspect { what, worker } => workers::inspect(broker, *what, worker.clone(), timeout, json).await,
         Command::Revoke { ids, terminate } => workers::revoke(broker, ids.clone(), *terminate, timeout, json).await,
@@ -95,5 +95,6 @@ async fn connect(args: &BrokerArgs) -> Result<Broker, String> {
     if let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) {
         tls = tls.client_certificate(cert, key);
     }
-    Broker::connect_with(&args.amqp_url, &tls, "lepus-cli", 1).await.map_err(|e| format!("{e}\n\n{}", e.hint()))
+    let connector = Connector::new(&args.amqp_url(), &tls, "lepus-cli").map_err(|e| e.to_string())?;
+    Broker::connect_through(connector.order(args.amqp_url_order), 1).await.map_err(|e| format!("{e}\n\n{}", e.hint()))
 }

@@ -63,8 +63,9 @@ struct Management {
 }
 
 impl Management {
+    /// From the (first) broker URL's host and credentials, unless `base` is given.
     fn new(url: &str, base: Option<String>) -> Option<Self> {
-        let uri: AMQPUri = url.parse().ok()?;
+        let uri: AMQPUri = url.split(',').next()?.trim().parse().ok()?;
         let base = base.unwrap_or_else(|| format!("http://{}:15672", uri.authority.host));
         Some(Self {
             base: base.trim_end_matches('/').to_owned(),

@@ -4,7 +4,7 @@
 use crate::{Schedule, Scheduler, SchedulerConfig, load_schedules};
 use chrono::Utc;
 use clap::{Parser, Subcommand};
-use lepus::internal::settings::{Effective, Flags, Key, Keys, Layers, SettingsError, TLS_KEYS};
+use lepus::internal::settings::{BROKER_KEYS, Effective, Flags, Key, Keys, Layers, SettingsError, TLS_KEYS};
 use lepus::shutdown_signal;
 use lepus::telemetry::LogFormat;
 use std::path::PathBuf;
@@ -47,8 +47,8 @@ pub struct SchedulerKeys;
 
 impl Keys for SchedulerKeys {
     const ALL: &'static [Key] = &[
-        Key::new("amqp_url", "amqp-url", "LEPUS_AMQP_URL", "URL", "Broker URL (the password never appears in logs)")
-            .secret(),
+        BROKER_KEYS[0],
+        BROKER_KEYS[1],
         Key::new("schedules", "schedules", "LEPUS_SCHEDULES", "FILE", "The schedule file (TOML)"),
         Key::new(
             "group",
@@ -97,8 +97,10 @@ impl Settings {
     fn load(flags: &Flags<SchedulerKeys>) -> Result<(Self, Effective), SettingsError> {
         let mut layers = Layers::load(flags);
         let d = SchedulerConfig::default();
+        let (amqp_url, amqp_url_order) = layers.broker(&d.amqp_url);
         let config = SchedulerConfig {
-            amqp_url: layers.get("amqp_url", d.amqp_url),
+            amqp_url,
+            amqp_url_order,
             group: layers.get("group", d.group),
             heartbeat: layers.get("heartbeat", d.heartbeat),
             broker_timeout: layers.get("broker_timeout", d.broker_timeout),

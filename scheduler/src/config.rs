@@ -1,7 +1,7 @@
 //! [`SchedulerConfig`]: a scheduler replica's settings.
 
 use crate::error::SchedulerError;
-use lepus::Tls;
+use lepus::{Tls, UrlOrder};
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,8 +11,10 @@ use std::time::Duration;
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct SchedulerConfig {
-    /// Broker URL.
+    /// Broker URL; several nodes' URLs separated by commas.
     pub amqp_url: String,
+    /// Which of several broker URLs to try first. Default: a random one.
+    pub amqp_url_order: UrlOrder,
     /// The scheduler group: replicas of one group share one lead and one set of schedule states;
     /// groups with other names run independently on the same broker.
     pub group: String,
@@ -34,6 +36,7 @@ impl Default for SchedulerConfig {
     fn default() -> Self {
         Self {
             amqp_url: lepus::DEFAULT_AMQP_URL.to_owned(),
+            amqp_url_order: UrlOrder::Random,
             group: "default".to_owned(),
             heartbeat: Duration::from_secs(5),
             standby_poll: Duration::from_millis(500),
@@ -48,6 +51,7 @@ impl fmt::Debug for SchedulerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SchedulerConfig")
             .field("amqp_url", &lepus::internal::redact(&self.amqp_url))
+            .field("amqp_url_order", &self.amqp_url_order)
             .field("group", &self.group)
             .field("heartbeat", &self.heartbeat)
             .field("standby_poll", &self.standby_poll)
@@ -63,6 +67,13 @@ impl SchedulerConfig {
     #[must_use]
     pub fn amqp_url(mut self, url: impl Into<String>) -> Self {
         self.amqp_url = url.into();
+        self
+    }
+
+    /// Sets [`SchedulerConfig::amqp_url_order`].
+    #[must_use]
+    pub fn amqp_url_order(mut self, order: UrlOrder) -> Self {
+        self.amqp_url_order = order;
         self
     }
 

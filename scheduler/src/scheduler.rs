@@ -94,7 +94,8 @@ impl Scheduler {
                     SchedulerError::Broker(e)
                 }
             })?
-            .heartbeat(self.config.heartbeat);
+            .heartbeat(self.config.heartbeat)
+            .order(self.config.amqp_url_order);
         // As a worker does, fail at start-up when the broker cannot be reached (a wrong CA, say);
         // once running, a lost broker is waited for.
         let first = connector.connect(self.config.broker_timeout).await.map_err(SchedulerError::Unreachable)?;

@@ -40,7 +40,7 @@ mod topology;
 mod transaction;
 
 pub use batch::{Batch, BatchProgress, BatchSummary};
-pub use broker::Broker;
+pub use broker::{Broker, Connector, UrlOrder};
 pub use client::{Client, ClientOptions, Pending, Sent};
 pub use dead_letter::{DeadLetter, DeadLetters};
 pub use error::{Error, ReplyCode, Result};

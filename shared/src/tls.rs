@@ -52,8 +52,8 @@ impl Tls {
             problems
                 .push("tls_cert_file, tls_key_file: a client certificate needs both its file and its key".to_owned());
         }
-        if !self.is_empty() && !url.trim_start().starts_with("amqps://") {
-            problems.push("tls_*: TLS files are set, but the broker URL is not amqps://".to_owned());
+        if !self.is_empty() && url.split(',').any(|one| !one.trim_start().starts_with("amqps://")) {
+            problems.push("tls_*: TLS files are set, but a broker URL is not amqps://".to_owned());
         }
         problems
     }

@@ -5,7 +5,7 @@
 
 use crate::{Worker, WorkerConfig, shutdown_signal};
 use clap::Parser;
-use lepus::internal::settings::{Effective, Flags, Key, Keys, Layers, SettingsError, TLS_KEYS};
+use lepus::internal::settings::{BROKER_KEYS, Effective, Flags, Key, Keys, Layers, SettingsError, TLS_KEYS};
 use lepus::telemetry::LogFormat;
 use std::process::ExitCode;
 
@@ -24,8 +24,8 @@ pub struct WorkerKeys;
 
 impl Keys for WorkerKeys {
     const ALL: &'static [Key] = &[
-        Key::new("amqp_url", "amqp-url", "LEPUS_AMQP_URL", "URL", "Broker URL (the password never appears in logs)")
-            .secret(),
+        BROKER_KEYS[0],
+        BROKER_KEYS[1],
         Key::new(
             "queues",
             "queue",
@@ -116,8 +116,10 @@ impl Args {
     pub fn settings(&self) -> Result<(Settings, Effective), SettingsError> {
         let mut layers = Layers::load(&self.settings);
         let d = WorkerConfig::default();
+        let (amqp_url, amqp_url_order) = layers.broker(&d.amqp_url);
         let worker = WorkerConfig {
-            amqp_url: layers.get("amqp_url", d.amqp_url),
+            amqp_url,
+            amqp_url_order,
             queues: layers.get("queues", d.queues),
             concurrency: layers.get("concurrency", d.concurrency),
             grace_period: layers.get("grace_period", d.grace_period),

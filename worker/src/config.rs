@@ -1,7 +1,7 @@
 //! [`WorkerConfig`]: everything a worker is told at start-up, validated before it connects.
 
 use crate::error::WorkerError;
-use lepus::{DEFAULT_DELIVERY_LIMIT, DEFAULT_QUEUE, Tls, WorkQueue};
+use lepus::{DEFAULT_DELIVERY_LIMIT, DEFAULT_QUEUE, Tls, UrlOrder, WorkQueue};
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -16,8 +16,10 @@ use std::time::Duration;
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct WorkerConfig {
-    /// Broker URL, `amqp://user:pass@host:port/vhost`.
+    /// Broker URL, `amqp://user:pass@host:port/vhost`; several nodes' URLs separated by commas.
     pub amqp_url: String,
+    /// Which of several broker URLs to try first. Default: a random one.
+    pub amqp_url_order: UrlOrder,
     /// Queues to consume (declared at start-up).
     pub queues: Vec<String>,
     /// Jobs run at once, over all queues; also each consumer's prefetch.
@@ -51,6 +53,7 @@ impl fmt::Debug for WorkerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WorkerConfig")
             .field("amqp_url", &lepus::internal::redact(&self.amqp_url))
+            .field("amqp_url_order", &self.amqp_url_order)
             .field("queues", &self.queues)
             .field("concurrency", &self.concurrency)
             .field("grace_period", &self.grace_period)
@@ -70,6 +73,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             amqp_url: lepus::DEFAULT_AMQP_URL.to_owned(),
+            amqp_url_order: UrlOrder::Random,
             queues: vec![DEFAULT_QUEUE.to_owned()],
             concurrency: 16,
             grace_period: Duration::from_secs(30),
@@ -90,6 +94,13 @@ impl WorkerConfig {
     #[must_use]
     pub fn amqp_url(mut self, url: impl Into<String>) -> Self {
         self.amqp_url = url.into();
+        self
+    }
+
+    /// Sets [`WorkerConfig::amqp_url_order`].
+    #[must_use]
+    pub fn amqp_url_order(mut self, order: UrlOrder) -> Self {
+        self.amqp_url_order = order;
         self
     }
 

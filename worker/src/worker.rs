@@ -27,7 +27,7 @@ use lepus::internal::endpoint::{MetricsRegistry, Serving};
 use lepus::lapin::Channel;
 use lepus::lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lepus::lapin::types::FieldTable;
-use lepus::{Broker, Job, ReplyCode, WorkQueue};
+use lepus::{Broker, Connector, Job, ReplyCode, WorkQueue};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -118,7 +118,12 @@ impl Worker {
         let endpoint =
             Serving::start(config.metrics_addr, exported, health.readiness()).await.map_err(WorkerError::Endpoint)?;
         let name = format!("lepus-worker {}", lepus::internal::node_name());
-        let broker = match Broker::connect_with(&config.amqp_url, &config.tls, &name, 1).await {
+        let connector = Connector::new(&config.amqp_url, &config.tls, &name).map(|c| c.order(config.amqp_url_order));
+        let connected = match connector {
+            Ok(connector) => Broker::connect_through(connector, 1).await,
+            Err(e) => Err(e),
+        };
+        let broker = match connected {
             Ok(broker) => broker,
             Err(e) => {
                 endpoint.stop().await;
@@ -242,8 +247,12 @@ impl Worker {
     }
 }
 
-/// The broker as remote control's `stats` shows it (as Celery shows its broker; no password).
-fn broker_info(url: &str) -> serde_json::Value {
+/// The broker as remote control's `stats` shows it (as Celery shows its broker; no password):
+/// the first URL, the others as alternates.
+fn broker_info(urls: &str) -> serde_json::Value {
+    let mut urls = urls.split(',').map(str::trim).filter(|url| !url.is_empty());
+    let url = urls.next().unwrap_or_default();
+    let alternates: Vec<String> = urls.map(lepus::internal::redact).collect();
     let uri: Option<lepus::lapin::uri::AMQPUri> = url.parse().ok();
     let uri = uri.as_ref();
     serde_json::json!({
@@ -260,7 +269,7 @@ fn broker_info(url: &str) -> serde_json::Value {
         "uri_prefix": null,
         "heartbeat": uri.and_then(|u| u.query.heartbeat),
         "failover_strategy": "round-robin",
-        "alternates": [],
+        "alternates": alternates,
     })
 }
 

@@ -68,7 +68,8 @@ impl Client {
 
     /// Connects to the broker at `url`.
     pub async fn connect_with(url: &str, options: ClientOptions) -> Result<Self> {
-        let broker = Broker::connect_with(url, &options.tls, &options.connection_name, 16).await?;
+        let connector = Connector::new(url, &options.tls, &options.connection_name)?.order(options.url_order);
+        let broker = Broker::connect_through(connector, 16).await?;
         Ok(Self::with_broker(broker, options))
     }
 

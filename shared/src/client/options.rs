@@ -1,6 +1,7 @@
 //! [`ClientOptions`]: a client's settings. New settings can be added without breaking anyone:
 //! start from [`ClientOptions::default`] and change what you need.
 
+use crate::broker::UrlOrder;
 use crate::tls::Tls;
 use std::time::Duration;
 
@@ -30,6 +31,8 @@ pub struct ClientOptions {
     pub connection_name: String,
     /// TLS files for an `amqps://` broker (over those the URL's query names). Default none.
     pub tls: Tls,
+    /// Which of several broker URLs to try first. Default: a random one.
+    pub url_order: UrlOrder,
 }
 
 impl Default for ClientOptions {
@@ -41,6 +44,7 @@ impl Default for ClientOptions {
             max_payload: 16 * 1024 * 1024,
             connection_name: "lepus-client".to_owned(),
             tls: Tls::default(),
+            url_order: UrlOrder::Random,
         }
     }
 }
@@ -78,6 +82,13 @@ impl ClientOptions {
     #[must_use]
     pub fn tls(mut self, tls: Tls) -> Self {
         self.tls = tls;
+        self
+    }
+
+    /// Sets [`ClientOptions::url_order`].
+    #[must_use]
+    pub fn url_order(mut self, order: UrlOrder) -> Self {
+        self.url_order = order;
         self
     }
 

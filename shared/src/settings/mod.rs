@@ -14,6 +14,7 @@ mod value;
 pub use flags::{Flags, Keys};
 pub use value::Setting;
 
+use crate::broker::UrlOrder;
 use crate::tls::Tls;
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
@@ -73,6 +74,26 @@ impl Key {
         Self { secret: true, ..self }
     }
 }
+
+/// The broker settings of every Lepus program that connects to one; read with [`Layers::broker`].
+pub const BROKER_KEYS: [Key; 2] = [
+    Key::new(
+        "amqp_url",
+        "amqp-url",
+        "LEPUS_AMQP_URL",
+        "URL",
+        "Broker URL (the password never appears in logs); repeat, or separate with commas, for a cluster's nodes",
+    )
+    .many()
+    .secret(),
+    Key::new(
+        "amqp_url_order",
+        "amqp-url-order",
+        "LEPUS_AMQP_URL_ORDER",
+        "ORDER",
+        "With several broker URLs, which to try first: `random` (default; processes spread over the nodes) or `listed`",
+    ),
+];
 
 /// The TLS settings of every Lepus program that connects to a broker; read with [`Layers::tls`].
 pub const TLS_KEYS: [Key; 3] = [
@@ -171,6 +192,19 @@ impl Layers {
         });
         self.effective.push((key, found.as_ref().map(Setting::to_toml)));
         found
+    }
+
+    /// The broker URL (several joined by commas; `default` if none is set) and which of them to
+    /// try first, from the [`BROKER_KEYS`] (which the program's table must hold).
+    pub fn broker(&mut self, default: &str) -> (String, UrlOrder) {
+        let urls: Option<Vec<String>> = self.optional("amqp_url");
+        if urls.as_ref().is_some_and(Vec::is_empty) {
+            let from = self.source_of("amqp_url");
+            self.problems.push(format!("amqp_url: no broker URL is given (from {from})"));
+        }
+        let url = urls.filter(|urls| !urls.is_empty()).map_or_else(|| default.to_owned(), |urls| urls.join(","));
+        self.set_effective("amqp_url", Some(toml::Value::String(url.clone())));
+        (url, self.get("amqp_url_order", UrlOrder::Random))
     }
 
     /// The TLS files, from the [`TLS_KEYS`] (which the program's table must hold).
@@ -395,5 +429,42 @@ mod tests {
         let l = Layers::from_sources(KEYS, Some(Path::new("/nonexistent/lepus.toml")), &|_| None, &[]);
         let problems = l.finish().expect_err("missing file").problems;
         assert!(problems[0].starts_with("cannot read the settings file /nonexistent/lepus.toml"), "{problems:?}");
+    }
+
+    #[test]
+    fn the_broker_url_may_name_several_nodes_by_flags_variable_or_file_and_each_password_is_masked() {
+        let read = |file: &str, env: &[(&str, &str)], flags: &[(&'static str, Vec<String>)]| {
+            let path = std::env::temp_dir().join(format!("lepus-settings-{}.toml", fastrand::u64(..)));
+            std::fs::write(&path, file).expect("write");
+            let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+            let mut l = Layers::from_sources(
+                &BROKER_KEYS,
+                Some(&path),
+                &|name| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
+                flags,
+            );
+            drop(std::fs::remove_file(&path));
+            let broker = l.broker("amqp://d/");
+            (broker, l.finish().map(|e| e.to_string()).map_err(|e| e.problems))
+        };
+        let flags = [("amqp_url", vec!["amqp://u:one@a/".to_owned(), "amqp://u:two@b/, amqp://u:three@c/".to_owned()])];
+        let ((url, order), shown) = read("", &[], &flags);
+        assert_eq!(url, "amqp://u:one@a/,amqp://u:two@b/,amqp://u:three@c/");
+        assert_eq!(order, UrlOrder::Random);
+        let shown = shown.expect("valid");
+        assert!(shown.starts_with("amqp_url = \"amqp://u:***@a/,amqp://u:***@b/,amqp://u:***@c/\"\n"), "{shown}");
+        assert!(!shown.contains("one") && !shown.contains("two") && !shown.contains("three"), "{shown}");
+
+        let env = [("LEPUS_AMQP_URL", "amqp://a/, amqp://b/"), ("LEPUS_AMQP_URL_ORDER", "listed")];
+        assert_eq!(read("", &env, &[]).0, ("amqp://a/,amqp://b/".to_owned(), UrlOrder::Listed));
+        let file = "amqp_url = [\"amqp://a/\", \"amqp://b/\"]\n";
+        assert_eq!(read(file, &[], &[]).0.0, "amqp://a/,amqp://b/");
+        assert_eq!(read("", &[], &[]).0.0, "amqp://d/", "the default");
+
+        let (_, problems) = read("amqp_url = []\n", &[("LEPUS_AMQP_URL_ORDER", "nearest")], &[]);
+        let problems = problems.expect_err("invalid");
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with("amqp_url: no broker URL is given (from amqp_url in "), "{problems:?}");
+        assert!(problems[1].contains("`nearest` is not `random` or `listed`"), "{problems:?}");
     }
 }

@@ -1,6 +1,7 @@
 //! [`Setting`]: a type a setting can have, read from text (a flag, a variable, a string in the
 //! file) or from a TOML value, and shown again as TOML.
 
+use crate::broker::UrlOrder;
 use crate::telemetry::LogFormat;
 use figment::value::Value;
 use std::net::SocketAddr;
@@ -108,6 +109,16 @@ impl Setting for PathBuf {
 impl Setting for LogFormat {
     fn from_text(text: &str) -> Result<Self, String> {
         text.trim().parse()
+    }
+
+    fn to_toml(&self) -> toml::Value {
+        toml::Value::String(self.to_string())
+    }
+}
+
+impl Setting for UrlOrder {
+    fn from_text(text: &str) -> Result<Self, String> {
+        text.parse()
     }
 
     fn to_toml(&self) -> toml::Value {

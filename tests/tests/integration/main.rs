@@ -7,6 +7,7 @@
 mod acks;
 mod batches;
 mod broker_restart;
+mod broker_urls;
 mod canvas;
 mod celery_interop;
 mod celery_tools;
