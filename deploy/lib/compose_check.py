@@ -2,9 +2,10 @@
 
     python3 compose_check.py deploy/compose.yaml
 
-The worker service must scale (`--scale worker=N`: no container_name, no host ports),
-Prometheus must find its replicas by DNS, and every file the services mount must exist
-(a missing one would be mounted as an empty directory). Exits 1 and names each problem.
+The worker services must scale (`--scale worker=N`: no container_name, no host ports),
+Prometheus must find the worker's replicas by DNS, every Lepus service of the `cluster`
+profile must be given all three nodes, and every file the services mount must exist (a
+missing one would be mounted as an empty directory). Exits 1 and names each problem.
 """
 
 import os
@@ -19,13 +20,20 @@ def main(path):
         compose = yaml.safe_load(f)
     services = compose.get("services") or {}
     problems = []
-    worker = services.get("worker")
-    if worker is None:
+    if "worker" not in services:
         problems.append("no `worker` service")
-    else:
+    for name in ("worker", "cluster-worker"):
         for key in ("container_name", "ports", "hostname"):
-            if key in worker:
-                problems.append(f"service worker has {key}: it would not scale with --scale worker=N")
+            if key in (services.get(name) or {}):
+                problems.append(f"service {name} has {key}: it would not scale with --scale {name}=N")
+    cluster_nodes = [n for n, s in services.items() if "cluster" in (s.get("profiles") or []) and "image" in s
+                     and str(s["image"]).startswith("rabbitmq:")]
+    for name, service in services.items():
+        url = (service.get("environment") or {}).get("LEPUS_AMQP_URL", "")
+        if "cluster" in (service.get("profiles") or []) and url:
+            missing = [n for n in cluster_nodes if f"@{n}:" not in url]
+            if missing:
+                problems.append(f"service {name}: LEPUS_AMQP_URL does not name all three nodes (missing {', '.join(missing)})")
     for name, service in services.items():
         for volume in service.get("volumes") or []:
             source = volume.split(":", 1)[0] if isinstance(volume, str) else volume.get("source", "")
@@ -41,7 +49,7 @@ def main(path):
         print(f"compose: {problem}", file=sys.stderr)
     if problems:
         return 1
-    print(f"{len(services)} services; worker scales; every mounted file exists")
+    print(f"{len(services)} services; workers scale; cluster services use all {len(cluster_nodes)} nodes; every mounted file exists")
     return 0
 
 

@@ -1,9 +1,11 @@
 //! Support for the integration tests: uniquely named queues that clean up after themselves,
+//! RabbitMQ nodes and three-node clusters of a test's own,
 //! worker processes to start, signal and kill, reply queues read raw, the jobs the test worker runs, and the Python
 //! Celery environment for the interop tests. Everything talks to the real broker
 //! (`LEPUS_AMQP_URL`, default the local RabbitMQ).
 
 mod certs;
+mod cluster;
 mod http;
 mod jobs;
 mod nodes;
@@ -13,6 +15,7 @@ mod queues;
 mod replies;
 
 pub use certs::Pki;
+pub use cluster::Cluster;
 pub use http::{Samples, free_address, http_get};
 pub use jobs::{Abort, Flaky, Panic, Raise, Remember, Run, Tick, WordCount, WordStats, register as register_jobs};
 pub use lepus_demo::process::Process;
