@@ -1,6 +1,8 @@
 //! Leadership: the replica whose connection holds the exclusive lock queue leads. The lock and
 //! every firing share that one connection, so a replica that lost the lock (its connection died)
-//! can no longer publish anything.
+//! can no longer publish anything. A replica that lost the lead stands back for two standby polls
+//! before it asks for the lock again, so that a standby that stayed connected takes over (see
+//! `Scheduler::run`).
 //!
 //! On taking the lead a replica announces itself (its node name and the time) in the group's
 //! leader-info queue; [`leader`] reads the lock and that announcement, so operators, tests and the
@@ -45,19 +47,26 @@ pub struct Leader {
 
 impl Leadership {
     /// Waits until this replica takes the lock of its group, then announces it; `None` if `stop`
-    /// comes first. Between attempts to connect it waits by the reconnect policy, and while
-    /// another replica leads it asks again every `standby_poll`.
+    /// comes first. It tries on `opened` first if given (a connection already open), then on
+    /// connections of its own: between attempts to connect it waits by the reconnect policy, and
+    /// while another replica leads it asks again every `standby_poll`.
     pub(crate) async fn acquire(
         config: &SchedulerConfig,
         connector: &Connector,
+        mut opened: Option<Connection>,
         stop: &CancellationToken,
         watch: &Watch<'_>,
         schedules: &[ScheduleInfo],
     ) -> Option<Self> {
         let mut standing_by = false;
         loop {
-            let connect = || connector.connect(config.broker_timeout);
-            let connection = lepus::internal::reconnect("scheduler", stop, connect).await?;
+            let connection = match opened.take() {
+                Some(connection) => connection,
+                None => {
+                    let connect = || connector.connect(config.broker_timeout);
+                    lepus::internal::reconnect("scheduler", stop, connect).await?
+                }
+            };
             if watch.health.connect() {
                 watch.reconnects.increment(1);
             }
@@ -159,7 +168,8 @@ async fn take_lock(connection: &Connection, group: &str) -> lepus::Result<()> {
 }
 
 /// Sleeps `period`; returns whether `stop` came first.
-async fn wait(stop: &CancellationToken, period: Duration) -> bool {
+/// Sleeps for `period`; `true` if `stop` came first.
+pub(crate) async fn wait(stop: &CancellationToken, period: Duration) -> bool {
     tokio::select! {
         () = stop.cancelled() => true,
         () = tokio::time::sleep(period) => false,

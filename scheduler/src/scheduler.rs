@@ -14,7 +14,7 @@ use crate::agenda::{Agenda, CatchUp};
 use crate::config::SchedulerConfig;
 use crate::error::SchedulerError;
 use crate::health::Health;
-use crate::leader::{Leadership, Watch};
+use crate::leader::{self, Leadership, Watch};
 use crate::metrics::Metrics;
 use crate::schedule::{Firing, MAX_CATCH_UP, Misfire, Schedule, ScheduleInfo};
 use crate::state;
@@ -30,6 +30,10 @@ use tracing::Instrument;
 
 /// How often a leader checks, while waiting for a tick, that it still leads.
 const LEAD_CHECK: Duration = Duration::from_millis(250);
+
+/// How many standby polls a replica that lost the lead waits before it asks for the lock again:
+/// two, so that a standby, which asks every poll, takes it first.
+const STEP_BACK: u32 = 2;
 
 /// Why a replica stopped leading (it stands by again and tries to lead once more).
 #[derive(Debug, thiserror::Error)]
@@ -97,14 +101,16 @@ impl Scheduler {
             .heartbeat(self.config.heartbeat)
             .order(self.config.amqp_url_order);
         // As a worker does, fail at start-up when the broker cannot be reached (a wrong CA, say);
-        // once running, a lost broker is waited for.
-        let first = connector.connect(self.config.broker_timeout).await.map_err(SchedulerError::Unreachable)?;
-        drop(first.close(200, "reachable".into()).await);
+        // once running, a lost broker is waited for. This first connection is the one the replica
+        // goes on with: a second would be opened to the node after it, not to the first listed.
+        let mut first = Some(connector.connect(self.config.broker_timeout).await.map_err(SchedulerError::Unreachable)?);
         let group = self.config.group.as_str();
         tracing::info!(broker = connector.url(), group, schedules = self.schedules.len(), "scheduler starting");
         let watch = Watch { health: &health, reconnects: &self.metrics.reconnects };
         let announced: Vec<ScheduleInfo> = self.schedules.iter().map(Schedule::info).collect();
-        while let Some(leadership) = Leadership::acquire(&self.config, &connector, &stop, &watch, &announced).await {
+        while let Some(leadership) =
+            Leadership::acquire(&self.config, &connector, first.take(), &stop, &watch, &announced).await
+        {
             self.metrics.leading(true);
             let led = self.lead(&leadership, &stop).await;
             self.metrics.leading(false);
@@ -118,6 +124,12 @@ impl Scheduler {
                         health.lost();
                     }
                     tracing::warn!(error = %e, "stopped leading; standing by");
+                    // Its connection died (its node was lost, say): it reconnects within
+                    // milliseconds, before any standby asks for the lock again, and would lead on
+                    // where a replica that stayed connected should. Leave the lock to those first.
+                    if leader::wait(&stop, STEP_BACK * self.config.standby_poll).await {
+                        break;
+                    }
                 }
             }
         }
