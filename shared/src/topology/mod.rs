@@ -31,6 +31,10 @@
 //!   share one cascade. Delays have 1 s resolution and reach 2^28 − 1 s (about 8.5 years).
 //! - **Celery's remote control and events** (`celery.pidbox`, `reply.celery.pidbox`, `celeryev`):
 //!   see [`control`].
+//!
+//! On a cluster every quorum queue gets a member on each node: RabbitMQ's default, so no
+//! `x-quorum-initial-group-size` is set. Adding it would make redeclaring a queue declared without
+//! it fail (`PRECONDITION_FAILED`, on RabbitMQ 3.10), for users upgrading and for Celery alike.
 
 mod control;
 
