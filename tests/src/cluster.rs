@@ -5,6 +5,7 @@
 
 use crate::http::free_address;
 use crate::queues::unique_name;
+use lepus::{Broker, Connector, Tls, UrlOrder};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -56,6 +57,20 @@ impl Cluster {
         (0..3).map(|i| self.urls[(n + i) % 3].as_str()).collect::<Vec<_>>().join(",")
     }
 
+    /// The environment that puts a Lepus process on node `n`, failing over to the others.
+    #[must_use]
+    pub fn env(&self, n: usize) -> Vec<(&'static str, String)> {
+        vec![("LEPUS_AMQP_URL", self.urls_from(n)), ("LEPUS_AMQP_URL_ORDER", "listed".to_owned())]
+    }
+
+    /// A pool of one connection, on node `n` and failing over to the others in turn.
+    pub async fn broker(&self, n: usize) -> Broker {
+        let connector = Connector::new(&self.urls_from(n), &Tls::default(), "lepus-tests")
+            .expect("the cluster's URLs parse")
+            .order(UrlOrder::Listed);
+        Broker::connect_through(connector, 1).await.expect("the cluster answers")
+    }
+
     /// Stops node `n`'s RabbitMQ application (`stop_app`): its clients lose their connections
     /// and its queue members go away, as if the node were lost.
     pub fn stop(&self, n: usize) {
@@ -79,17 +94,31 @@ impl Cluster {
     #[must_use]
     pub fn members_of(&self, queue: &str, via: usize) -> Vec<String> {
         let members = self.queue_field(queue, "members", via);
-        let mut members: Vec<String> =
-            members.trim_matches(['[', ']']).split(',').map(|m| m.trim().to_owned()).filter(|m| !m.is_empty()).collect();
+        let mut members: Vec<String> = members
+            .trim_matches(['[', ']'])
+            .split(',')
+            .map(|m| m.trim().to_owned())
+            .filter(|m| !m.is_empty())
+            .collect();
         members.sort();
         members
     }
 
-    /// The consumers of `queue` on the whole cluster, asked of node `via`.
+    /// The node of each consumer of `queue` (where its channel is, so where its process is
+    /// connected), sorted, asked of node `via`.
     #[must_use]
-    pub fn consumers_of(&self, queue: &str, via: usize) -> usize {
-        let listing = self.ctl(via, &["list_consumers", "-q", "--no-table-headers", "queue_name"]);
-        listing.lines().filter(|line| line.trim() == queue).count()
+    pub fn consumer_nodes(&self, queue: &str, via: usize) -> Vec<usize> {
+        let listing = self.ctl(via, &["list_consumers", "-q", "--no-table-headers", "queue_name", "channel_pid"]);
+        let mut nodes: Vec<usize> = listing
+            .lines()
+            .filter_map(|line| line.split_once('\t'))
+            .filter(|(name, _)| *name == queue)
+            .filter_map(|(_, pid)| {
+                (0..3).find(|n| pid.trim_start_matches('<').starts_with(&format!("{}.", self.node(*n))))
+            })
+            .collect();
+        nodes.sort_unstable();
+        nodes
     }
 
     /// Runs `rabbitmqctl -n <node n> args` and returns its output; panics if it fails.

@@ -152,12 +152,16 @@ async fn remember(job: Remember) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `test.tick`: appends its own job id as a line to the file `path`; scheduled jobs use it, so
-/// tests can count firings by their deterministic ids.
+/// `test.tick`: appends its own job id as a line to the file `path`, then sleeps `sleep_ms`;
+/// scheduled jobs use it, so tests can count firings by their deterministic ids, and the
+/// failover tests count each job's runs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Tick {
     /// The file.
     pub path: String,
+    /// Milliseconds to sleep after recording the run, before answering.
+    #[serde(default)]
+    pub sleep_ms: u64,
 }
 
 impl Job for Tick {
@@ -176,6 +180,7 @@ impl Tick {
 async fn tick(job: Tick, ctx: JobContext) -> anyhow::Result<()> {
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&job.path)?;
     file.write_all(format!("{}\n", ctx.id()).as_bytes())?;
+    tokio::time::sleep(Duration::from_millis(job.sleep_ms)).await;
     Ok(())
 }
 

@@ -56,7 +56,7 @@ async fn links_get_the_result_and_error_links_the_failed_jobs_id() {
     // A link to a Lepus job on the same queue runs (immutable: with its own arguments only); one
     // to another queue waits there.
     let record = Request::task("py.record", Arguments::default()).queue(links.name());
-    let tick = Request::new(Tick { path: ticks.clone() }).queue(queue.name()).immutable();
+    let tick = Request::new(Tick { path: ticks.clone(), sleep_ms: 0 }).queue(queue.name()).immutable();
     let on_error = || Request::task("py.on_error", Arguments::default()).queue(links.name());
     let ok = Request::new(Add { a: 20, b: 22 }).queue(queue.name()).link(record).link(tick).link_error(on_error());
     let ok = client.submit(ok).await.expect("sent");

@@ -81,7 +81,7 @@ async fn lepus_revoke_stops_a_delayed_job_before_it_runs() {
     queue.wait_for_consumers(1).await;
     let client = connect().await;
     let ticks = temp_file("cli-revoke");
-    let job = Tick { path: ticks.clone() };
+    let job = Tick { path: ticks.clone(), sleep_ms: 0 };
     let pending =
         client.submit(Request::new(job).queue(queue.name()).delay(Duration::from_secs(3))).await.expect("sent");
     let revoked = lepus_json(&["revoke", pending.id().as_str()]);

@@ -2,7 +2,8 @@
 //! process start per test run). Each module tests one behaviour; every test uses queues of its
 //! own, so tests run in parallel, except those in `reconnect` and `broker_restart`, which cut
 //! connections or restart the broker and run alone (the `broker-disruption` group in
-//! `.config/nextest.toml`).
+//! `.config/nextest.toml`), and those in `failover`, which start a three-node cluster of their
+//! own and run alone too (the `failover` group).
 
 mod acks;
 mod batches;
@@ -15,6 +16,7 @@ mod dead_letter_api;
 mod dead_letters;
 mod delays;
 mod enqueue;
+mod failover;
 mod lepus_cli;
 mod logging;
 mod metrics;
