@@ -58,7 +58,7 @@ impl RawProducer {
         let publishing = connection.create_channel().await?;
         publishing.confirm_select(ConfirmSelectOptions::default()).await?;
         let consuming = connection.create_channel().await?;
-        lepus::internal::topology::declare_reply_queue(&consuming, reply_queue, REPLY_QUEUE_EXPIRES).await?;
+        lepus::internal::topology::declare_reply_queue(&consuming, reply_queue, REPLY_QUEUE_EXPIRES, false).await?;
         let options = BasicConsumeOptions { no_ack: true, ..BasicConsumeOptions::default() };
         let mut consumer =
             consuming.basic_consume(reply_queue.into(), "".into(), options, FieldTable::default()).await?;

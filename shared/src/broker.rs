@@ -298,6 +298,12 @@ impl Broker {
     pub fn url(&self) -> &str {
         self.pool.manager().url()
     }
+
+    /// How many broker URLs (a cluster's nodes) connections are made to.
+    #[must_use]
+    pub fn nodes(&self) -> usize {
+        self.pool.manager().nodes.len()
+    }
 }
 
 /// Masks the password of an AMQP URL: `amqp://guest:***@host/`; in a comma-separated list of

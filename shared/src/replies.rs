@@ -3,7 +3,8 @@
 //! Waiters are registered by job id before the job is published, so a result can never arrive
 //! before its waiter. Non-final states (`STARTED`, `RETRY`) are skipped; a result nobody waits for
 //! (its waiter timed out or was dropped) is logged and dropped. If the connection drops, the
-//! consumer re-attaches to the same queue, which outlives the connection.
+//! consumer re-attaches to the same queue, which outlives the connection; a client given several
+//! nodes of a cluster replicates its queue, so it re-attaches on another node when its own is lost.
 
 use crate::broker::Broker;
 use crate::error::{Error, Result};
@@ -101,7 +102,7 @@ impl Replies {
 
 async fn attach(broker: &Broker, queue: &str, expires: Duration) -> Result<(Channel, Consumer)> {
     let channel = broker.channel().await?;
-    topology::declare_reply_queue(&channel, queue, expires).await?;
+    topology::declare_reply_queue(&channel, queue, expires, broker.nodes() > 1).await?;
     let options = BasicConsumeOptions { no_ack: true, ..BasicConsumeOptions::default() };
     let consumer = channel
         .basic_consume(queue.into(), "".into(), options, FieldTable::default())

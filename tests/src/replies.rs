@@ -24,7 +24,7 @@ impl RawReplies {
     pub async fn open(queue: &TestQueue) -> Self {
         let name = unique_name("replies");
         let channel = queue.broker().channel().await.expect("channel");
-        topology::declare_reply_queue(&channel, &name, Duration::from_secs(300)).await.expect("reply queue");
+        topology::declare_reply_queue(&channel, &name, Duration::from_secs(300), false).await.expect("reply queue");
         let no_ack = BasicConsumeOptions { no_ack: true, ..BasicConsumeOptions::default() };
         let consumer = channel
             .basic_consume(name.as_str().into(), "".into(), no_ack, FieldTable::default())

@@ -7,9 +7,10 @@
 //! - **Dead-letter queue** `<name>.dlq`: quorum, durable. Holds messages a worker refused or
 //!   gave up on (among them those at the delivery limit), each with an `x-lepus-reason` header,
 //!   and any the broker dead-lettered itself (with its `x-death` header).
-//! - **Reply queue** `lepus.reply.<client id>`: one per client, classic, durable, expires after
-//!   it has been unused for a while (`x-expires`), so results survive a client's reconnect and a
-//!   broker restart but never pile up after the client is gone.
+//! - **Reply queue** `lepus.reply.<client id>`: one per client, classic, durable (quorum for a
+//!   client given a cluster's nodes, so it outlives the loss of one), expires after it has been
+//!   unused for a while (`x-expires`), so results survive a client's reconnect and a broker
+//!   restart but never pile up after the client is gone.
 //! - **Batch records** `lepus.batches`: quorum, durable, single active consumer. Workers publish
 //!   a record for each batch job that finished; one worker at a time tracks them.
 //! - **Batch progress** `lepus.batch.<batch id>`: quorum, durable, expires a week after its last
@@ -243,11 +244,16 @@ pub fn reply_queue(client_id: &str) -> String {
     format!("lepus.reply.{client_id}")
 }
 
-/// Declares a reply queue that the broker deletes after `expires` without consumers or use.
-pub async fn declare_reply_queue(channel: &Channel, name: &str, expires: Duration) -> Result<()> {
+/// Declares a reply queue that the broker deletes after `expires` without consumers or use:
+/// classic, on the node the client is connected to, or for a client of a cluster `replicated`, a
+/// quorum queue, so that results wait for it on the other nodes while its node is down.
+pub async fn declare_reply_queue(channel: &Channel, name: &str, expires: Duration, replicated: bool) -> Result<()> {
     let mut args = FieldTable::default();
     let millis = i64::try_from(expires.as_millis()).unwrap_or(i64::MAX).max(1);
     args.insert("x-expires".into(), AMQPValue::LongLongInt(millis));
+    if replicated {
+        put_str(&mut args, "x-queue-type", "quorum");
+    }
     declare_queue(channel, name, durable(), args).await
 }
 

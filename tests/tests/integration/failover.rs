@@ -84,10 +84,11 @@ async fn ten_thousand_jobs_get_their_results_through_the_loss_of_the_leaders_nod
         cluster.consumer_nodes(queue.name(), 2) == [0, 1, 2]
     })
     .await;
-    // On a node that stays: the other tests lose a client's node.
-    let client_node = (0..3).find(|n| *n != first_leader && *n != (first_leader + 1) % 3).expect("a third node");
+    // The client starts on the first node lost and fails over to the next, the second lost: its
+    // reply queue (replicated, as it was given the three nodes) keeps the results meanwhile.
     let second_loss = (first_leader + 1) % 3;
-    let client = client(&cluster, client_node, ClientOptions::default()).await;
+    let via = (first_leader + 2) % 3;
+    let client = client(&cluster, first_leader, ClientOptions::default()).await;
 
     let done = Arc::new(AtomicUsize::new(0));
     let cuts = {
@@ -99,10 +100,10 @@ async fn ten_thousand_jobs_get_their_results_through_the_loss_of_the_leaders_nod
                 });
             };
             at(JOBS / 6);
-            let first = (done.load(Ordering::Relaxed), lose_node(&cluster, first_leader, &name, client_node, WORKERS));
+            let first = (done.load(Ordering::Relaxed), lose_node(&cluster, first_leader, &name, via, WORKERS));
             cluster.start(first_leader);
             at(JOBS / 2);
-            let second = (done.load(Ordering::Relaxed), lose_node(&cluster, second_loss, &name, client_node, WORKERS));
+            let second = (done.load(Ordering::Relaxed), lose_node(&cluster, second_loss, &name, via, WORKERS));
             [first, second]
         })
     };
@@ -159,6 +160,9 @@ async fn ten_thousand_jobs_get_their_results_through_the_loss_of_the_leaders_nod
     for (stopped, consumed) in [(stopped_first, consumed_first), (stopped_second, consumed_second)] {
         assert!(consumed <= stopped + Duration::from_secs(5), "took {consumed:?} to consume again");
     }
+    let queues = cluster.ctl(via, &["list_queues", "-q", "--no-table-headers", "name"]);
+    let replies = queues.lines().find(|name| name.starts_with("lepus.reply.")).expect("the client's reply queue");
+    assert_eq!(cluster.members_of(replies, via).len(), 3, "the reply queue of a client of three nodes is on each");
     client.close().await.expect("closed");
 }
 
