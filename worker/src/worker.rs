@@ -125,6 +125,11 @@ impl Worker {
                 return Err(e.into());
             }
         };
+        if let Err(e) = crate::tracker::declare(&broker, config.batch_retention).await {
+            endpoint.stop().await;
+            broker.close().await;
+            return Err(e.into());
+        }
         let node: Arc<str> = config.node_name().into();
         let job_names = registry.names();
         tracing::info!(
@@ -183,10 +188,14 @@ impl Worker {
             events: Arc::clone(&events),
         });
         let tracker = tokio::spawn(crate::tracker::run(
-            broker.clone(),
-            config.broker_timeout,
-            Arc::clone(&shared.stats),
-            shared.metrics.batches_completed.clone(),
+            crate::tracker::Setup {
+                broker: broker.clone(),
+                timeout: config.broker_timeout,
+                retention: config.batch_retention,
+                node: Arc::clone(&node),
+                stats: Arc::clone(&shared.stats),
+                completed: shared.metrics.batches_completed.clone(),
+            },
             shared.stop.clone(),
         ));
         let reporter = tokio::spawn({
