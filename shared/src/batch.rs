@@ -24,10 +24,11 @@
 //!   latest of every batch to the stream once more (should a broker crash have split a commit).
 //!   It compacts again once the state queue holds more than max(1000, 2 × live batches), so the
 //!   queue stays small and nothing stays unacked longer than a compaction takes.
-//! - Each tracker publishes an [`Entry::Wake`] when it starts; the active one keeps one wake
-//!   unacked (the baton) and renews it every few minutes (well inside the broker's 30-minute
-//!   acknowledgement timeout). If it dies, the baton goes to the next tracker, which becomes
-//!   active, loads the state and retries held callbacks, even if no record ever comes again.
+//! - Every tracker publishes an [`Entry::Wake`] when it starts and every 30 s; the active one
+//!   acks them with the records. A tracker that becomes active when its predecessor dies thus
+//!   gets a delivery soon even if no record ever comes again: it loads the state and retries held
+//!   callbacks. Nothing stays unacked between chunks, far from the broker's 30-minute
+//!   acknowledgement timeout.
 //! - A record for a batch the tracker does not know (finished and compacted away, or never
 //!   opened) is acked, counted and logged: never redelivered.
 //! - Progress is read from the stream: the snapshot of the batch with the highest `seq`. The
@@ -279,7 +280,7 @@ pub enum Entry {
         /// The first snapshot.
         open: Snapshot,
     },
-    /// A tracker started (named by its node): wakes the active one, or becomes its baton.
+    /// A tracker is alive (named by its node): wakes the active one, which may have just become so.
     Wake {
         /// The tracker's node name.
         wake: String,

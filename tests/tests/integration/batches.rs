@@ -129,7 +129,7 @@ async fn a_callback_whose_queue_is_missing_is_held_and_sent_once_the_queue_exist
 
     // The queue appears: the kept callback is sent, once, and the batch completes.
     let callback_queue = TestQueue::declare_with(lepus::WorkQueue::new(callbacks.as_str()).expect("valid")).await;
-    let _callback_worker = lepus_tests::start_worker(callback_queue.name(), &[]);
+    let callback_worker = lepus_tests::start_worker(callback_queue.name(), &[]);
     wait_until("the callback ran", Duration::from_secs(90), || async { !Remember::calls(&calls).is_empty() }).await;
     wait_until("the batch completes", TIMEOUT, || async { client.batch_progress(&id).await.is_ok_and(|p| p.complete) })
         .await;
@@ -140,11 +140,11 @@ async fn a_callback_whose_queue_is_missing_is_held_and_sent_once_the_queue_exist
 }
 
 /// Sends `count` batches of `size` jobs (`add_job` adds job `i` for `queue`), `in_flight` at a
-/// time, each calling back to `test.remember` on `queue` with `calls`; their ids are
+/// time, each calling back to `test.remember` on `callbacks` with `calls`; their ids are
 /// `<prefix>-<n>`.
 async fn send_batches(
     client: &lepus::Client,
-    queue: &str,
+    (queue, callbacks): (&str, &str),
     prefix: &str,
     (count, size, in_flight): (usize, usize, usize),
     calls: &str,
@@ -154,7 +154,7 @@ async fn send_batches(
     let mut sending = tokio::task::JoinSet::new();
     for n in 0..count {
         let permit = std::sync::Arc::clone(&permits).acquire_owned().await.expect("open");
-        let callback = Request::new(Remember { path: calls.to_owned(), batch: Default::default() }).queue(queue);
+        let callback = Request::new(Remember { path: calls.to_owned(), batch: Default::default() }).queue(callbacks);
         let mut batch = Batch::new().id(format!("{prefix}-{n}")).callback(callback);
         for i in 0..size {
             batch = add_job(batch, i, queue);
@@ -201,7 +201,7 @@ fn add(batch: Batch, i: usize, queue: &str) -> Batch {
 }
 
 fn short_sleep(batch: Batch, _: usize, queue: &str) -> Batch {
-    batch.job(Request::new(Sleep { seconds: 0.005 }).queue(queue))
+    batch.job(Request::new(Sleep { seconds: 0.02 }).queue(queue))
 }
 
 /// Queues named `lepus.batch…` on the broker now.
@@ -221,7 +221,7 @@ async fn tracker_alone_ten_thousand_batches_each_call_back_once_and_no_batch_has
     let prefix = lepus_tests::unique_name("10k");
 
     let started = std::time::Instant::now();
-    let ids = send_batches(&client, queue.name(), &prefix, (BATCHES, 10, 64), &calls, add).await;
+    let ids = send_batches(&client, (queue.name(), queue.name()), &prefix, (BATCHES, 10, 64), &calls, add).await;
     let sent = started.elapsed();
     wait_for_callbacks(&calls, BATCHES, Duration::from_secs(150)).await;
     let done = started.elapsed();
@@ -254,25 +254,39 @@ async fn tracker_alone_ten_thousand_batches_each_call_back_once_and_no_batch_has
 async fn tracker_alone_killed_mid_run_hands_over_and_every_batch_calls_back_once() {
     const BATCHES: usize = 300;
     let queue = TestQueue::declare("batch-tracker-kill").await;
+    let callbacks = TestQueue::declare("batch-tracker-kill-callbacks").await;
     let mut first = lepus_tests::start_worker(queue.name(), &["--concurrency", "8"]);
     queue.wait_for_consumers(1).await;
     wait_until("the worker's tracker consumes the batch records", TIMEOUT, || async {
         consumers_of(BATCH_RECORDS_QUEUE).len() == 1
     })
     .await;
+    // Callbacks run on a worker never killed: a job killed midway runs again (at least once),
+    // which would hide whether the tracker sent a callback twice.
+    let callback_worker = lepus_tests::start_worker(callbacks.name(), &[]);
+    callbacks.wait_for_consumers(1).await;
     let client = connect().await;
     let calls = temp_file("kill-callbacks");
     let prefix = lepus_tests::unique_name("kill");
+    let completed_by = |worker: &lepus_tests::Process| {
+        std::fs::read_to_string(worker.log_path()).unwrap_or_default().matches("batch complete").count()
+    };
 
-    let ids = send_batches(&client, queue.name(), &prefix, (BATCHES, 10, 16), &calls, short_sleep).await;
-    wait_for_callbacks(&calls, 30, TIMEOUT).await;
-    // The only tracker, midway: some batches have completed, most have not.
-    first.kill();
-    let finished_first = Remember::calls(&calls)[0]["id"].as_str().expect("an id").to_owned();
-    assert!(Remember::calls(&calls).len() < BATCHES, "the run was over before the kill");
+    let sending =
+        send_batches(&client, (queue.name(), callbacks.name()), &prefix, (BATCHES, 10, 16), &calls, short_sleep);
+    let killing = async {
+        wait_until("the first tracker has completed 30 batches", TIMEOUT, || async { completed_by(&first) >= 30 })
+            .await;
+        // The active tracker, midway: some batches have completed, most have not.
+        first.kill();
+    };
+    let (ids, ()) = tokio::join!(sending, killing);
+    let completed_first = completed_by(&first);
+    assert!(completed_first < BATCHES, "the run was over before the kill");
     let second = lepus_tests::start_worker(queue.name(), &["--concurrency", "8"]);
     wait_for_callbacks(&calls, BATCHES, Duration::from_secs(120)).await;
     tokio::time::sleep(Duration::from_secs(2)).await; // a second call would show up now
+    let finished_first = Remember::calls(&calls)[0]["id"].as_str().expect("an id").to_owned();
 
     let by_batch = callbacks_by_batch(&calls);
     assert_eq!(by_batch.len(), BATCHES);
@@ -283,9 +297,12 @@ async fn tracker_alone_killed_mid_run_hands_over_and_every_batch_calls_back_once
     }
     assert!(ids.iter().all(|id| by_batch.contains_key(id.as_str())));
 
-    // The new tracker compacted the state when it took over: the batches complete by then left it.
-    let log = std::fs::read_to_string(second.log_path()).expect("the worker's log");
-    assert!(log.contains("batch tracker active: state loaded and compacted"), "{log}");
+    // A new tracker (the callback worker's, first in line) took over and compacted the state:
+    // the batches complete by then left it.
+    let took_over = [&second, &callback_worker].map(|worker| {
+        std::fs::read_to_string(worker.log_path()).unwrap_or_default().contains("state loaded and compacted")
+    });
+    assert!(took_over.contains(&true), "no tracker took over");
     // Yet their progress stays readable, from the stream, by a client that did not send them.
     let stranger = connect().await;
     let progress = stranger.batch_progress(&lepus::BatchId::from(finished_first.as_str())).await.expect("progress");

@@ -8,10 +8,11 @@
 //!   snapshots appended to the progress stream and stored in the state queue, the callbacks of
 //!   the batches that completed published. Completed batches leave memory at the commit; a
 //!   record for a batch not in memory is acked, counted and logged.
-//! - It publishes a wake-up when it starts. The active tracker keeps one unacked as its baton and
-//!   renews it every 5 minutes (ack and publish anew in one transaction), so nothing stays unacked
-//!   near the broker's 30-minute acknowledgement timeout, and a dead tracker's baton wakes the
-//!   next one even when no record comes.
+//! - Every tracker, active or not, publishes a wake-up when it starts and every 30 s: whichever is
+//!   active acks it with the records. So a tracker that becomes active when its predecessor dies
+//!   gets a delivery within 30 s even when no record comes, loads the state and retries the held
+//!   callbacks. Nothing is kept unacked between chunks (the broker's 30-minute acknowledgement
+//!   timeout is never near), so each chunk is acked with one `multiple` ack.
 //! - A callback whose queue does not exist is not sent: the batch stays finished but not
 //!   complete (stored so in the state queue, so a successor retries it too), the error is logged
 //!   and counted, and the tracker tries again 1 s later, then with the wait doubling up to a
@@ -29,18 +30,18 @@ use lepus::lapin::message::Delivery;
 use lepus::lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lepus::lapin::types::FieldTable;
 use metrics::Counter;
-use state::{State, ack, commit};
+use state::{State, ack_up_to, commit};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Records handled in one transaction, at most.
-const CHUNK: usize = 500;
+/// Records handled in one transaction, at most (and the consumer's prefetch).
+const CHUNK: usize = 1000;
 
-/// How long the active tracker holds one baton before renewing it.
-const BATON_RENEWAL: Duration = Duration::from_secs(300);
+/// How often a tracker publishes a wake-up.
+const WAKE_EVERY: Duration = Duration::from_secs(30);
 
 /// How long a callback queue found to exist is taken to exist without asking again (a queue
 /// deleted meanwhile makes the callback unroutable: logged and counted as dropped).
@@ -106,8 +107,8 @@ struct Tracker {
     state: Option<State>,
     /// Finished batches whose callback waits for its queue.
     held: HashMap<BatchId, Held>,
-    /// The wake-up this tracker holds unacked while active, and since when.
-    baton: Option<(Delivery, Instant)>,
+    /// When to publish the next wake-up.
+    wake_at: Instant,
     /// Callback queues found to exist, and when.
     known_queues: HashMap<String, Instant>,
 }
@@ -133,8 +134,7 @@ impl Tracker {
     async fn start(setup: Arc<Setup>) -> Result<Self, Stopped> {
         let channel = setup.broker.channel().await?;
         declare_on(&channel, setup.retention).await?;
-        let prefetch = CHUNK as u16 + 1; // and the baton
-        channel.basic_qos(prefetch, BasicQosOptions { global: false }).await.map_err(amqp("basic.qos"))?;
+        channel.basic_qos(CHUNK as u16, BasicQosOptions { global: false }).await.map_err(amqp("basic.qos"))?;
         let tx = Transaction::open(channel, setup.timeout).await?;
         let consumer = tx
             .channel()
@@ -146,8 +146,15 @@ impl Tracker {
             )
             .await
             .map_err(amqp("basic.consume"))?;
-        let tracker =
-            Self { setup, tx, consumer, state: None, held: HashMap::new(), baton: None, known_queues: HashMap::new() };
+        let mut tracker = Self {
+            setup,
+            tx,
+            consumer,
+            state: None,
+            held: HashMap::new(),
+            wake_at: Instant::now(),
+            known_queues: HashMap::new(),
+        };
         tracker.publish_wake().await?;
         Ok(tracker)
     }
@@ -155,15 +162,14 @@ impl Tracker {
     async fn track(&mut self, stop: &CancellationToken) -> Result<(), Stopped> {
         loop {
             let retry_at = self.held.values().map(|held| held.retry_at).min();
-            let renew_at = self.baton.as_ref().map(|(_, since)| *since + BATON_RENEWAL);
             let first = tokio::select! {
                 () = stop.cancelled() => return Ok(()),
                 () = sleep_until(retry_at) => {
                     self.retry_held().await?;
                     continue;
                 }
-                () = sleep_until(renew_at) => {
-                    self.renew_baton().await?;
+                () = tokio::time::sleep_until(self.wake_at) => {
+                    self.publish_wake().await?;
                     continue;
                 }
                 next = self.consumer.next() => next,
@@ -204,12 +210,8 @@ impl Tracker {
         let mut touched: Vec<BatchId> = Vec::new();
         let mut seen: HashSet<BatchId> = HashSet::new();
         let mut unknown: HashMap<BatchId, u64> = HashMap::new();
-        for delivery in chunk {
+        for delivery in &chunk {
             match serde_json::from_slice::<Entry>(&delivery.data) {
-                Ok(Entry::Wake { .. }) if self.baton.is_none() => {
-                    self.baton = Some((delivery, Instant::now()));
-                    continue;
-                }
                 Ok(Entry::Wake { .. }) => {}
                 Ok(Entry::Open { open }) => {
                     let batch = open.batch.clone();
@@ -230,7 +232,9 @@ impl Tracker {
                 },
                 Err(e) => tracing::warn!(error = %e, "undecodable batch record; dropped"),
             }
-            ack(&delivery).await?;
+        }
+        if let Some(last) = chunk.last() {
+            ack_up_to(last).await?;
         }
         let mut completed = Vec::new();
         let mut newly_held = Vec::new();
@@ -284,16 +288,9 @@ impl Tracker {
         self.commit(&completed).await
     }
 
-    /// Acks the baton and publishes a new wake-up in one transaction; the new one, delivered to
-    /// this tracker, becomes its baton.
-    async fn renew_baton(&mut self) -> Result<(), Stopped> {
-        if let Some((baton, _)) = self.baton.take() {
-            ack(&baton).await?;
-        }
-        self.publish_wake().await
-    }
-
-    async fn publish_wake(&self) -> Result<(), Stopped> {
+    /// Publishes a wake-up (committed at once), and when the next one is due.
+    async fn publish_wake(&mut self) -> Result<(), Stopped> {
+        self.wake_at = Instant::now() + WAKE_EVERY;
         let body = Entry::Wake { wake: self.setup.node.to_string() }.encode()?;
         let routing_key = topology::BATCH_RECORDS_QUEUE;
         self.tx.publish(Outgoing { exchange: "", routing_key, body: &body, properties: persistent_json() }).await?;

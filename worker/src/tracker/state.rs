@@ -48,9 +48,7 @@ impl State {
                 Err(e) => tracing::warn!(error = %e, "undecodable batch snapshot in the state queue; dropped"),
             }
         }
-        for delivery in &taken {
-            ack(delivery).await?;
-        }
+        ack_each(&taken).await?;
         let mut state = Self { live: HashMap::new(), stored: 0 };
         for snapshot in latest.into_values() {
             append(tx, &snapshot).await?;
@@ -83,9 +81,7 @@ impl State {
     /// transaction (commits what the transaction held before too).
     pub(super) async fn compact(&mut self, tx: &Transaction) -> lepus::Result<()> {
         let taken = take_all(tx).await?;
-        for delivery in &taken {
-            ack(delivery).await?;
-        }
+        ack_each(&taken).await?;
         for snapshot in self.live.values() {
             store(tx, snapshot).await?;
         }
@@ -181,10 +177,25 @@ async fn store(tx: &Transaction, snapshot: &Snapshot) -> lepus::Result<()> {
     tx.publish(Outgoing { exchange: "", routing_key, body: &body, properties: persistent_json() }).await
 }
 
-pub(super) async fn ack(delivery: &Delivery) -> lepus::Result<()> {
+/// Acks each of `deliveries`, one by one: records delivered meanwhile on the same channel, lower
+/// in delivery tag, must not be acked with them.
+async fn ack_each(deliveries: &[Delivery]) -> lepus::Result<()> {
+    for delivery in deliveries {
+        delivery
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map_err(|source| lepus::Error::Amqp { operation: "ack", source })?;
+    }
+    Ok(())
+}
+
+/// Acks `delivery` and every one before it on the channel: the tracker's chunk of records, all
+/// handled (the state queue's messages are acked one by one, and committed, before a chunk).
+pub(super) async fn ack_up_to(delivery: &Delivery) -> lepus::Result<()> {
     delivery
         .acker
-        .ack(BasicAckOptions::default())
+        .ack(BasicAckOptions { multiple: true })
         .await
         .map(drop)
         .map_err(|source| lepus::Error::Amqp { operation: "ack", source })
