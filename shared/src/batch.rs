@@ -10,7 +10,9 @@
 //!   and no job exists before the opening is in it, so the tracker meets a batch's opening before
 //!   any of its records.
 //! - A worker that finishes a batch job for good (success, final failure, dead letter, expiry)
-//!   publishes a [`Record`] ([`Entry::Job`]) to `lepus.batch.records` before acking the job.
+//!   publishes a [`Record`] to `lepus.batch.records` before acking the job; records of jobs that
+//!   end together share one message ([`Entry::Done`]), so the broker handles far fewer records
+//!   than jobs.
 //! - One worker at a time tracks (single active consumer of `lepus.batch.records`). It keeps the
 //!   live batches in memory (a bitset by job index, so a record repeated after a crash counts
 //!   once) and, for each chunk of records, in one AMQP transaction: acks the records, appends
@@ -264,11 +266,6 @@ impl Record {
             ok,
         })
     }
-
-    /// Encodes for `lepus.batch.records` (as an [`Entry::Job`]).
-    pub fn encode(&self) -> Result<Vec<u8>> {
-        serde_json::to_vec(self).map_err(Error::serde("encode", "a batch record"))
-    }
 }
 
 /// What `lepus.batch.records` carries, in the order it was sent.
@@ -285,8 +282,11 @@ pub enum Entry {
         /// The tracker's node name.
         wake: String,
     },
-    /// A job of a batch finished for good.
-    Job(Record),
+    /// Jobs of batches finished for good: one worker's records, gathered into one message.
+    Done {
+        /// The records.
+        done: Vec<Record>,
+    },
 }
 
 impl Entry {
@@ -444,14 +444,12 @@ mod tests {
         let entries = [
             Entry::Open { open: with_callback(3) },
             Entry::Wake { wake: "lepus@host-1".into() },
-            Entry::Job(record(2, false)),
+            Entry::Done { done: vec![record(2, false), record(0, true)] },
         ];
         for entry in entries {
             let back: Entry = serde_json::from_slice(&entry.encode().expect("encodes")).expect("decodes");
             assert_eq!(back, entry);
         }
-        let plain: Entry = serde_json::from_slice(&record(1, true).encode().expect("encodes")).expect("decodes");
-        assert_eq!(plain, Entry::Job(record(1, true)), "a worker's record is a job entry");
     }
 
     #[test]

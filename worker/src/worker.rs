@@ -7,6 +7,7 @@
 
 use crate::acks::Acks;
 use crate::activity::Activity;
+use crate::batch_records::BatchRecords;
 use crate::commands::Panel;
 use crate::config::WorkerConfig;
 use crate::consumer::{ConsumeLoop, End};
@@ -178,6 +179,7 @@ impl Worker {
             registry,
             states: Arc::new(states),
             publisher: Publisher::new(broker.clone(), config.broker_timeout),
+            batch_records: BatchRecords::start(broker.clone(), config.broker_timeout),
             stop,
             max_payload: config.max_payload,
             broker_timeout: config.broker_timeout,

@@ -257,9 +257,20 @@ impl Client {
     /// Where batch `id` stands: its latest snapshot in the progress stream, which keeps finished
     /// batches for the workers' `batch_retention` (default 7 days). A batch this client sent is
     /// read from its send time on, and known (all pending) before a tracker has taken it; any
-    /// other is looked for in widening windows back from now. [`Error::UnknownBatch`] if there is
-    /// no trace of it.
+    /// other is looked for in widening windows back from now (for a batch days old, days of the
+    /// stream are read: [`Client::batch_progress_since`] reads less). [`Error::UnknownBatch`] if
+    /// there is no trace of it.
     pub async fn batch_progress(&self, id: &BatchId) -> Result<BatchProgress> {
+        self.progress(id, None).await
+    }
+
+    /// Like [`Client::batch_progress`], for a batch sent (by any client) no earlier than `since`:
+    /// the stream is read from a few minutes before then only.
+    pub async fn batch_progress_since(&self, id: &BatchId, since: DateTime<Utc>) -> Result<BatchProgress> {
+        self.progress(id, Some(since)).await
+    }
+
+    async fn progress(&self, id: &BatchId, since: Option<DateTime<Utc>>) -> Result<BatchProgress> {
         if let Some(recorder) = &self.inner.recorder {
             return recorder
                 .batch(id)
@@ -268,9 +279,9 @@ impl Client {
         }
         let inner = &self.inner;
         let sent = inner.sent_batches.lock().unwrap_or_else(PoisonError::into_inner).get(id);
+        let from = since.or(sent.as_ref().map(|(at, _)| *at));
         let patience = inner.options.broker_timeout;
-        let latest =
-            progress::latest(&inner.broker, &inner.publisher, id, sent.as_ref().map(|(at, _)| *at), patience).await?;
+        let latest = progress::latest(&inner.broker, &inner.publisher, id, from, patience).await?;
         match (latest, sent) {
             (Some(snapshot), _) => Ok(snapshot.progress()),
             (None, Some((_, first))) => Ok(first.progress()),

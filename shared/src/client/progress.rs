@@ -9,7 +9,8 @@
 //!
 //! Where to start: snapshots of one batch only grow in `seq` as time goes on, so the first window
 //! (counted back from now) that holds any snapshot of the batch holds its latest. A client that
-//! sent the batch starts from a little before it sent it; otherwise it reads the last 2 minutes,
+//! sent the batch, or was told when it was sent, starts from a little before then; otherwise it
+//! reads the last 2 minutes,
 //! then the last 30 minutes, 6 hours, 2 days, then the whole stream, stopping at the first window
 //! that has the batch.
 
@@ -78,7 +79,7 @@ enum Start {
 }
 
 /// The latest snapshot of batch `id` in the progress stream; `None` if the stream holds none (or
-/// does not exist: no tracker has run yet). `sent` is when this client sent the batch, if it did.
+/// does not exist: no tracker has run yet). `sent` is when the batch was sent, if known.
 pub(crate) async fn latest(
     broker: &Broker,
     publisher: &Publisher,

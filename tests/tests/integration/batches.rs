@@ -2,7 +2,9 @@
 //! callback runs exactly once with the batch's summary, even when a worker (or the active tracker)
 //! dies mid-batch; thousands of batches make no queue of their own.
 
-use lepus::internal::topology::{BATCH_PROGRESS_STREAM, BATCH_RECORDS_QUEUE, BATCH_STATE_QUEUE};
+use lepus::internal::topology::{
+    BATCH_PROGRESS_STREAM, BATCH_RECORDS_QUEUE, BATCH_STATE_QUEUE, DEFAULT_BATCH_RETENTION,
+};
 use lepus::{Batch, BatchProgress, Error, JobId, Request};
 use lepus_demo::jobs::{Fail, Sleep};
 use lepus_tests::{Remember, TestQueue, connect, consumers_of, queue_names, temp_file, wait_until};
@@ -129,7 +131,7 @@ async fn a_callback_whose_queue_is_missing_is_held_and_sent_once_the_queue_exist
 
     // The queue appears: the kept callback is sent, once, and the batch completes.
     let callback_queue = TestQueue::declare_with(lepus::WorkQueue::new(callbacks.as_str()).expect("valid")).await;
-    let callback_worker = lepus_tests::start_worker(callback_queue.name(), &[]);
+    let _callback_worker = lepus_tests::start_worker(callback_queue.name(), &[]);
     wait_until("the callback ran", Duration::from_secs(90), || async { !Remember::calls(&calls).is_empty() }).await;
     wait_until("the batch completes", TIMEOUT, || async { client.batch_progress(&id).await.is_ok_and(|p| p.complete) })
         .await;
@@ -308,5 +310,68 @@ async fn tracker_alone_killed_mid_run_hands_over_and_every_batch_calls_back_once
     let progress = stranger.batch_progress(&lepus::BatchId::from(finished_first.as_str())).await.expect("progress");
     assert_eq!((progress.done, progress.pending, progress.complete), (10, 0, true), "{progress:?}");
     stranger.close().await.expect("closed");
+    client.close().await.expect("closed");
+}
+
+#[tokio::test]
+async fn a_worker_asking_another_batch_retention_than_the_stream_has_fails_naming_the_setting() {
+    // The stream exists (any worker declares it) with the default retention of every test worker.
+    let broker = lepus::Broker::connect(&lepus_tests::amqp_url(), "lepus-tests-retention").await.expect("broker");
+    let channel = broker.channel().await.expect("channel");
+    lepus::internal::topology::declare_batch_progress(&channel, DEFAULT_BATCH_RETENTION).await.expect("declared");
+    drop(channel.close(200, "declared".into()).await);
+
+    let queue = TestQueue::declare("batch-retention").await;
+    let mut worker = lepus_tests::start_worker(queue.name(), &["--batch-retention", "1d"]);
+    let exit = worker.wait_exit(TIMEOUT).await.expect("the worker exits");
+    assert_eq!(exit.code(), Some(1));
+    let log = std::fs::read_to_string(worker.log_path()).expect("log");
+    assert!(log.contains("batch_retention = 86400s"), "{log}");
+    assert!(log.contains("inequivalent arg 'x-max-age'"), "{log}");
+
+    let mut short = lepus_tests::start_worker(queue.name(), &["--batch-retention", "5s"]);
+    let exit = short.wait_exit(TIMEOUT).await.expect("the worker exits");
+    assert_eq!(exit.code(), Some(2));
+    let log = std::fs::read_to_string(short.log_path()).expect("log");
+    assert!(log.contains("batch_retention: 5s is too short"), "{log}");
+    broker.close().await;
+}
+
+#[tokio::test]
+async fn a_scheduled_batch_calls_back_once_per_tick_and_its_progress_reads_complete() {
+    let (queue, _worker) = lepus_tests::queue_with_worker("batch-scheduled").await;
+    let (ticks, calls) = (temp_file("scheduled-ticks"), temp_file("scheduled-calls"));
+    let schedules = temp_file("batch-schedules");
+    let name = lepus_tests::unique_name("fan");
+    let q = queue.name();
+    std::fs::write(
+        &schedules,
+        format!(
+            "[[schedule]]\nname = \"{name}\"\ncron = \"*/2 * * * * *\"\njob = \"test.tick\"\nqueue = \"{q}\"\n\
+             kwargs = {{ path = \"{ticks}\" }}\nitems = [{{ a = 1 }}, {{ a = 2 }}, {{ a = 3 }}]\n\
+             callback = {{ job = \"test.remember\", queue = \"{q}\", kwargs = {{ path = \"{calls}\" }} }}\n"
+        ),
+    )
+    .expect("schedule file");
+    let group = lepus_tests::unique_name("group");
+    let mut cleanup = lepus_tests::Cleanup::default();
+    cleanup.queue(lepus::internal::topology::scheduler_leader_queue(&group));
+    cleanup.queue(lepus::internal::topology::schedule_state_queue(&group, &name));
+    let mut command = std::process::Command::new(lepus_tests::scheduler_binary());
+    command.args(["run", "--schedules", &schedules, "--group", &group, "--heartbeat", "2s"]);
+    let mut scheduler = lepus_tests::spawn(command, "scheduler");
+
+    wait_until("two ticks' batches called back", TIMEOUT, || async { Remember::calls(&calls).len() >= 2 }).await;
+    scheduler.terminate().expect("SIGTERM sent");
+    assert!(scheduler.wait_exit(TIMEOUT).await.is_some_and(|status| status.success()));
+    tokio::time::sleep(Duration::from_secs(2)).await; // the last firing's batch completes
+    let by_batch = callbacks_by_batch(&calls);
+    assert!(by_batch.values().all(|calls| *calls == 1), "{by_batch:?}");
+    let client = connect().await;
+    for (id, _) in by_batch {
+        assert!(id.starts_with(&format!("{name}@")), "{id}");
+        let progress = client.batch_progress(&lepus::BatchId::from(id.as_str())).await.expect("progress");
+        assert_eq!((progress.total, progress.done, progress.complete), (3, 3, true), "{progress:?}");
+    }
     client.close().await.expect("closed");
 }

@@ -203,6 +203,7 @@ async fn lepus_enqueues_calls_and_sends_batches() {
         .await;
     assert_eq!(lepus(&["progress", &batch]).trim(), "total=3 done=3 failed=0 pending=0 complete=true");
     assert_eq!(lepus_json(&["progress", &batch])["done"], 3);
+    assert_eq!(lepus(&["progress", &batch, "--since", "5m"]).trim(), "total=3 done=3 failed=0 pending=0 complete=true");
     assert_eq!(Tick::ids(&ticks).iter().filter(|id| id.starts_with(&batch)).count(), 3);
 }
 

@@ -37,7 +37,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Records handled in one transaction, at most (and the consumer's prefetch).
+/// Messages of records handled in one transaction, at most (and the consumer's prefetch).
 const CHUNK: usize = 1000;
 
 /// How often a tracker publishes a wake-up.
@@ -222,14 +222,18 @@ impl Tracker {
                         }
                     }
                 }
-                Ok(Entry::Job(record)) => match state.live.get_mut(&record.batch) {
-                    Some(snapshot) => {
-                        if snapshot.apply(&record) && seen.insert(record.batch.clone()) {
-                            touched.push(record.batch);
+                Ok(Entry::Done { done }) => {
+                    for record in done {
+                        match state.live.get_mut(&record.batch) {
+                            Some(snapshot) => {
+                                if snapshot.apply(&record) && seen.insert(record.batch.clone()) {
+                                    touched.push(record.batch);
+                                }
+                            }
+                            None => *unknown.entry(record.batch).or_default() += 1,
                         }
                     }
-                    None => *unknown.entry(record.batch).or_default() += 1,
-                },
+                }
                 Err(e) => tracing::warn!(error = %e, "undecodable batch record; dropped"),
             }
         }
