@@ -15,9 +15,11 @@
 //!   than jobs.
 //! - One worker at a time tracks (single active consumer of `lepus.batch.records`). It keeps the
 //!   live batches in memory (a bitset by job index, so a record repeated after a crash counts
-//!   once) and, for each chunk of records, in one AMQP transaction: acks the records, appends
-//!   the touched batches' new snapshots to the progress stream `lepus.batch.progress`, stores
-//!   them in `lepus.batch.state`, and publishes the callbacks of the batches that completed. A
+//!   once) and, for each chunk of records, in one AMQP transaction: acks the records, stores the
+//!   touched batches' new snapshots in `lepus.batch.state` and appends them to the progress
+//!   stream `lepus.batch.progress` (an unfinished batch's at most once a second: a later
+//!   transaction appends what was held back, so progress lags by a second at most; an opening
+//!   and a completion at once), and publishes the callbacks of the batches that completed. A
 //!   callback is published in the same transaction as the snapshot that marks its batch
 //!   complete, so it fires exactly once.
 //! - A tracker becomes active when the broker first delivers to it. It then loads

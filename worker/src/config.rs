@@ -220,8 +220,8 @@ impl WorkerConfig {
         }
         if self.batch_retention < Duration::from_secs(60) {
             problems.push(format!(
-                "batch_retention: {} is too short: give at least 1m (progress of a batch is readable this long after its last change)",
-                format!("{:?}", self.batch_retention)
+                "batch_retention: {:?} is too short: give at least 1m (progress of a batch is readable this long after its last change)",
+                self.batch_retention
             ));
         }
         problems.extend(self.tls.problems(&self.amqp_url));

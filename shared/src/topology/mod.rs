@@ -10,7 +10,7 @@
 //! - **Reply queue** `lepus.reply.<client id>`: one per client, classic, durable, expires after
 //!   it has been unused for a while (`x-expires`), so results survive a client's reconnect and a
 //!   broker restart but never pile up after the client is gone.
-//! - **Batches**: three queues however many batches there are (see [`batches`]): the records
+//! - **Batches**: three queues however many batches there are (see `batches.rs`): the records
 //!   `lepus.batch.records` (quorum, single active consumer), the tracker's state
 //!   `lepus.batch.state` (quorum) and the progress stream `lepus.batch.progress` (stream,
 //!   `x-max-age` = the worker setting `batch_retention`, default 7 days).

@@ -4,9 +4,11 @@
 //! - It becomes active on its first delivery (the broker does not say which consumer is active
 //!   otherwise): only then does it load the state queue (see [`state`]); an inactive tracker
 //!   touches nothing.
-//! - For each chunk of records, one transaction: the records acked, the touched batches' new
-//!   snapshots appended to the progress stream and stored in the state queue, the callbacks of
-//!   the batches that completed published. Completed batches leave memory at the commit; a
+//! - For each chunk of records (what arrives within 20 ms of the first, up to 1000 messages), one
+//!   transaction: the records acked, the touched batches' new
+//!   snapshots stored in the state queue and appended to the progress stream (at most one a second
+//!   for an unfinished batch: see [`state`]), the callbacks of the batches that completed
+//!   published. Completed batches leave memory at the commit; a
 //!   record for a batch not in memory is acked, counted and logged.
 //! - Every tracker, active or not, publishes a wake-up when it starts and every 30 s: whichever is
 //!   active acks it with the records. So a tracker that becomes active when its predecessor dies
@@ -21,7 +23,7 @@
 mod state;
 
 use crate::stats::WorkerStats;
-use futures_lite::{StreamExt, future};
+use futures_lite::StreamExt;
 use lepus::BatchId;
 use lepus::Broker;
 use lepus::internal::{Completion, Entry, Outgoing, Transaction, held_retry_delay, persistent_json, topology};
@@ -39,6 +41,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Messages of records handled in one transaction, at most (and the consumer's prefetch).
 const CHUNK: usize = 1000;
+
+/// How long a tracker gathers records into a chunk after the first.
+const GATHER: Duration = Duration::from_millis(20);
 
 /// How often a tracker publishes a wake-up.
 const WAKE_EVERY: Duration = Duration::from_secs(30);
@@ -162,8 +167,16 @@ impl Tracker {
     async fn track(&mut self, stop: &CancellationToken) -> Result<(), Stopped> {
         loop {
             let retry_at = self.held.values().map(|held| held.retry_at).min();
+            let flush_at = self.state.as_ref().and_then(State::next_flush);
             let first = tokio::select! {
                 () = stop.cancelled() => return Ok(()),
+                () = sleep_until(flush_at) => {
+                    if let Some(state) = self.state.as_mut() {
+                        state.flush(&self.tx).await?;
+                    }
+                    self.commit(&[]).await?;
+                    continue;
+                }
                 () = sleep_until(retry_at) => {
                     self.retry_held().await?;
                     continue;
@@ -174,11 +187,14 @@ impl Tracker {
                 }
                 next = self.consumer.next() => next,
             };
+            // Gather for a moment: each transaction costs the broker a write to each queue it
+            // touches, so fewer, larger chunks cost less.
             let mut chunk = vec![delivery(first)?];
+            let gathered_by = Instant::now() + GATHER;
             while chunk.len() < CHUNK {
-                match future::poll_once(self.consumer.next()).await {
-                    Some(next) => chunk.push(delivery(next)?),
-                    None => break,
+                match tokio::time::timeout_at(gathered_by, self.consumer.next()).await {
+                    Ok(next) => chunk.push(delivery(next)?),
+                    Err(_) => break,
                 }
             }
             if self.state.is_none() {
@@ -250,6 +266,9 @@ impl Tracker {
                 Due::No => {}
             }
             self.write(&batch).await?;
+        }
+        if let Some(state) = self.state.as_mut() {
+            state.flush(&self.tx).await?;
         }
         self.commit(&completed).await?;
         for (batch, queue) in newly_held {

@@ -3,7 +3,11 @@
 //! when it has grown.
 //!
 //! Every snapshot the tracker makes goes, in the transaction that accounts for it, to the state
-//! queue and to the progress stream. So the state queue holds, per batch, its latest snapshot and
+//! queue, and to the progress stream if the batch has just opened or completed, or its last
+//! snapshot there is [`STREAM_EVERY`] old; otherwise it goes to the stream with the first
+//! transaction after that (a flush): progress of an unfinished batch lags by a second at most,
+//! and a burst of records does not write a snapshot per chunk to the stream that readers must
+//! read through. So the state queue holds, per batch, its latest snapshot and
 //! older ones; loading keeps the highest `seq` of each. Compacting takes every message of the
 //! queue, acks them and stores the latest snapshot of each unfinished batch again, all in one
 //! transaction: a crash midway leaves the queue as it was. A completed batch is not stored again:
@@ -19,9 +23,14 @@ use lepus::lapin::options::{
 };
 use lepus::lapin::types::FieldTable;
 use std::collections::HashMap;
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Compact once the state queue holds more than this many messages, or twice the live batches.
 const COMPACT_PAST: usize = 1000;
+
+/// How often, at most, an unfinished batch's snapshot is appended to the progress stream.
+const STREAM_EVERY: Duration = Duration::from_secs(1);
 
 /// The live batches of the active tracker.
 pub(super) struct State {
@@ -29,6 +38,10 @@ pub(super) struct State {
     pub(super) live: HashMap<BatchId, Snapshot>,
     /// Messages in the state queue, as far as this tracker knows (it alone writes there).
     stored: usize,
+    /// When each live batch's snapshot was last appended to the stream.
+    streamed: HashMap<BatchId, Instant>,
+    /// Snapshots stored but not yet appended to the stream (their batch's last append is recent).
+    unstreamed: HashMap<BatchId, Snapshot>,
 }
 
 impl State {
@@ -49,12 +62,14 @@ impl State {
             }
         }
         ack_each(&taken).await?;
-        let mut state = Self { live: HashMap::new(), stored: 0 };
+        let mut state = Self { live: HashMap::new(), stored: 0, streamed: HashMap::new(), unstreamed: HashMap::new() };
+        let now = Instant::now();
         for snapshot in latest.into_values() {
             append(tx, &snapshot).await?;
             if !snapshot.complete {
                 store(tx, &snapshot).await?;
                 state.stored += 1;
+                state.streamed.insert(snapshot.batch.clone(), now);
                 state.live.insert(snapshot.batch.clone(), snapshot);
             }
         }
@@ -63,12 +78,47 @@ impl State {
         Ok(state)
     }
 
-    /// Adds `snapshot` to the transaction: appended to the progress stream and stored in the
-    /// state queue.
+    /// Adds `snapshot` to the transaction: stored in the state queue, and appended to the
+    /// progress stream now or at a flush (see the module docs).
     pub(super) async fn write(&mut self, tx: &Transaction, snapshot: &Snapshot) -> lepus::Result<()> {
-        append(tx, snapshot).await?;
         store(tx, snapshot).await?;
         self.stored += 1;
+        let batch = &snapshot.batch;
+        let now = Instant::now();
+        if snapshot.complete {
+            self.streamed.remove(batch);
+            self.unstreamed.remove(batch);
+            append(tx, snapshot).await?;
+        } else if self.streamed.get(batch).is_none_or(|at| now >= *at + STREAM_EVERY) {
+            self.streamed.insert(batch.clone(), now);
+            self.unstreamed.remove(batch);
+            append(tx, snapshot).await?;
+        } else {
+            self.unstreamed.insert(batch.clone(), snapshot.clone());
+        }
+        Ok(())
+    }
+
+    /// When the next held-back snapshot is due in the stream, if any is held back.
+    pub(super) fn next_flush(&self) -> Option<Instant> {
+        self.unstreamed.keys().filter_map(|batch| self.streamed.get(batch)).min().map(|at| *at + STREAM_EVERY)
+    }
+
+    /// Adds to the transaction the held-back snapshots that are due in the stream.
+    pub(super) async fn flush(&mut self, tx: &Transaction) -> lepus::Result<()> {
+        let now = Instant::now();
+        let due: Vec<BatchId> = self
+            .unstreamed
+            .keys()
+            .filter(|batch| self.streamed.get(*batch).is_none_or(|at| now >= *at + STREAM_EVERY))
+            .cloned()
+            .collect();
+        for batch in due {
+            if let Some(snapshot) = self.unstreamed.remove(&batch) {
+                append(tx, &snapshot).await?;
+                self.streamed.insert(batch, now);
+            }
+        }
         Ok(())
     }
 
