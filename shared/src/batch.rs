@@ -38,9 +38,13 @@
 //! - Progress is read from the stream: the snapshot of the batch with the highest `seq`. The
 //!   stream keeps snapshots for the worker setting `batch_retention` (default 7 days), so a
 //!   finished batch's progress stays readable that long though the state queue forgot it. Stream
-//!   appends are part of the tracker's transaction (not a confirmed publish after it): no crash
-//!   can leave the stream behind the state, and a batch reads as complete once its callback is
-//!   enqueued.
+//!   appends are part of the tracker's transaction (not a confirmed publish after it): a batch's
+//!   completion reaches the stream in the very transaction that enqueues its callback, so no
+//!   crash can leave a finished batch looking unfinished there; progress of an unfinished batch
+//!   held back and lost in a crash is appended again by the next tracker's load.
+//! - The scheduler opens its batches the same way, confirmed, before the transaction of the
+//!   firing; a firing tried again opens its batch again, and the tracker ignores an opening of a
+//!   batch it knows.
 //!
 //! Batch ids must be unique within the retention: a reused id reads as the older batch.
 

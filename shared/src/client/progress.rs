@@ -12,7 +12,8 @@
 //! sent the batch, or was told when it was sent, starts from a little before then; otherwise it
 //! reads the last 2 minutes,
 //! then the last 30 minutes, 6 hours, 2 days, then the whole stream, stopping at the first window
-//! that has the batch.
+//! that has the batch. Each wider window is read only up to where the one before began (by the
+//! `x-stream-offset` the broker puts on each delivery), so the stream is read once at most.
 
 use crate::batch::Snapshot;
 use crate::broker::Broker;
@@ -101,10 +102,14 @@ pub(crate) async fn latest(
         None => WINDOWS.iter().map(|back| Start::At(now - *back)).chain([Start::First]).collect(),
     };
     let reader = Reader { broker, id, marker: &marker, needle: needle(id)?, patience };
+    // Each wider window stops where the one before began: what follows was read already.
+    let mut read_from: Option<i64> = None;
     for start in starts {
-        if let Some(snapshot) = reader.read(start).await? {
-            return Ok(Some(snapshot));
+        let (latest, first) = reader.read(start, read_from).await?;
+        if latest.is_some() {
+            return Ok(latest);
         }
+        read_from = first.or(read_from);
     }
     Ok(None)
 }
@@ -125,17 +130,23 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    /// The latest snapshot of the batch from `start` up to the marker.
-    async fn read(&self, start: Start) -> Result<Option<Snapshot>> {
+    /// The latest snapshot of the batch from `start` up to the marker, or up to stream offset
+    /// `stop` if given; and the offset of the first message read.
+    async fn read(&self, start: Start, stop: Option<i64>) -> Result<(Option<Snapshot>, Option<i64>)> {
         let channel = self.broker.channel().await?;
-        let read = self.read_on(&channel, start).await;
+        let read = self.read_on(&channel, start, stop).await;
         if channel.status().connected() {
             drop(channel.close(200, "read".into()).await);
         }
         read
     }
 
-    async fn read_on(&self, channel: &lapin::Channel, start: Start) -> Result<Option<Snapshot>> {
+    async fn read_on(
+        &self,
+        channel: &lapin::Channel,
+        start: Start,
+        stop: Option<i64>,
+    ) -> Result<(Option<Snapshot>, Option<i64>)> {
         channel.basic_qos(PREFETCH, BasicQosOptions { global: false }).await.map_err(Error::amqp("basic.qos"))?;
         let offset = match start {
             Start::At(at) => AMQPValue::Timestamp(u64::try_from(at.timestamp()).unwrap_or(0)),
@@ -148,6 +159,7 @@ impl Reader<'_> {
             .await
             .map_err(Error::amqp("consume the batch progress stream"))?;
         let mut latest: Option<Snapshot> = None;
+        let mut first: Option<i64> = None;
         let mut unacked = 0;
         loop {
             let next = tokio::time::timeout(self.patience, consumer.next())
@@ -163,9 +175,11 @@ impl Reader<'_> {
                     return Err(Error::amqp("consume the batch progress stream")(ended.into()));
                 }
             };
-            if delivery.data == self.marker {
-                return Ok(latest);
+            let offset = stream_offset(&delivery);
+            if delivery.data == self.marker || offset.zip(stop).is_some_and(|(offset, stop)| offset >= stop) {
+                return Ok((latest, first));
             }
+            first = first.or(offset);
             if delivery.data.starts_with(&self.needle)
                 && let Ok(snapshot) = serde_json::from_slice::<Snapshot>(&delivery.data)
                 && snapshot.batch == *self.id
@@ -183,6 +197,16 @@ impl Reader<'_> {
                     .map_err(Error::amqp("ack the batch progress stream"))?;
             }
         }
+    }
+}
+
+/// The position the broker gives a message it delivers from a stream (`x-stream-offset`).
+fn stream_offset(delivery: &lapin::message::Delivery) -> Option<i64> {
+    let headers = delivery.properties.headers().as_ref()?;
+    match headers.inner().get("x-stream-offset")? {
+        AMQPValue::LongLongInt(offset) => Some(*offset),
+        AMQPValue::LongInt(offset) => Some(i64::from(*offset)),
+        _ => None,
     }
 }
 

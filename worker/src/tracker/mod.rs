@@ -5,11 +5,10 @@
 //!   otherwise): only then does it load the state queue (see [`state`]); an inactive tracker
 //!   touches nothing.
 //! - For each chunk of records (what arrives within 20 ms of the first, up to 1000 messages), one
-//!   transaction: the records acked, the touched batches' new
-//!   snapshots stored in the state queue and appended to the progress stream (at most one a second
-//!   for an unfinished batch: see [`state`]), the callbacks of the batches that completed
-//!   published. Completed batches leave memory at the commit; a
-//!   record for a batch not in memory is acked, counted and logged.
+//!   transaction: the records acked, the touched batches' new snapshots stored in the state queue
+//!   and appended to the progress stream (at most one a second for an unfinished batch: see
+//!   [`state`]), the callbacks of the batches that completed published. Completed batches leave
+//!   memory at the commit; a record for a batch not in memory is acked, counted and logged.
 //! - Every tracker, active or not, publishes a wake-up when it starts and every 30 s: whichever is
 //!   active acks it with the records. So a tracker that becomes active when its predecessor dies
 //!   gets a delivery within 30 s even when no record comes, loads the state and retries the held
