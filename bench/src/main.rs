@@ -12,10 +12,12 @@
 //! the stock Lepus worker or a plain lapin worker instead (see [`role`]).
 //!
 //! ```text
-//! cargo run --release -p lepus-bench -- [--jobs N] [--rounds R]
+//! cargo run --release -p lepus-bench -- [--jobs N] [--rounds R] [--batches [--batch-size B]]
 //! ```
 
 mod admin;
+mod batch_producer;
+mod batches;
 mod bench;
 mod figures;
 mod lepus_producer;
@@ -62,7 +64,8 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let outcome = bench::run(&options, &admin).await;
+        let outcome =
+            if options.batches { batches::run(&options, &admin).await } else { bench::run(&options, &admin).await };
         admin.close().await;
         match outcome {
             Ok(()) => ExitCode::SUCCESS,

@@ -38,6 +38,13 @@ pub(crate) struct Options {
     /// monitor consuming them as Flower would) against Lepus without.
     #[arg(long)]
     pub(crate) events: bool,
+    /// Price batch tracking: the same jobs sent as batches (each with a callback) against sent
+    /// plainly, jobs/s of each (see `batches.rs`).
+    #[arg(long, conflicts_with_all = ["metrics", "events"])]
+    pub(crate) batches: bool,
+    /// Jobs per batch, with `--batches`.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) batch_size: u32,
     /// Broker URL.
     #[arg(long, env = "LEPUS_AMQP_URL", default_value = lepus::DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
     pub(crate) amqp_url: String,

@@ -124,6 +124,10 @@ pub(crate) enum Command {
     Progress {
         /// The batch id.
         batch: String,
+        /// The batch was sent at most this long ago, e.g. `2h`: only that much of the progress
+        /// stream is read (without it, windows ever further back until the batch is found).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
     },
     /// The schedules of a scheduler group: next ticks, last fire time, and the replica that leads.
     Schedules {

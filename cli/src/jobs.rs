@@ -98,8 +98,16 @@ pub(crate) async fn batch(
     Ok(())
 }
 
-pub(crate) async fn progress(client: &Client, batch: &str, json: bool) -> Result<(), String> {
-    let p = client.batch_progress(&BatchId::from(batch)).await.map_err(|e| e.to_string())?;
+pub(crate) async fn progress(client: &Client, batch: &str, since: Option<Duration>, json: bool) -> Result<(), String> {
+    let id = BatchId::from(batch);
+    let read = match since {
+        Some(ago) => {
+            let ago = chrono::TimeDelta::from_std(ago).map_err(|e| format!("--since {ago:?}: {e}"))?;
+            client.batch_progress_since(&id, chrono::Utc::now() - ago).await
+        }
+        None => client.batch_progress(&id).await,
+    };
+    let p = read.map_err(|e| e.to_string())?;
     if json {
         print_json(&json!({
             "total": p.total, "done": p.done, "failed": p.failed, "pending": p.pending,

@@ -72,9 +72,9 @@ async fn dispatch(cli: &Cli, broker: &Broker) -> Result<(), String> {
             let done = jobs::batch(&client, job, items, send, callback.clone(), callback_kwargs, json).await;
             finish(client, done).await
         }
-        Command::Progress { batch } => {
+        Command::Progress { batch, since } => {
             let client = client();
-            let done = jobs::progress(&client, batch, json).await;
+            let done = jobs::progress(&client, batch, *since, json).await;
             finish(client, done).await
         }
         Command::Schedules { group } => schedules::schedules(broker, group, json).await,

@@ -3,8 +3,8 @@
 //!
 //! On taking the lead it reads each schedule's last fire time from the broker; what each schedule
 //! owes from then on is its [`Agenda`] (missed ticks by the misfire policy, then the regular
-//! ones; the decision is logged). Each firing (the job, or a batch's snapshot and jobs) and the
-//! new last fire time are published in one transaction. A firing whose queue does not exist is
+//! ones; the decision is logged). Each firing (the job, or a batch's jobs) and the new last fire
+//! time are published in one transaction; a batch's opening goes first, confirmed, on its own. A firing whose queue does not exist is
 //! not published at all: it is logged at error level, counted, and tried again 1 s later, then
 //! with the wait doubling up to a minute, while the schedule's last fire time stays where it was
 //! (a new leader tries it again too). Once it fires, the ticks missed meanwhile follow the misfire
@@ -21,7 +21,9 @@ use crate::state;
 use crate::stats::SchedulerStats;
 use chrono::{DateTime, TimeDelta, Utc};
 use lepus::internal::endpoint::{MetricsRegistry, Serving};
-use lepus::internal::{Connector, Outgoing, Transaction, held_retry_delay, persistent_json, topology};
+use lepus::internal::{Connector, Entry, Outgoing, Snapshot, Transaction, held_retry_delay, persistent_json, topology};
+use lepus::lapin::Confirmation;
+use lepus::lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -173,7 +175,7 @@ impl Scheduler {
             }
             let (schedule, agenda) = (&self.schedules[index], &mut agendas[index]);
             let Some(tick) = agenda.next() else { continue };
-            match self.fire(&tx, &reader, leadership, schedule, tick).await? {
+            match self.fire(&tx, leadership, schedule, tick).await? {
                 Fired::Done => {
                     holds[index] = None;
                     self.caught_up(schedule, agenda.fired(schedule, Utc::now()));
@@ -201,7 +203,6 @@ impl Scheduler {
     async fn fire(
         &self,
         tx: &Transaction,
-        reader: &lepus::lapin::Channel,
         leadership: &Leadership,
         schedule: &Schedule,
         tick: DateTime<Utc>,
@@ -216,7 +217,7 @@ impl Scheduler {
                             return Ok(Fired::Held { queue: queue.to_owned() });
                         }
                     }
-                    self.publish(tx, reader, &firing).await?;
+                    self.publish(tx, leadership, &firing).await?;
                 }
                 Err(e) => tracing::error!(error = %e, "the schedule produced no valid job; tick skipped"),
             }
@@ -241,19 +242,16 @@ impl Scheduler {
         .await
     }
 
-    /// Adds a firing's messages to the transaction: a job, or a batch's first snapshot and jobs.
-    async fn publish(&self, tx: &Transaction, reader: &lepus::lapin::Channel, firing: &Firing) -> lepus::Result<()> {
+    /// Adds a firing's messages to the transaction: a job, or a batch's jobs (its opening is
+    /// published first, confirmed, outside the transaction).
+    async fn publish(&self, tx: &Transaction, leadership: &Leadership, firing: &Firing) -> lepus::Result<()> {
         match firing {
             Firing::Job { queue, message } => {
                 let (body, properties) = encode(message)?;
                 tx.publish(Outgoing { exchange: "", routing_key: queue, body: &body, properties }).await
             }
             Firing::Batch(batch) => {
-                topology::declare_batch_progress(reader, &batch.id).await?;
-                let progress = topology::batch_progress_queue(&batch.id);
-                let snapshot = batch.snapshot.encode()?;
-                let properties = persistent_json();
-                tx.publish(Outgoing { exchange: "", routing_key: &progress, body: &snapshot, properties }).await?;
+                open_batch(leadership, &batch.snapshot, self.config.broker_timeout).await?;
                 for (queue, message) in &batch.messages {
                     let (body, properties) = encode(message)?;
                     tx.publish(Outgoing { exchange: "", routing_key: queue, body: &body, properties }).await?;
@@ -262,6 +260,48 @@ impl Scheduler {
             }
         }
     }
+}
+
+/// Publishes a batch's opening to the batch records queue, confirmed, before the transaction that
+/// sends its jobs: the tracker must meet the opening before any record of the batch (see
+/// `lepus::batch`), and a job can finish the moment the transaction commits. Should the firing not
+/// commit, the next attempt opens the batch again: the tracker ignores an opening of a batch it
+/// knows.
+async fn open_batch(leadership: &Leadership, snapshot: &Snapshot, timeout: Duration) -> lepus::Result<()> {
+    let channel = leadership.channel().await?;
+    let opened = async {
+        topology::declare_batch_records(&channel).await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|source| lepus::Error::Amqp { operation: "confirm select", source })?;
+        let body = Entry::Open { open: snapshot.clone() }.encode()?;
+        let options = BasicPublishOptions { mandatory: true, immediate: false };
+        let routing_key = topology::BATCH_RECORDS_QUEUE;
+        let amqp = |operation| move |source| lepus::Error::Amqp { operation, source };
+        let confirm = channel
+            .basic_publish("".into(), routing_key.into(), options, &body, persistent_json())
+            .await
+            .map_err(amqp("publish"))?;
+        match confirm.await.map_err(amqp("publisher confirm"))? {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(returned)) => Err(lepus::Error::Unroutable {
+                exchange: String::new(),
+                routing_key: routing_key.to_owned(),
+                reason: returned.reply_text.to_string(),
+            }),
+            Confirmation::Nack(_) | Confirmation::NotRequested => {
+                Err(lepus::Error::Nacked { routing_key: routing_key.to_owned() })
+            }
+        }
+    };
+    let opened = tokio::time::timeout(timeout, opened)
+        .await
+        .unwrap_or(Err(lepus::Error::Timeout { what: "the confirm of a batch opening", after: timeout }));
+    if channel.status().connected() {
+        drop(channel.close(200, "opened".into()).await);
+    }
+    opened
 }
 
 /// What became of a firing.

@@ -1,17 +1,52 @@
 //! Batches: jobs sent together under one batch id (Celery's `group` header), whose completion is
 //! tracked in the broker, with an optional callback job enqueued once when all have finished.
 //!
-//! How tracking works, with RabbitMQ alone:
-//! - Sending a batch declares its progress queue `lepus.batch.<id>` and puts a first
-//!   [`Snapshot`] there (total, callback, nothing done), then sends the jobs, each with `group`,
-//!   `group_index` and `x-lepus-batch-size`.
+//! Tracking keeps every batch in three queues, however many batches there are (see
+//! `topology/batches.rs`): a batch is a few messages, never a queue of its own (thousands of
+//! queues, each a Raft group, would bring RabbitMQ down).
+//! - Sending a batch first publishes an opening, [`Entry::Open`] with its first [`Snapshot`]
+//!   (total, callback, nothing done), to `lepus.batch.records` and waits for its confirm; only
+//!   then the jobs, each with `group`, `group_index` and `x-lepus-batch-size`. The queue is FIFO
+//!   and no job exists before the opening is in it, so the tracker meets a batch's opening before
+//!   any of its records.
 //! - A worker that finishes a batch job for good (success, final failure, dead letter, expiry)
-//!   publishes a [`Record`] to `lepus.batches` before acking the job.
-//! - One worker at a time (single active consumer of `lepus.batches`) tracks: it applies the
-//!   records to the batch's snapshot (a bitset by job index, so a record repeated after a crash
-//!   counts once) and, in one AMQP transaction, consumes the records, replaces the snapshot and,
-//!   when the last job is in, publishes the callback. The callback therefore fires exactly once.
-//! - Progress is read from the snapshot with the highest `seq`, without consuming it.
+//!   publishes a [`Record`] to `lepus.batch.records` before acking the job; records of jobs that
+//!   end together share one message ([`Entry::Done`]), so the broker handles far fewer records
+//!   than jobs.
+//! - One worker at a time tracks (single active consumer of `lepus.batch.records`). It keeps the
+//!   live batches in memory (a bitset by job index, so a record repeated after a crash counts
+//!   once) and, for each chunk of records, in one AMQP transaction: acks the records, stores the
+//!   touched batches' new snapshots in `lepus.batch.state` and appends them to the progress
+//!   stream `lepus.batch.progress` (an unfinished batch's at most once a second: a later
+//!   transaction appends what was held back, so progress lags by a second at most; an opening
+//!   and a completion at once), and publishes the callbacks of the batches that completed. A
+//!   callback is published in the same transaction as the snapshot that marks its batch
+//!   complete, so it fires exactly once.
+//! - A tracker becomes active when the broker first delivers to it. It then loads
+//!   `lepus.batch.state` (the highest `seq` per batch) and compacts it in one transaction: acks
+//!   all it read, stores the latest snapshot of each unfinished batch again, and appends the
+//!   latest of every batch to the stream once more (should a broker crash have split a commit).
+//!   It compacts again once the state queue holds more than max(1000, 2 × live batches), so the
+//!   queue stays small and nothing stays unacked longer than a compaction takes.
+//! - Every tracker publishes an [`Entry::Wake`] when it starts and every 30 s; the active one
+//!   acks them with the records. A tracker that becomes active when its predecessor dies thus
+//!   gets a delivery soon even if no record ever comes again: it loads the state and retries held
+//!   callbacks. Nothing stays unacked between chunks, far from the broker's 30-minute
+//!   acknowledgement timeout.
+//! - A record for a batch the tracker does not know (finished and compacted away, or never
+//!   opened) is acked, counted and logged: never redelivered.
+//! - Progress is read from the stream: the snapshot of the batch with the highest `seq`. The
+//!   stream keeps snapshots for the worker setting `batch_retention` (default 7 days), so a
+//!   finished batch's progress stays readable that long though the state queue forgot it. Stream
+//!   appends are part of the tracker's transaction (not a confirmed publish after it): a batch's
+//!   completion reaches the stream in the very transaction that enqueues its callback, so no
+//!   crash can leave a finished batch looking unfinished there; progress of an unfinished batch
+//!   held back and lost in a crash is appended again by the next tracker's load.
+//! - The scheduler opens its batches the same way, confirmed, before the transaction of the
+//!   firing; a firing tried again opens its batch again, and the tracker ignores an opening of a
+//!   batch it knows.
+//!
+//! Batch ids must be unique within the retention: a reused id reads as the older batch.
 
 use crate::error::{Error, Result};
 use crate::ids::{BatchId, JobId};
@@ -107,7 +142,8 @@ impl Batch {
     }
 }
 
-/// A batch ready to send: its first snapshot (to its progress queue first), then its jobs.
+/// A batch ready to send: its opening (its first snapshot, to the records queue first), then its
+/// jobs.
 #[derive(Debug)]
 pub struct PreparedBatch {
     /// The batch id.
@@ -189,7 +225,8 @@ pub struct FailedJob {
     pub id: JobId,
 }
 
-/// A batch's state, as kept in its progress queue. The one with the highest `seq` is current.
+/// A batch's state, as the tracker keeps it (in memory, in the state queue and in the progress
+/// stream). The one with the highest `seq` is current.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// The batch.
@@ -208,7 +245,7 @@ pub struct Snapshot {
     pub complete: bool,
 }
 
-/// A job of a batch finished for good: published by the worker to `lepus.batches`.
+/// A job of a batch finished for good: published by the worker to `lepus.batch.records`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     /// The batch.
@@ -235,8 +272,31 @@ impl Record {
             ok,
         })
     }
+}
 
-    /// Encodes for `lepus.batches`.
+/// What `lepus.batch.records` carries, in the order it was sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Entry {
+    /// A batch was sent: its first snapshot. Comes before any of its records.
+    Open {
+        /// The first snapshot.
+        open: Snapshot,
+    },
+    /// A tracker is alive (named by its node): wakes the active one, which may have just become so.
+    Wake {
+        /// The tracker's node name.
+        wake: String,
+    },
+    /// Jobs of batches finished for good: one worker's records, gathered into one message.
+    Done {
+        /// The records.
+        done: Vec<Record>,
+    },
+}
+
+impl Entry {
+    /// Encodes for `lepus.batch.records`.
     pub fn encode(&self) -> Result<Vec<u8>> {
         serde_json::to_vec(self).map_err(Error::serde("encode", "a batch record"))
     }
@@ -335,7 +395,7 @@ impl Snapshot {
         BatchSummary { id: p.id, total: p.total, done: p.done, failed: p.failed, failed_jobs: p.failed_jobs }
     }
 
-    /// Encodes for the progress queue.
+    /// Encodes for the state queue and the progress stream.
     pub fn encode(&self) -> Result<Vec<u8>> {
         serde_json::to_vec(self).map_err(Error::serde("encode", "a batch snapshot"))
     }
@@ -383,6 +443,19 @@ mod tests {
         assert_eq!(message.id.as_str(), "b.callback");
         assert_eq!(message.arguments.kwargs["batch"]["failed"], 1);
         assert_eq!(message.arguments.kwargs["batch"]["failed_jobs"][0], "b.0");
+    }
+
+    #[test]
+    fn entries_of_each_kind_decode_as_themselves() {
+        let entries = [
+            Entry::Open { open: with_callback(3) },
+            Entry::Wake { wake: "lepus@host-1".into() },
+            Entry::Done { done: vec![record(2, false), record(0, true)] },
+        ];
+        for entry in entries {
+            let back: Entry = serde_json::from_slice(&entry.encode().expect("encodes")).expect("decodes");
+            assert_eq!(back, entry);
+        }
     }
 
     #[test]

@@ -126,9 +126,22 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
-    /// No batch of that id exists (or its progress expired).
-    #[error("no batch {0} is known to the broker")]
+    /// No progress of that batch is in the progress stream: never sent, not tracked yet (no
+    /// worker runs), or older than the retention.
+    #[error(
+        "no batch {0} is known to the broker: no progress of it in the stream lepus.batch.progress (never sent, no worker has tracked it yet, or older than the workers' batch_retention)"
+    )]
     UnknownBatch(BatchId),
+    /// The progress stream exists with another retention than this worker's.
+    #[error(
+        "the stream lepus.batch.progress exists with other arguments than batch_retention = {retention} asks ({reason}); give every worker of this broker the same batch_retention, or delete the stream to change it"
+    )]
+    BatchRetention {
+        /// The retention asked for, as the broker's `x-max-age`.
+        retention: String,
+        /// The broker's words.
+        reason: String,
+    },
     /// The client was closed while waiting for a result.
     #[error("the client was closed before the result of job {0} arrived")]
     Closed(JobId),

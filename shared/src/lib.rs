@@ -63,7 +63,7 @@ pub use lapin;
 /// reconnect policy and every queue name. Not part of the public API: it changes without notice.
 #[doc(hidden)]
 pub mod internal {
-    pub use crate::batch::{Callback, Completion, FailedJob, PreparedBatch, Record, SIZE_HEADER, Snapshot};
+    pub use crate::batch::{Callback, Completion, Entry, FailedJob, PreparedBatch, Record, SIZE_HEADER, Snapshot};
     pub use crate::broker::{Connector, redact};
     pub use crate::dead_letter::marks::{delivery_count, mark, revived};
     pub use crate::error::UNREACHABLE_HINT;

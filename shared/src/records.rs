@@ -1,4 +1,4 @@
-//! Lepus's own JSON records kept in queues (batch snapshots, leader announcements), read without
+//! Lepus's own JSON records kept in queues (leader announcements), read without
 //! taking them.
 
 use crate::broker::Broker;

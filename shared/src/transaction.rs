@@ -35,6 +35,12 @@ impl Transaction {
         &self.channel
     }
 
+    /// How long each broker call may take.
+    #[must_use]
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Adds a publish to the transaction (persistent if the properties say so; `mandatory`).
     pub async fn publish(&self, message: Outgoing<'_>) -> Result<()> {
         let Outgoing { exchange, routing_key, body, properties } = message;

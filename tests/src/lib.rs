@@ -26,7 +26,7 @@ pub use processes::{
 };
 pub use python::{celery_command, celery_python, python_dir, run_python_with};
 pub use queues::{
-    Cleanup, TestQueue, amqp_url, connect, consumers_of, cut_connections, header_u64, rabbitmqctl, temp_file,
-    unique_name, wait_until,
+    Cleanup, TestQueue, amqp_url, connect, consumers_of, cut_connections, header_u64, queue_names, rabbitmqctl,
+    temp_file, unique_name, wait_until,
 };
 pub use replies::RawReplies;

@@ -63,6 +63,12 @@ pub fn rabbitmqctl(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// The names of the queues on the broker now (`rabbitmqctl list_queues name`).
+#[must_use]
+pub fn queue_names() -> std::collections::BTreeSet<String> {
+    rabbitmqctl(&["list_queues", "-q", "--no-table-headers", "name"]).lines().map(str::to_owned).collect()
+}
+
 /// Closes (from the broker side) every connection whose client-given name is `name`, as a
 /// network cut would; returns how many were closed.
 #[must_use]
@@ -228,7 +234,7 @@ impl Drop for TestQueue {
     }
 }
 
-/// Queues a test made besides its work queue (batch progress, schedule state); they are deleted
+/// Queues a test made besides its work queue (schedule state); they are deleted
 /// when this is dropped, whether the test passed or not.
 #[derive(Debug, Default)]
 pub struct Cleanup(Vec<String>);

@@ -96,6 +96,13 @@ impl Keys for WorkerKeys {
             "Do not answer remote-control commands (celery inspect/control, Flower, lepus status)",
         )
         .switch("false"),
+        Key::new(
+            "batch_retention",
+            "batch-retention",
+            "LEPUS_BATCH_RETENTION",
+            "DURATION",
+            "How long batch progress stays readable, e.g. `7d` (the stream lepus.batch.progress's x-max-age; the same on every worker)",
+        ),
         Key::new("log_format", "log-format", "LEPUS_LOG_FORMAT", "FORMAT", "Log format: `text` or `json`"),
     ];
 }
@@ -131,6 +138,7 @@ impl Args {
             name: layers.optional("name"),
             events: layers.get("events", d.events),
             remote_control: layers.get("remote_control", d.remote_control),
+            batch_retention: layers.get("batch_retention", d.batch_retention),
         };
         let log_format = layers.get("log_format", LogFormat::default());
         for problem in worker.problems() {

@@ -47,6 +47,10 @@ pub struct WorkerConfig {
     /// Answer Celery's remote-control commands (`celery inspect`, `celery control`, Flower,
     /// `lepus status`). Default on.
     pub remote_control: bool,
+    /// How long batch progress stays readable (the progress stream's `x-max-age`, whole seconds):
+    /// default 7 days. Every worker of a broker must say the same: the first declares the stream,
+    /// and a worker asking for another retention fails at start-up.
+    pub batch_retention: Duration,
 }
 
 impl fmt::Debug for WorkerConfig {
@@ -65,6 +69,7 @@ impl fmt::Debug for WorkerConfig {
             .field("name", &self.name)
             .field("events", &self.events)
             .field("remote_control", &self.remote_control)
+            .field("batch_retention", &self.batch_retention)
             .finish()
     }
 }
@@ -85,6 +90,7 @@ impl Default for WorkerConfig {
             name: None,
             events: false,
             remote_control: true,
+            batch_retention: lepus::internal::topology::DEFAULT_BATCH_RETENTION,
         }
     }
 }
@@ -186,6 +192,13 @@ impl WorkerConfig {
         }
     }
 
+    /// Sets [`WorkerConfig::batch_retention`].
+    #[must_use]
+    pub fn batch_retention(mut self, retention: Duration) -> Self {
+        self.batch_retention = retention;
+        self
+    }
+
     /// Sets [`WorkerConfig::tls`].
     #[must_use]
     pub fn tls(mut self, tls: Tls) -> Self {
@@ -215,6 +228,12 @@ impl WorkerConfig {
         }
         if self.broker_timeout.is_zero() {
             problems.push("broker_timeout: must be more than zero".to_owned());
+        }
+        if self.batch_retention < Duration::from_secs(60) {
+            problems.push(format!(
+                "batch_retention: {:?} is too short: give at least 1m (progress of a batch is readable this long after its last change)",
+                self.batch_retention
+            ));
         }
         problems.extend(self.tls.problems(&self.amqp_url));
         if let Some(name) = &self.name
@@ -256,6 +275,7 @@ mod tests {
         assert!(bad(|c| c.queues.clear()).contains("no queue"));
         assert!(bad(|c| c.queues = vec!["a".into(), "a".into()]).contains("twice"));
         assert!(bad(|c| c.queues = vec!["amq.x".into()]).contains("reserved"));
+        assert!(bad(|c| c.batch_retention = Duration::from_secs(5)).contains("batch_retention: 5s is too short"));
         assert_eq!(WorkerConfig::default().validate().map(|q| q.len()).ok(), Some(1));
         let mut config = WorkerConfig::default().queues(["a", "a", "amq.b"]).concurrency(0);
         config.delivery_limit = 0;

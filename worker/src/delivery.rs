@@ -8,7 +8,7 @@
 //! | `Reschedule`  | the message, with new `retries`/`eta`, into the delay cascade | ack |
 //!
 //! A job of a tracked batch that ends (`Done` or `DeadLetter`) also gets its batch record
-//! published to `lepus.batches` before the ack (see `lepus::batch`).
+//! published to `lepus.batch.records` before the ack (see `lepus::batch`).
 //!
 //! If a publish fails the delivery is nacked back to the queue: it is redelivered, and the
 //! queue's delivery limit ends any loop. A delivery whose channel died meanwhile is left alone:
@@ -16,6 +16,7 @@
 
 use crate::acks::Acks;
 use crate::activity::Activity;
+use crate::batch_records::BatchRecords;
 use crate::events::{self, Events};
 use crate::execute::{self, Admission, Executed};
 use crate::metrics::{JobSeries, Metrics};
@@ -27,7 +28,7 @@ use crate::stats::WorkerStats;
 use chrono::Utc;
 use lepus::dead_letter::Reason;
 use lepus::internal::topology::{self, DelayedRoute, MAX_DELAY};
-use lepus::internal::{Outgoing, Publisher, Record, delivery_count, mark, persistent_json, rescheduled};
+use lepus::internal::{Outgoing, Publisher, Record, delivery_count, mark, rescheduled};
 use lepus::lapin::BasicProperties;
 use lepus::lapin::message::Delivery;
 use lepus::protocol::TaskMessage;
@@ -44,6 +45,8 @@ pub(crate) struct Shared {
     pub(crate) registry: Registry,
     pub(crate) states: Arc<States>,
     pub(crate) publisher: Publisher,
+    /// Where finished batch jobs' records go, coalesced.
+    pub(crate) batch_records: BatchRecords,
     pub(crate) stop: CancellationToken,
     pub(crate) max_payload: usize,
     pub(crate) broker_timeout: Duration,
@@ -181,7 +184,7 @@ async fn settle(
     let recorded = match (published, batch) {
         (Ok(ended), Some(record)) if ended.is_final() => {
             let record = Record { ok: ended == Ended::Succeeded, ..record };
-            record_batch(&record, shared).await.map(|()| ended)
+            shared.batch_records.record(record).await.map(|()| ended)
         }
         (published, _) => published,
     };
@@ -267,14 +270,6 @@ async fn publish_routed(
         None => ("", queue),
     };
     shared.publisher.publish(Outgoing { exchange, routing_key, body, properties }).await
-}
-
-/// Tells the batch tracker that a job of its batch has finished.
-async fn record_batch(record: &Record, shared: &Shared) -> Result<(), String> {
-    let body = record.encode().map_err(|e| e.to_string())?;
-    let properties = persistent_json();
-    let outgoing = Outgoing { exchange: "", routing_key: topology::BATCH_RECORDS_QUEUE, body: &body, properties };
-    shared.publisher.publish(outgoing).await.map_err(|e| format!("cannot record the batch job: {e}"))
 }
 
 /// Publishes the reply, if any. A caller whose reply queue is gone is not an error.

@@ -20,6 +20,7 @@
 
 mod acks;
 mod activity;
+mod batch_records;
 mod canvas;
 #[cfg(feature = "cli")]
 pub mod cli;

@@ -18,6 +18,7 @@ pub struct WorkerStats {
     revoked: AtomicU64,
     held_callbacks: AtomicU64,
     dropped_callbacks: AtomicU64,
+    unknown_batch_records: AtomicU64,
 }
 
 impl WorkerStats {
@@ -78,6 +79,13 @@ impl WorkerStats {
         self.dropped_callbacks.load(Ordering::Relaxed)
     }
 
+    /// Batch records this worker's tracker dropped because it knew no such batch: one finished
+    /// and compacted away (a record repeated after a crash), or one never opened.
+    #[must_use]
+    pub fn unknown_batch_records(&self) -> u64 {
+        self.unknown_batch_records.load(Ordering::Relaxed)
+    }
+
     /// All settled deliveries.
     #[must_use]
     pub fn settled(&self) -> u64 {
@@ -99,6 +107,10 @@ impl WorkerStats {
 
     pub(crate) fn count_held_callback(&self) -> u64 {
         self.held_callbacks.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub(crate) fn count_unknown_batch_records(&self, records: u64) -> u64 {
+        self.unknown_batch_records.fetch_add(records, Ordering::Relaxed) + records
     }
 
     pub(crate) fn count_dropped_callback(&self) -> u64 {

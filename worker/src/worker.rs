@@ -7,6 +7,7 @@
 
 use crate::acks::Acks;
 use crate::activity::Activity;
+use crate::batch_records::BatchRecords;
 use crate::commands::Panel;
 use crate::config::WorkerConfig;
 use crate::consumer::{ConsumeLoop, End};
@@ -130,6 +131,11 @@ impl Worker {
                 return Err(e.into());
             }
         };
+        if let Err(e) = crate::tracker::declare(&broker, config.batch_retention).await {
+            endpoint.stop().await;
+            broker.close().await;
+            return Err(e.into());
+        }
         let node: Arc<str> = config.node_name().into();
         let job_names = registry.names();
         tracing::info!(
@@ -178,6 +184,7 @@ impl Worker {
             registry,
             states: Arc::new(states),
             publisher: Publisher::new(broker.clone(), config.broker_timeout),
+            batch_records: BatchRecords::start(broker.clone(), config.broker_timeout),
             stop,
             max_payload: config.max_payload,
             broker_timeout: config.broker_timeout,
@@ -188,10 +195,14 @@ impl Worker {
             events: Arc::clone(&events),
         });
         let tracker = tokio::spawn(crate::tracker::run(
-            broker.clone(),
-            config.broker_timeout,
-            Arc::clone(&shared.stats),
-            shared.metrics.batches_completed.clone(),
+            crate::tracker::Setup {
+                broker: broker.clone(),
+                timeout: config.broker_timeout,
+                retention: config.batch_retention,
+                node: Arc::clone(&node),
+                stats: Arc::clone(&shared.stats),
+                completed: shared.metrics.batches_completed.clone(),
+            },
             shared.stop.clone(),
         ));
         let reporter = tokio::spawn({

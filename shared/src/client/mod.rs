@@ -2,27 +2,28 @@
 
 mod options;
 mod pending;
+mod progress;
 pub(crate) mod recorder;
 
 pub use options::ClientOptions;
 pub use pending::Pending;
 pub use recorder::Sent;
 
-use crate::batch::Record;
-use crate::batch::{Batch, BatchProgress, PreparedBatch, Snapshot};
+use crate::batch::{Batch, BatchProgress, Entry, PreparedBatch, Record};
 use crate::broker::{Broker, Connector};
 use crate::dead_letter::DeadLetters;
-use crate::error::{Error, ReplyCode, Result};
+use crate::error::{Error, Result};
 use crate::ids::BatchId;
 use crate::ids::JobId;
+use crate::protocol::headers::persistent_json;
 use crate::protocol::{ResultMessage, TaskMessage};
 use crate::publisher::{Outgoing, Publisher};
-use crate::records;
 use crate::replies::Replies;
 use crate::request::Request;
 use crate::tls::Tls;
 use crate::topology::{self, WorkQueue};
 use chrono::{DateTime, TimeZone, Utc};
+use progress::SentBatches;
 use recorder::Recorder;
 use serde::de::DeserializeOwned;
 use std::collections::HashSet;
@@ -46,6 +47,10 @@ struct Inner {
     replies: OnceCell<Replies>,
     /// Set once this client has declared the delay cascade.
     cascade: OnceCell<()>,
+    /// Set once this client has declared the batch records queue.
+    batch_records: OnceCell<()>,
+    /// Batches this client sent: their progress is read from their send time on.
+    sent_batches: Mutex<SentBatches>,
     /// Queues known to exist, for delayed publishes (which the broker cannot refuse as
     /// unroutable: the cascade always takes them).
     known_queues: Mutex<HashSet<String>>,
@@ -79,8 +84,20 @@ impl Client {
         let publisher = Arc::new(Publisher::new(broker.clone(), options.broker_timeout));
         let id = uuid::Uuid::new_v4().to_string();
         let known_queues = Mutex::default();
-        let (replies, cascade, recorder) = (OnceCell::new(), OnceCell::new(), None);
-        let inner = Inner { id, broker, publisher, replies, cascade, known_queues, options, recorder };
+        let (replies, cascade, batch_records, recorder) = (OnceCell::new(), OnceCell::new(), OnceCell::new(), None);
+        let sent_batches = Mutex::default();
+        let inner = Inner {
+            id,
+            broker,
+            publisher,
+            replies,
+            cascade,
+            batch_records,
+            sent_batches,
+            known_queues,
+            options,
+            recorder,
+        };
         Self { inner: Arc::new(inner) }
     }
 
@@ -186,12 +203,13 @@ impl Client {
         Ok(())
     }
 
-    /// Sends a batch: its progress record first, then every job (many in flight). Returns the
-    /// batch id once the broker has confirmed them all. Fails before sending anything if a job
-    /// is invalid; if the broker fails midway, the jobs sent so far run and the batch never
-    /// completes.
+    /// Sends a batch: its opening (the first snapshot) to the batch records queue first, then
+    /// every job (many in flight). Returns the batch id once the broker has confirmed them all.
+    /// Fails before sending anything if a job is invalid; if the broker fails midway, the jobs
+    /// sent so far run and the batch never completes.
     pub async fn enqueue_batch(&self, batch: Batch) -> Result<BatchId> {
-        let PreparedBatch { id, snapshot, messages } = batch.prepare(Utc::now())?;
+        let sent_at = Utc::now();
+        let PreparedBatch { id, snapshot, messages } = batch.prepare(sent_at)?;
         if let Some(recorder) = &self.inner.recorder {
             recorder.start_batch(snapshot);
             for (queue, message) in messages {
@@ -199,18 +217,23 @@ impl Client {
             }
             return Ok(id);
         }
-        let channel = self.inner.broker.channel().await?;
-        topology::declare_batch_progress(&channel, &id).await?;
-        drop(channel.close(200, "declared".into()).await);
-        let snapshot = snapshot.encode()?;
-        let progress = topology::batch_progress_queue(&id);
-        let properties = lapin::BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type(crate::protocol::CONTENT_TYPE.into());
-        self.inner
-            .publisher
-            .publish(Outgoing { exchange: "", routing_key: &progress, body: &snapshot, properties })
+        let inner = &self.inner;
+        inner
+            .batch_records
+            .get_or_try_init(|| async {
+                let channel = inner.broker.channel().await?;
+                topology::declare_batch_records(&channel).await?;
+                drop(channel.close(200, "declared".into()).await);
+                Ok::<_, Error>(())
+            })
             .await?;
+        let opening = Entry::Open { open: snapshot.clone() }.encode()?;
+        let routing_key = topology::BATCH_RECORDS_QUEUE;
+        inner
+            .publisher
+            .publish(Outgoing { exchange: "", routing_key, body: &opening, properties: persistent_json() })
+            .await?;
+        inner.sent_batches.lock().unwrap_or_else(PoisonError::into_inner).remember(snapshot, sent_at);
 
         let in_flight = Arc::new(tokio::sync::Semaphore::new(256));
         let mut sending = tokio::task::JoinSet::new();
@@ -232,36 +255,38 @@ impl Client {
         Ok(id)
     }
 
-    /// Where batch `id` stands, from its latest snapshot in the broker. Waits up to the client's
-    /// broker timeout for a snapshot to read.
+    /// Where batch `id` stands: its latest snapshot in the progress stream, which keeps finished
+    /// batches for the workers' `batch_retention` (default 7 days). A batch this client sent is
+    /// read from its send time on, and known (all pending) before a tracker has taken it; any
+    /// other is looked for in widening windows back from now (for a batch days old, days of the
+    /// stream are read: [`Client::batch_progress_since`] reads less). [`Error::UnknownBatch`] if
+    /// there is no trace of it.
     pub async fn batch_progress(&self, id: &BatchId) -> Result<BatchProgress> {
+        self.progress(id, None).await
+    }
+
+    /// Like [`Client::batch_progress`], for a batch sent (by any client) no earlier than `since`:
+    /// the stream is read from a few minutes before then only.
+    pub async fn batch_progress_since(&self, id: &BatchId, since: DateTime<Utc>) -> Result<BatchProgress> {
+        self.progress(id, Some(since)).await
+    }
+
+    async fn progress(&self, id: &BatchId, since: Option<DateTime<Utc>>) -> Result<BatchProgress> {
         if let Some(recorder) = &self.inner.recorder {
             return recorder
                 .batch(id)
                 .map(|snapshot| snapshot.progress())
                 .ok_or_else(|| Error::UnknownBatch(id.clone()));
         }
-        let patience = self.inner.options.broker_timeout;
-        let deadline = tokio::time::Instant::now() + patience;
-        // The tracker takes the snapshot out for a moment while it replaces it: look again.
-        loop {
-            if let Some(snapshot) = self.latest_snapshot(id).await? {
-                return Ok(snapshot.progress());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Error::Timeout { what: "a batch snapshot", after: patience });
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// The snapshot with the highest `seq` in the batch's progress queue, read without
-    /// consuming it; `None` if the queue holds none right now.
-    async fn latest_snapshot(&self, id: &BatchId) -> Result<Option<Snapshot>> {
-        let queue = topology::batch_progress_queue(id);
-        match records::newest(&self.inner.broker, &queue, |snapshot: &Snapshot| snapshot.seq).await {
-            Err(e) if e.reply_code() == Some(ReplyCode::NotFound) => Err(Error::UnknownBatch(id.clone())),
-            read => read,
+        let inner = &self.inner;
+        let sent = inner.sent_batches.lock().unwrap_or_else(PoisonError::into_inner).get(id);
+        let from = since.or(sent.as_ref().map(|(at, _)| *at));
+        let patience = inner.options.broker_timeout;
+        let latest = progress::latest(&inner.broker, &inner.publisher, id, from, patience).await?;
+        match (latest, sent) {
+            (Some(snapshot), _) => Ok(snapshot.progress()),
+            (None, Some((_, first))) => Ok(first.progress()),
+            (None, None) => Err(Error::UnknownBatch(id.clone())),
         }
     }
 

@@ -11,10 +11,10 @@
 //!   client given a cluster's nodes, so it outlives the loss of one), expires after it has been
 //!   unused for a while (`x-expires`), so results survive a client's reconnect and a broker
 //!   restart but never pile up after the client is gone.
-//! - **Batch records** `lepus.batches`: quorum, durable, single active consumer. Workers publish
-//!   a record for each batch job that finished; one worker at a time tracks them.
-//! - **Batch progress** `lepus.batch.<batch id>`: quorum, durable, expires a week after its last
-//!   use. Holds the batch's snapshot (see `batch.rs`).
+//! - **Batches**: three queues however many batches there are (see `batches.rs`): the records
+//!   `lepus.batch.records` (quorum, single active consumer), the tracker's state
+//!   `lepus.batch.state` (quorum) and the progress stream `lepus.batch.progress` (stream,
+//!   `x-max-age` = the worker setting `batch_retention`, default 7 days).
 //! - **Scheduler lock** `lepus.scheduler.<group>.leader`: classic, exclusive. The replica of
 //!   scheduler group `<group>` whose connection declared it leads; the others retry until its
 //!   connection dies. Groups (default `default`) keep unrelated schedulers apart.
@@ -37,13 +37,14 @@
 //! `x-quorum-initial-group-size` is set. Adding it would make redeclaring a queue declared without
 //! it fail (`PRECONDITION_FAILED`, on RabbitMQ 3.10), for users upgrading and for Celery alike.
 
+mod batches;
 mod control;
 
+pub use batches::*;
 pub use control::*;
 
 use crate::broker::Broker;
 use crate::error::{Error, ReplyCode, Result};
-use crate::ids::BatchId;
 use lapin::options::{ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, ExchangeKind};
@@ -255,36 +256,6 @@ pub async fn declare_reply_queue(channel: &Channel, name: &str, expires: Duratio
         put_str(&mut args, "x-queue-type", "quorum");
     }
     declare_queue(channel, name, durable(), args).await
-}
-
-/// The queue of batch records, consumed by one tracker at a time.
-pub const BATCH_RECORDS_QUEUE: &str = "lepus.batches";
-
-/// How long a batch's progress queue outlives its last use.
-const BATCH_PROGRESS_EXPIRES: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// Declares the queue of batch records (single active consumer).
-pub async fn declare_batch_records(channel: &Channel) -> Result<()> {
-    let mut args = FieldTable::default();
-    put_str(&mut args, "x-queue-type", "quorum");
-    args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-    declare_queue(channel, BATCH_RECORDS_QUEUE, durable(), args).await
-}
-
-/// The progress queue of batch `id`.
-#[must_use]
-pub fn batch_progress_queue(id: &BatchId) -> String {
-    format!("lepus.batch.{id}")
-}
-
-/// Declares the progress queue of batch `id`; the id is checked.
-pub async fn declare_batch_progress(channel: &Channel, id: &BatchId) -> Result<()> {
-    validate_name("batch", id.as_str())?;
-    let mut args = FieldTable::default();
-    put_str(&mut args, "x-queue-type", "quorum");
-    let millis = i64::try_from(BATCH_PROGRESS_EXPIRES.as_millis()).unwrap_or(i64::MAX);
-    args.insert("x-expires".into(), AMQPValue::LongLongInt(millis));
-    declare_queue(channel, &batch_progress_queue(id), durable(), args).await
 }
 
 /// The exclusive queue whose holder leads scheduler group `group`.

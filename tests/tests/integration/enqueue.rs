@@ -2,7 +2,7 @@
 
 use lepus::{ClientOptions, Error, Request};
 use lepus_demo::jobs::{Add, Echo};
-use lepus_tests::{TestQueue, amqp_url, connect, unique_name};
+use lepus_tests::{TestQueue, amqp_url, connect, unique_name, wait_until};
 use serde_json::json;
 use std::time::Duration;
 
@@ -99,33 +99,23 @@ async fn a_pending_result_is_awaited_directly_within_the_clients_result_timeout(
 }
 
 #[tokio::test]
-async fn reading_batch_progress_waits_the_clients_broker_timeout() {
-    let queue = TestQueue::declare("progress-wait").await;
-    let client =
-        lepus::Client::connect_with(&amqp_url(), ClientOptions::default().broker_timeout(Duration::from_millis(300)))
-            .await
-            .expect("connected");
+async fn a_batch_is_known_to_its_sender_at_once_and_to_any_client_once_tracked() {
+    let queue = TestQueue::declare("progress-at-once").await;
+    let client = lepus_tests::connect().await;
     let id = client
         .enqueue_batch(lepus::Batch::new().job(Request::new(Add { a: 1, b: 1 }).queue(queue.name())))
         .await
         .expect("sent");
-    let mut cleanup = lepus_tests::Cleanup::default();
-    cleanup.queue(lepus::internal::topology::batch_progress_queue(&id));
+    // No worker consumes the queue: the job waits, and the batch with it.
+    let progress = client.batch_progress(&id).await.expect("the sender knows its batch at once");
+    assert_eq!((progress.total, progress.pending, progress.complete), (1, 1, false));
 
-    // A reader holds the only snapshot: the client looks again until its broker timeout.
-    let reader = queue.broker().channel().await.expect("channel");
-    let progress_queue = lepus::internal::topology::batch_progress_queue(&id);
-    let held = reader
-        .basic_get(progress_queue.as_str().into(), lepus::lapin::options::BasicGetOptions { no_ack: false })
-        .await
-        .expect("basic.get")
-        .expect("the snapshot");
-    match client.batch_progress(&id).await {
-        Err(Error::Timeout { after, .. }) => assert_eq!(after, Duration::from_millis(300)),
-        other => panic!("expected a timeout, got {other:?}"),
-    }
-    drop(held);
-    reader.close(200, "let go".into()).await.expect("closed");
-    assert_eq!(client.batch_progress(&id).await.expect("progress").pending, 1);
+    let _worker = lepus_tests::start_worker(queue.name(), &[]);
+    let other = lepus_tests::connect().await;
+    wait_until("another client reads the batch complete", Duration::from_secs(30), || async {
+        other.batch_progress(&id).await.is_ok_and(|p| p.complete && p.done == 1)
+    })
+    .await;
     client.close().await.expect("closed");
+    other.close().await.expect("closed");
 }

@@ -3,7 +3,7 @@
 //! queue left behind by any one-shot command.
 
 use lepus::Request;
-use lepus::internal::topology::{batch_progress_queue, schedule_state_queue, scheduler_leader_queue};
+use lepus::internal::topology::{schedule_state_queue, scheduler_leader_queue};
 use lepus::protocol::{Arguments, TaskMessage};
 use lepus_demo::jobs::Sleep;
 use lepus_tests::{
@@ -199,12 +199,11 @@ async fn lepus_enqueues_calls_and_sends_batches() {
         &callback_kwargs,
     ]);
     let batch = batch.trim().to_owned();
-    let mut cleanup = Cleanup::default();
-    cleanup.queue(batch_progress_queue(&lepus::BatchId::from(batch.as_str())));
     wait_until("the batch's callback ran", TIMEOUT, || async { !lepus_tests::Remember::calls(&calls).is_empty() })
         .await;
     assert_eq!(lepus(&["progress", &batch]).trim(), "total=3 done=3 failed=0 pending=0 complete=true");
     assert_eq!(lepus_json(&["progress", &batch])["done"], 3);
+    assert_eq!(lepus(&["progress", &batch, "--since", "5m"]).trim(), "total=3 done=3 failed=0 pending=0 complete=true");
     assert_eq!(Tick::ids(&ticks).iter().filter(|id| id.starts_with(&batch)).count(), 3);
 }
 

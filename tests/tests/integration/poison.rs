@@ -6,11 +6,10 @@
 use lepus::WorkQueue;
 use lepus::dead_letter::REASON_HEADER;
 use lepus::internal::header_str;
-use lepus::internal::topology::batch_progress_queue;
 use lepus::protocol::Status;
 use lepus::{Batch, JobId, Request};
 use lepus_demo::jobs::Add;
-use lepus_tests::{Abort, Cleanup, Remember, TestQueue, connect, temp_file, unique_name, wait_until};
+use lepus_tests::{Abort, Remember, TestQueue, connect, temp_file, unique_name, wait_until};
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -68,8 +67,6 @@ async fn a_batch_with_a_job_that_kills_its_workers_still_completes_and_calls_bac
         .job(Request::new(Abort {}).queue(queue.name()))
         .job(Request::new(Add { a: 2, b: 3 }).queue(queue.name()));
     let id = client.enqueue_batch(batch).await.expect("sent");
-    let mut cleanup = Cleanup::default();
-    cleanup.queue(batch_progress_queue(&id));
 
     crash_workers(&queue, 2).await;
     let _worker = lepus_tests::start_worker(queue.name(), &["--delivery-limit", LIMIT]);

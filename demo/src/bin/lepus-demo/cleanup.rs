@@ -1,25 +1,22 @@
 //! Removing what the demo created on the broker, once its workers and schedulers have stopped:
 //! the client's reply queue (by closing the client), the work queue and its dead-letter queue,
-//! the schedules' state queues and the scheduler group's leader-info queue, the progress queues of
-//! the client batch and of every scheduled batch, and the batch records queue `lepus.batches` if
-//! this run's workers created it (and it is now empty and unused).
+//! the schedules' state queues and the scheduler group's leader-info queue, and the three batch
+//! queues (records, state, progress stream) if this run's workers created them (and the records
+//! queue is now empty and unused).
 
 use crate::console::{errln, outln};
 use crate::schedules::Schedules;
-use chrono::{DateTime, Utc};
-use lepus::internal::topology::{self, BATCH_RECORDS_QUEUE};
+use lepus::internal::topology::{self, BATCH_PROGRESS_STREAM, BATCH_RECORDS_QUEUE, BATCH_STATE_QUEUE};
 use lepus::lapin::options::QueueDeleteOptions;
-use lepus::{BatchId, Client, WorkQueue};
+use lepus::{Client, WorkQueue};
 
 /// Removes everything, saying what went; `true` if that worked. The scheduler group is named
-/// after the work queue; `ran` is when the replicas ran, if they were started;
-/// `batch_records_existed` whether `lepus.batches` existed before the demo started its workers.
+/// after the work queue; `batch_records_existed` whether `lepus.batch.records` existed before the
+/// demo started its workers.
 pub(crate) async fn remove(
     client: &Client,
     queue: &WorkQueue,
     schedules: &Schedules,
-    ran: Option<(DateTime<Utc>, DateTime<Utc>)>,
-    client_batch: &BatchId,
     batch_records_existed: bool,
 ) -> bool {
     let closed = client.close().await;
@@ -38,19 +35,17 @@ pub(crate) async fn remove(
     if !state.is_empty() {
         outln!("  {} (the schedules' last fire times, and who led)", state.join(", "));
     }
-    // Every tick the replicas can have fired is tried: the batches fired are those whose queue exists.
-    let ticks = ran.map(|(from, until)| Schedules::firing_ids(&schedules.fanout, from, until)).unwrap_or_default();
-    let batches = [client_batch.clone()].into_iter().chain(ticks.into_iter().map(BatchId::from));
-    let (batches, _) = delete_all(client, batches.map(|id| topology::batch_progress_queue(&id)), &mut clean).await;
-    let count = batches.len();
-    outln!("  {count} batch progress queues lepus.batch.<id> (of the client batch and the scheduled ones)");
     if !batch_records_existed {
         // Quorum queues refuse deletes `if-unused` or `if-empty`: it is looked at first.
         let records = topology::inspect_queue(client.broker(), BATCH_RECORDS_QUEUE).await.ok().flatten();
         if records.is_some_and(|queue| queue.messages > 0 || queue.consumers > 0) {
             outln!("  (left {BATCH_RECORDS_QUEUE}, which the workers created, in place: it is in use)");
-        } else if !delete_all(client, [BATCH_RECORDS_QUEUE.to_owned()], &mut clean).await.0.is_empty() {
-            outln!("  {BATCH_RECORDS_QUEUE}, which the demo's workers had created");
+        } else {
+            let created = [BATCH_RECORDS_QUEUE, BATCH_STATE_QUEUE, BATCH_PROGRESS_STREAM].map(str::to_owned);
+            let (deleted, _) = delete_all(client, created, &mut clean).await;
+            if !deleted.is_empty() {
+                outln!("  {}, which the demo's workers had created", deleted.join(", "));
+            }
         }
     }
     clean

@@ -86,7 +86,7 @@ struct Demo {
     leaders: Vec<usize>,
     /// The client batch's id (chosen here, so that the clean-up knows it however the sending ends).
     client_batch: BatchId,
-    /// Whether `lepus.batches` existed before the workers (which declare it) started.
+    /// Whether `lepus.batch.records` existed before the workers (which declare it) started.
     batch_records_existed: bool,
 }
 
@@ -241,10 +241,7 @@ impl Demo {
             self.stop_schedulers().await;
         }
         let workers_clean = self.workers.stop("workers", WORKER_PATIENCE).await;
-        let ran = self.ran.map(|(started, stopped)| (started, stopped.unwrap_or_else(Utc::now)));
-        let (client, batch) = (&self.client, &self.client_batch);
-        let cleaned =
-            cleanup::remove(client, &self.queue, &self.schedules, ran, batch, self.batch_records_existed).await;
+        let cleaned = cleanup::remove(&self.client, &self.queue, &self.schedules, self.batch_records_existed).await;
         let checks = [
             (workers_clean, "some workers did not exit cleanly"),
             (self.schedulers_clean, "some scheduler replicas did not exit cleanly"),
