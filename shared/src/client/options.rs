@@ -30,6 +30,9 @@ pub struct ClientOptions {
     pub connection_name: String,
     /// TLS files for an `amqps://` broker (over those the URL's query names). Default none.
     pub tls: Tls,
+    /// How many publishes of one [`crate::Client::enqueue_many`] await their confirm at once.
+    /// Default 256.
+    pub publish_window: usize,
 }
 
 impl Default for ClientOptions {
@@ -41,6 +44,7 @@ impl Default for ClientOptions {
             max_payload: 16 * 1024 * 1024,
             connection_name: "lepus-client".to_owned(),
             tls: Tls::default(),
+            publish_window: 256,
         }
     }
 }
@@ -85,6 +89,13 @@ impl ClientOptions {
     #[must_use]
     pub fn connection_name(mut self, name: impl Into<String>) -> Self {
         self.connection_name = name.into();
+        self
+    }
+
+    /// Sets [`ClientOptions::publish_window`] (at least 1).
+    #[must_use]
+    pub fn publish_window(mut self, publishes: usize) -> Self {
+        self.publish_window = publishes.max(1);
         self
     }
 }

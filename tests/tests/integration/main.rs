@@ -7,6 +7,7 @@
 mod acks;
 mod batches;
 mod broker_restart;
+mod bulk_enqueue;
 mod canvas;
 mod celery_interop;
 mod celery_tools;
