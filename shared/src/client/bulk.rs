@@ -4,11 +4,12 @@
 use super::Client;
 use crate::error::Result;
 use crate::ids::JobId;
+use crate::protocol::TaskMessage;
 use crate::request::Request;
 use chrono::Utc;
-use std::sync::Arc;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use std::borrow::Cow;
 
 impl Client {
     /// Sends many jobs without asking for their results, with up to
@@ -56,45 +57,40 @@ impl Client {
     where
         R: Into<Request<O>>,
     {
-        let window = Arc::new(Semaphore::new(self.inner.options.publish_window.max(1)));
-        let mut settled = Vec::new();
-        let mut sending = JoinSet::new();
-        for (index, request) in requests.into_iter().enumerate() {
-            let (queue, message) = match request.into().into_message(Utc::now()) {
-                Ok(prepared) => prepared,
-                Err(e) => {
-                    settled.push((index, Err(e)));
-                    continue;
-                }
-            };
-            // Checked here, one job at a time (then known), rather than by a window's worth of
-            // publishes at once.
-            if message.eta.is_some_and(|eta| eta > Utc::now())
-                && let Err(e) = self.prepare_delayed(&queue).await
+        let window = self.inner.options.publish_window.max(1);
+        let requests = requests.into_iter();
+        let mut settled = Vec::with_capacity(requests.size_hint().0);
+        // Polled only while this awaits the oldest of them, which is all the time once the
+        // window is full; each one's result comes out in the order they went in.
+        let mut in_flight = FuturesOrdered::new();
+        for request in requests {
+            let prepared = self.prepare(request.into()).await;
+            in_flight.push_back(self.send_prepared(prepared));
+            if in_flight.len() >= window
+                && let Some(sent) = in_flight.next().await
             {
-                settled.push((index, Err(e)));
-                continue;
-            }
-            let permit = Arc::clone(&window).acquire_owned().await.expect("the window is never closed");
-            let client = self.clone();
-            sending.spawn(async move {
-                let sent = client.publish(&queue, &message).await.map(|()| message.id);
-                drop(permit);
-                (index, sent)
-            });
-            while let Some(done) = sending.try_join_next() {
-                settled.push(joined(done));
+                settled.push(sent);
             }
         }
-        while let Some(done) = sending.join_next().await {
-            settled.push(joined(done));
+        while let Some(sent) = in_flight.next().await {
+            settled.push(sent);
         }
-        settled.sort_unstable_by_key(|(index, _)| *index);
-        settled.into_iter().map(|(_, result)| result).collect()
+        settled
     }
-}
 
-/// A publishing task's outcome; its panic, if it panicked, goes on in the caller.
-fn joined(done: std::result::Result<(usize, Result<JobId>), tokio::task::JoinError>) -> (usize, Result<JobId>) {
-    done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    /// The queue and message `request` sends. The queue of a delayed job is checked here, one
+    /// job at a time (it is known from then on), not by a window's worth of publishes at once.
+    async fn prepare<O>(&self, request: Request<O>) -> Result<(Cow<'static, str>, TaskMessage)> {
+        let (queue, message) = request.into_message(Utc::now())?;
+        if message.eta.is_some_and(|eta| eta > Utc::now()) {
+            self.prepare_delayed(&queue).await?;
+        }
+        Ok((queue, message))
+    }
+
+    async fn send_prepared(&self, prepared: Result<(Cow<'static, str>, TaskMessage)>) -> Result<JobId> {
+        let (queue, message) = prepared?;
+        self.publish(&queue, &message).await?;
+        Ok(message.id)
+    }
 }
