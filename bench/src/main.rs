@@ -17,9 +17,13 @@
 
 mod admin;
 mod bench;
+mod bulk;
+mod delays;
 mod figures;
+mod fleet;
 mod lepus_producer;
 mod lepus_worker_role;
+mod memory;
 mod monitor;
 mod options;
 mod phases;
@@ -30,6 +34,10 @@ mod raw_producer;
 mod raw_worker_role;
 mod report;
 mod role;
+mod rss_sampler;
+mod runs;
+mod scale;
+mod stamp;
 mod watcher;
 mod worker_process;
 
@@ -62,7 +70,17 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let outcome = bench::run(&options, &admin).await;
+        let outcome = if options.bulk {
+            bulk::run(&options, &admin).await
+        } else if options.delays {
+            delays::run(&options, &admin).await
+        } else if options.scale {
+            scale::run(&options, &admin).await
+        } else if options.memory {
+            memory::run(&options, &admin).await
+        } else {
+            bench::run(&options, &admin).await
+        };
         admin.close().await;
         match outcome {
             Ok(()) => ExitCode::SUCCESS,

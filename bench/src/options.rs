@@ -32,12 +32,28 @@ pub(crate) struct Options {
     /// Price the metrics: measure Lepus with its worker serving metrics (`--metrics-addr`)
     /// against Lepus without, instead of Lepus against raw lapin. After each run the worker's
     /// `/metrics` must count every job it ran.
-    #[arg(long, conflicts_with = "events")]
+    #[arg(long, group = "mode")]
     pub(crate) metrics: bool,
     /// Price the events: measure Lepus with its worker sending Celery's events (`--events`, a
     /// monitor consuming them as Flower would) against Lepus without.
-    #[arg(long)]
+    #[arg(long, group = "mode")]
     pub(crate) events: bool,
+    /// Bulk enqueue: 100,000 jobs sent with `Client::enqueue_many` against raw lapin's confirmed
+    /// publishes, same window (`--window`), no worker (see `bulk.rs`).
+    #[arg(long, group = "mode")]
+    pub(crate) bulk: bool,
+    /// Delays: 100,000 jobs due over 60 s through the delay cascade; none may run early; their
+    /// lateness, the cascade's rates and the worker's memory over the run (see `delays.rs`).
+    #[arg(long, group = "mode")]
+    pub(crate) delays: bool,
+    /// Scaling: sleep-bound jobs through 1, 2 and 4 worker processes; throughput against one
+    /// worker and each worker's share (see `scale.rs`).
+    #[arg(long, group = "mode")]
+    pub(crate) scale: bool,
+    /// Memory: a worker's resident memory with 10,000 jobs queued and 10,000 delayed (see
+    /// `memory.rs`).
+    #[arg(long, group = "mode")]
+    pub(crate) memory: bool,
     /// Broker URL.
     #[arg(long, env = "LEPUS_AMQP_URL", default_value = lepus::DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
     pub(crate) amqp_url: String,
