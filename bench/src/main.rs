@@ -8,6 +8,9 @@
 //! - (c) round-trip latency of one call at a time (p50, p99);
 //! - the worker's resident memory at rest and at its peak.
 //!
+//! `--bulk`, `--delays`, `--scale` and `--memory` measure other things instead, each in its own
+//! module: [`bulk`], [`delays`], [`scale`], [`memory`].
+//!
 //! The binary also plays the worker processes: re-executed with `LEPUS_BENCH_ROLE` set, it runs
 //! the stock Lepus worker or a plain lapin worker instead (see [`role`]).
 //!

@@ -39,19 +39,18 @@ pub(crate) struct Options {
     #[arg(long, group = "mode")]
     pub(crate) events: bool,
     /// Bulk enqueue: 100,000 jobs sent with `Client::enqueue_many` against raw lapin's confirmed
-    /// publishes, same window (`--window`), no worker (see `bulk.rs`).
+    /// publishes, same window (`--window`), no worker.
     #[arg(long, group = "mode")]
     pub(crate) bulk: bool,
     /// Delays: 100,000 jobs due over 60 s through the delay cascade; none may run early; their
-    /// lateness, the cascade's rates and the worker's memory over the run (see `delays.rs`).
+    /// lateness, the cascade's rates and the worker's memory over the run.
     #[arg(long, group = "mode")]
     pub(crate) delays: bool,
     /// Scaling: sleep-bound jobs through 1, 2 and 4 worker processes; throughput against one
-    /// worker and each worker's share (see `scale.rs`).
+    /// worker and each worker's share.
     #[arg(long, group = "mode")]
     pub(crate) scale: bool,
-    /// Memory: a worker's resident memory with 10,000 jobs queued and 10,000 delayed (see
-    /// `memory.rs`).
+    /// Memory: a worker's resident memory with 10,000 jobs queued and 10,000 delayed.
     #[arg(long, group = "mode")]
     pub(crate) memory: bool,
     /// Broker URL.
