@@ -1,6 +1,7 @@
 //! The orchestrator's own connection to RabbitMQ: it proves the broker is reachable, declares
-//! the bench's queues the way Lepus does, tells when a worker's consumer is attached, and deletes
-//! the queues afterwards. Each operation uses a fresh channel, since a failed one closes it.
+//! the bench's queues the way Lepus does, tells when workers' consumers are attached and how many
+//! messages a queue holds, and deletes the queues afterwards. Each operation uses a fresh channel,
+//! since a failed one closes it.
 
 use crate::worker_process::WorkerProcess;
 use anyhow::{Context, bail};
@@ -69,21 +70,42 @@ impl Admin {
         worker: &mut WorkerProcess,
         timeout: Duration,
     ) -> anyhow::Result<()> {
+        self.await_consumers(name, std::slice::from_mut(worker), timeout).await
+    }
+
+    /// Waits up to `timeout` for as many consumers on queue `name` as there are `workers`.
+    pub(crate) async fn await_consumers(
+        &self,
+        name: &str,
+        workers: &mut [WorkerProcess],
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         let channel = self.channel().await?;
         let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
         loop {
             let queue = channel.queue_declare(name.into(), passive, FieldTable::default()).await?;
-            if queue.consumer_count() > 0 {
+            if queue.consumer_count() as usize >= workers.len() {
                 drop(channel.close(200, "ready".into()).await);
                 return Ok(());
             }
-            worker.check_alive()?;
+            for worker in workers.iter_mut() {
+                worker.check_alive()?;
+            }
             if Instant::now() >= deadline {
-                bail!("no worker consumed {name} within {timeout:?}");
+                bail!("{} of {} workers consumed {name} within {timeout:?}", queue.consumer_count(), workers.len());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The messages ready for delivery in queue `name`.
+    pub(crate) async fn message_count(&self, name: &str) -> anyhow::Result<u32> {
+        let channel = self.channel().await?;
+        let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+        let queue = channel.queue_declare(name.into(), passive, FieldTable::default()).await;
+        drop(channel.close(200, "counted".into()).await);
+        Ok(queue.with_context(|| format!("cannot count the messages in {name}"))?.message_count())
     }
 
     /// Deletes the queues, whatever they hold; reports (but does not fail on) what it cannot.

@@ -38,8 +38,13 @@ pub(crate) fn rate(events: u64, elapsed: Duration) -> f64 {
 
 /// The nearest-rank `p`-th percentile (0 < p ≤ 100) of sorted durations, in milliseconds.
 pub(crate) fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    nearest_rank(sorted, p).map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// The nearest-rank `p`-th percentile (0 < p ≤ 100) of sorted values; `None` if there are none.
+pub(crate) fn nearest_rank<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted.get(rank.clamp(1, sorted.len().max(1)) - 1).map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+    sorted.get(rank.clamp(1, sorted.len().max(1)) - 1).copied()
 }
 
 /// The median, and the smallest and largest value.

@@ -1,8 +1,8 @@
 //! The `lepus-worker` role: the stock Lepus worker, started through `lepus_worker::cli::run` with
-//! the demo jobs, exactly as the `lepus-worker` binary runs; the only addition is the thread that
-//! reports its settled deliveries from [`lepus_worker::Worker::stats`]. With `--metrics` the
-//! worker also serves its metrics, and with `--events` sends Celery's events, as a deployed one
-//! would.
+//! the demo jobs, exactly as the `lepus-worker` binary runs; the only additions are the thread that
+//! reports its settled deliveries from [`lepus_worker::Worker::stats`] and the bench's own job,
+//! [`crate::stamp`]. With `--metrics` the worker also serves its metrics, and with `--events`
+//! sends Celery's events, as a deployed one would.
 
 use crate::role::WorkerSpec;
 use clap::Parser;
@@ -44,7 +44,7 @@ pub(crate) fn run(spec: &WorkerSpec) -> ExitCode {
     let exit = lepus_worker::cli::run(args, |worker| {
         let stats = worker.stats();
         watching = crate::watcher::spawn(&spec.targets, move || stats.settled());
-        lepus_demo::jobs::register(worker)
+        lepus_demo::jobs::register(worker).register(crate::stamp::run)
     });
     match watching {
         Ok(()) => exit,

@@ -8,6 +8,9 @@
 //! - (c) round-trip latency of one call at a time (p50, p99);
 //! - the worker's resident memory at rest and at its peak.
 //!
+//! `--bulk`, `--delays`, `--scale` and `--memory` measure other things instead, each in its own
+//! module: [`bulk`], [`delays`], [`scale`], [`memory`].
+//!
 //! The binary also plays the worker processes: re-executed with `LEPUS_BENCH_ROLE` set, it runs
 //! the stock Lepus worker or a plain lapin worker instead (see [`role`]).
 //!
@@ -19,9 +22,13 @@ mod admin;
 mod batch_producer;
 mod batches;
 mod bench;
+mod bulk;
+mod delays;
 mod figures;
+mod fleet;
 mod lepus_producer;
 mod lepus_worker_role;
+mod memory;
 mod monitor;
 mod options;
 mod phases;
@@ -32,6 +39,10 @@ mod raw_producer;
 mod raw_worker_role;
 mod report;
 mod role;
+mod rss_sampler;
+mod runs;
+mod scale;
+mod stamp;
 mod watcher;
 mod worker_process;
 
@@ -64,8 +75,19 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let outcome =
-            if options.batches { batches::run(&options, &admin).await } else { bench::run(&options, &admin).await };
+        let outcome = if options.batches {
+            batches::run(&options, &admin).await
+        } else if options.bulk {
+            bulk::run(&options, &admin).await
+        } else if options.delays {
+            delays::run(&options, &admin).await
+        } else if options.scale {
+            scale::run(&options, &admin).await
+        } else if options.memory {
+            memory::run(&options, &admin).await
+        } else {
+            bench::run(&options, &admin).await
+        };
         admin.close().await;
         match outcome {
             Ok(()) => ExitCode::SUCCESS,

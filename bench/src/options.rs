@@ -32,19 +32,34 @@ pub(crate) struct Options {
     /// Price the metrics: measure Lepus with its worker serving metrics (`--metrics-addr`)
     /// against Lepus without, instead of Lepus against raw lapin. After each run the worker's
     /// `/metrics` must count every job it ran.
-    #[arg(long, conflicts_with = "events")]
+    #[arg(long, group = "mode")]
     pub(crate) metrics: bool,
     /// Price the events: measure Lepus with its worker sending Celery's events (`--events`, a
     /// monitor consuming them as Flower would) against Lepus without.
-    #[arg(long)]
+    #[arg(long, group = "mode")]
     pub(crate) events: bool,
     /// Price batch tracking: the same jobs sent as batches (each with a callback) against sent
     /// plainly, jobs/s of each (see `batches.rs`).
-    #[arg(long, conflicts_with_all = ["metrics", "events"])]
+    #[arg(long, group = "mode")]
     pub(crate) batches: bool,
     /// Jobs per batch, with `--batches`.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) batch_size: u32,
+    /// Bulk enqueue: 100,000 jobs sent with `Client::enqueue_many` against raw lapin's confirmed
+    /// publishes, same window (`--window`), no worker.
+    #[arg(long, group = "mode")]
+    pub(crate) bulk: bool,
+    /// Delays: 100,000 jobs due over 60 s through the delay cascade; none may run early; their
+    /// lateness, the cascade's rates and the worker's memory over the run.
+    #[arg(long, group = "mode")]
+    pub(crate) delays: bool,
+    /// Scaling: sleep-bound jobs through 1, 2 and 4 worker processes; throughput against one
+    /// worker and each worker's share.
+    #[arg(long, group = "mode")]
+    pub(crate) scale: bool,
+    /// Memory: a worker's resident memory with 10,000 jobs queued and 10,000 delayed.
+    #[arg(long, group = "mode")]
+    pub(crate) memory: bool,
     /// Broker URL.
     #[arg(long, env = "LEPUS_AMQP_URL", default_value = lepus::DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
     pub(crate) amqp_url: String,

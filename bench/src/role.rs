@@ -113,6 +113,21 @@ pub(crate) struct WorkerSpec {
 }
 
 impl WorkerSpec {
+    /// A stock Lepus worker on `queue`, `concurrency` jobs at once, with nothing extra on and no
+    /// count to report at once.
+    pub(crate) fn lepus(amqp_url: &str, queue: &str, concurrency: u16) -> Self {
+        Self {
+            side: Side::Lepus,
+            amqp_url: amqp_url.to_owned(),
+            queue: queue.to_owned(),
+            concurrency,
+            targets: Vec::new(),
+            celery_wire: false,
+            metrics_addr: None,
+            events: false,
+        }
+    }
+
     /// The command that starts this worker: this very binary, in the worker's role.
     pub(crate) fn command(&self) -> std::io::Result<Command> {
         let mut command = Command::new(std::env::current_exe()?);

@@ -1,9 +1,11 @@
 //! A worker process as the orchestrator sees it: this binary in a worker role, started and stopped
-//! by the harness the demo and the tests share ([`lepus_demo::process`]); each `settled` line it
-//! prints is timestamped the moment it arrives, and its standard error goes to a log file.
+//! by the harness the demo and the tests share ([`lepus_demo::process`]); each `settled` line and
+//! each `ran` line ([`crate::stamp`]) it prints is timestamped the moment it arrives, and its
+//! standard error goes to a log file.
 
 use crate::proc_status::{self, Memory};
 use crate::role::WorkerSpec;
+use crate::stamp::{self, Ran};
 use anyhow::{Context, bail};
 use lepus_demo::process::Process;
 use std::path::Path;
@@ -23,6 +25,8 @@ pub(crate) struct WorkerProcess {
     reports: mpsc::UnboundedReceiver<(u64, Instant)>,
     /// The latest report, for progress display.
     latest: Arc<AtomicU64>,
+    /// Every run of `bench.stamp`, with the instant its line arrived, until taken.
+    runs: Option<mpsc::UnboundedReceiver<(Ran, Instant)>>,
 }
 
 impl WorkerProcess {
@@ -32,6 +36,7 @@ impl WorkerProcess {
         let (process, mut lines) = Process::start_reading_stdout(command, spec.side.to_string(), log)
             .with_context(|| format!("cannot start the {} worker", spec.side))?;
         let (sender, reports) = mpsc::unbounded_channel();
+        let (ran, runs) = mpsc::unbounded_channel();
         let latest = Arc::new(AtomicU64::new(0));
         let seen = Arc::clone(&latest);
         tokio::spawn(async move {
@@ -41,10 +46,23 @@ impl WorkerProcess {
                     if sender.send((count, arrived)).is_err() {
                         return;
                     }
+                } else if let Some(run) = stamp::parse(&line) {
+                    // Nobody listens once the runs are no longer wanted.
+                    let _ = ran.send((run, arrived));
                 }
             }
         });
-        Ok(Self { process, reports, latest })
+        Ok(Self { process, reports, latest, runs: Some(runs) })
+    }
+
+    /// The runs of `bench.stamp` this worker reports, as they arrive; `None` once taken.
+    pub(crate) fn take_runs(&mut self) -> Option<mpsc::UnboundedReceiver<(Ran, Instant)>> {
+        self.runs.take()
+    }
+
+    /// The worker's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.process.pid()
     }
 
     /// The worker's latest reported count of settled deliveries.

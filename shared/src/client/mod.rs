@@ -1,5 +1,6 @@
 //! The client: enqueue jobs, call them and await their typed results.
 
+mod bulk;
 mod options;
 mod pending;
 mod progress;

@@ -33,6 +33,9 @@ pub struct ClientOptions {
     pub tls: Tls,
     /// Which of several broker URLs to try first. Default: a random one.
     pub url_order: UrlOrder,
+    /// How many publishes of one [`crate::Client::enqueue_many`] await their confirm at once.
+    /// Default 256.
+    pub publish_window: usize,
 }
 
 impl Default for ClientOptions {
@@ -45,6 +48,7 @@ impl Default for ClientOptions {
             connection_name: "lepus-client".to_owned(),
             tls: Tls::default(),
             url_order: UrlOrder::Random,
+            publish_window: 256,
         }
     }
 }
@@ -96,6 +100,13 @@ impl ClientOptions {
     #[must_use]
     pub fn connection_name(mut self, name: impl Into<String>) -> Self {
         self.connection_name = name.into();
+        self
+    }
+
+    /// Sets [`ClientOptions::publish_window`] (at least 1).
+    #[must_use]
+    pub fn publish_window(mut self, publishes: usize) -> Self {
+        self.publish_window = publishes.max(1);
         self
     }
 }

@@ -25,7 +25,11 @@ impl<O> Request<O> {
             message.root_id = Some(id.to_string());
             message.id = id;
         }
-        message.embed = embed(self.callbacks, self.errbacks, self.steps)?.to_value();
+        let embed = embed(self.callbacks, self.errbacks, self.steps)?;
+        // A new message's embed already says that nothing follows it.
+        if !embed.is_empty() {
+            message.embed = embed.to_value();
+        }
         Ok((self.queue, message))
     }
 }

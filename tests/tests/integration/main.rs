@@ -9,6 +9,7 @@ mod acks;
 mod batches;
 mod broker_restart;
 mod broker_urls;
+mod bulk_enqueue;
 mod canvas;
 mod celery_interop;
 mod celery_tools;
