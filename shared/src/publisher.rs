@@ -4,6 +4,11 @@
 //! has taken responsibility for the message and routed it to a queue. Publishes from many tasks
 //! share the channel and are in flight together. A channel that died (connection loss, channel
 //! error) is replaced on the next publish.
+//!
+//! A publish whose connection was lost before its confirm came is sent again on a new channel
+//! (on another node, with several broker URLs), until the timeout: the broker may then hold the
+//! message twice, but a message is never reported sent without a confirm, nor given up while a
+//! connection can still be had (at least once).
 
 use crate::broker::Broker;
 use crate::error::{Error, Result};
@@ -12,6 +17,10 @@ use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel, Confirmation};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
+use tokio::time::Instant;
+
+/// The pause before a publish whose connection was lost is sent again.
+const RESEND_PAUSE: Duration = Duration::from_millis(100);
 
 /// A message to publish.
 #[derive(Debug)]
@@ -45,12 +54,31 @@ impl Publisher {
         Self { broker, channel: Mutex::new(None), opening: tokio::sync::Mutex::new(()), timeout }
     }
 
-    /// Publishes one message and waits for its confirm. An unroutable message is an error.
+    /// Publishes one message and waits for its confirm. An unroutable message is an error. A
+    /// lost connection is not, while another can be had within the timeout (see the module
+    /// docs).
     pub async fn publish(&self, message: Outgoing<'_>) -> Result<()> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let channel = self.channel().await?;
+            match self.publish_on(&channel, &message, deadline).await {
+                Err(e @ Error::Amqp { .. })
+                    if e.reply_code().is_none() && !channel.status().connected() && Instant::now() < deadline =>
+                {
+                    tracing::debug!(error = %e, routing_key = message.routing_key, "connection lost before the confirm: publishing again");
+                    tokio::time::sleep(RESEND_PAUSE).await;
+                }
+                settled => return settled,
+            }
+        }
+    }
+
+    async fn publish_on(&self, channel: &Channel, message: &Outgoing<'_>, deadline: Instant) -> Result<()> {
         let Outgoing { exchange, routing_key, body, properties } = message;
+        let (exchange, routing_key, body) = (*exchange, *routing_key, *body);
+        let properties = properties.clone();
         let exchange_name = short("exchange", exchange)?;
         let key = short("routing key", routing_key)?;
-        let channel = self.channel().await?;
         let options = BasicPublishOptions { mandatory: true, immediate: false };
         let confirmed = async {
             let confirm = channel
@@ -59,7 +87,7 @@ impl Publisher {
                 .map_err(Error::amqp("publish"))?;
             confirm.await.map_err(Error::amqp("publisher confirm"))
         };
-        let confirmation = tokio::time::timeout(self.timeout, confirmed)
+        let confirmation = tokio::time::timeout_at(deadline, confirmed)
             .await
             .map_err(Error::timeout("publisher confirm", self.timeout))??;
         match confirmation {

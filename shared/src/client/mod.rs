@@ -210,7 +210,7 @@ impl Client {
     }
 
     /// Sends a batch: its opening (the first snapshot) to the batch records queue first, then
-    /// every job (many in flight). Returns the batch id once the broker has confirmed them all.
+    /// every job, up to [`ClientOptions::publish_window`] awaiting their confirm at once. Returns the batch id once the broker has confirmed them all.
     /// Fails before sending anything if a job is invalid; if the broker fails midway, the jobs
     /// sent so far run and the batch never completes.
     pub async fn enqueue_batch(&self, batch: Batch) -> Result<BatchId> {
@@ -241,7 +241,7 @@ impl Client {
             .await?;
         inner.sent_batches.lock().unwrap_or_else(PoisonError::into_inner).remember(snapshot, sent_at);
 
-        let in_flight = Arc::new(tokio::sync::Semaphore::new(256));
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(inner.options.publish_window.max(1)));
         let mut sending = tokio::task::JoinSet::new();
         for (queue, message) in messages {
             let permit = Arc::clone(&in_flight).acquire_owned().await.map_err(|_| Error::Closed(message.id.clone()))?;
