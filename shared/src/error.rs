@@ -142,6 +142,18 @@ pub enum Error {
         /// The broker's words.
         reason: String,
     },
+    /// The event stream exists with another retention than this process's [`crate::EventLog`].
+    #[error(
+        "the stream lepus.events.log exists with other arguments than this process asks (x-max-age {max_age}, x-max-length-bytes {max_bytes}): {reason}; give every client and worker of this broker the same event log settings, or delete the stream to change them"
+    )]
+    EventLog {
+        /// The `x-max-age` asked for.
+        max_age: String,
+        /// The `x-max-length-bytes` asked for.
+        max_bytes: u64,
+        /// The broker's words.
+        reason: String,
+    },
     /// The client was closed while waiting for a result.
     #[error("the client was closed before the result of job {0} arrived")]
     Closed(JobId),

@@ -1,5 +1,6 @@
-//! The ids everything else refers to: [`JobId`] (Celery's `id` header) and [`BatchId`] (Celery's
-//! `group` header). They depend on nothing else in the crate, so every module may use them.
+//! The ids everything else refers to: [`JobId`] (Celery's `id` header), [`BatchId`] (Celery's
+//! `group` header) and [`EventId`] (an event's `message_id`). They depend on nothing else in the
+//! crate, so every module may use them.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -54,4 +55,10 @@ string_id! {
 string_id! {
     /// A batch id: the `group` header of its jobs and the name of its progress queue.
     BatchId
+}
+
+string_id! {
+    /// An event's id: its `message_id` and `x-lepus-event-id` header. A UUID v4 unless the
+    /// publisher chose another; handlers deduplicate redeliveries by it.
+    EventId
 }

@@ -1,7 +1,8 @@
 //! Lepus: typed background jobs on RabbitMQ, wire-compatible with Celery's message protocol v2.
 //!
 //! This crate holds what senders and workers share: the [`Job`] trait, the Celery
-//! [`protocol`], the AMQP [`topology`], broker connections and the [`Client`].
+//! [`protocol`], data [`event`]s between services, the AMQP [`topology`], broker connections
+//! and the [`Client`].
 //!
 //! ```no_run
 //! # use serde::{Deserialize, Serialize};
@@ -22,6 +23,7 @@ pub mod dead_letter;
 #[cfg(feature = "serve")]
 mod endpoint;
 mod error;
+pub mod event;
 mod ids;
 mod job;
 pub mod protocol;
@@ -44,13 +46,14 @@ pub use broker::{Broker, Connector, UrlOrder};
 pub use client::{Client, ClientOptions, Pending, Sent};
 pub use dead_letter::{DeadLetter, DeadLetters};
 pub use error::{Error, ReplyCode, Result};
-pub use ids::{BatchId, JobId};
+pub use event::{Envelope, Event, Publish};
+pub use ids::{BatchId, EventId, JobId};
 pub use job::Job;
 pub use request::Request;
 pub use retry::RetryPolicy;
 pub use shutdown::shutdown_signal;
 pub use tls::Tls;
-pub use topology::{DEFAULT_DELIVERY_LIMIT, DEFAULT_QUEUE, MAX_DELAY, WorkQueue};
+pub use topology::{DEFAULT_DELIVERY_LIMIT, DEFAULT_QUEUE, EventLog, MAX_DELAY, WorkQueue};
 
 /// The broker URL used when none is configured (`LEPUS_AMQP_URL`).
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";

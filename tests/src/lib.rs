@@ -6,6 +6,7 @@
 
 mod certs;
 mod cluster;
+mod events;
 mod http;
 mod jobs;
 mod nodes;
@@ -16,13 +17,17 @@ mod replies;
 
 pub use certs::Pki;
 pub use cluster::Cluster;
+pub use events::{
+    Checked, Fanned, Handled, Poisoned, Pythonic, Sequenced, Waited, publish_all, read_handled, subscriber_main,
+    test_service,
+};
 pub use http::{Samples, free_address, http_get};
 pub use jobs::{Abort, Flaky, Panic, Raise, Remember, Run, Tick, WordCount, WordStats, register as register_jobs};
 pub use lepus_demo::process::Process;
 pub use nodes::Node;
 pub use processes::{
     cli_binary, node_name, queue_with_worker, scheduler_binary, spawn, start_worker, start_worker_with_env,
-    worker_binary,
+    subscriber_binary, worker_binary,
 };
 pub use python::{celery_command, celery_python, python_dir, run_python_with};
 pub use queues::{

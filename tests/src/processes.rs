@@ -55,6 +55,12 @@ pub fn worker_binary() -> PathBuf {
     sibling("lepus-test-worker")
 }
 
+/// `lepus-test-subscriber` (one service's event subscription), built next to the tests.
+#[must_use]
+pub fn subscriber_binary() -> PathBuf {
+    sibling("lepus-test-subscriber")
+}
+
 /// `lepus-test-cli` (the `lepus` command line), built next to the tests.
 #[must_use]
 pub fn cli_binary() -> PathBuf {

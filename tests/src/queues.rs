@@ -234,21 +234,29 @@ impl Drop for TestQueue {
     }
 }
 
-/// Queues a test made besides its work queue (schedule state); they are deleted
-/// when this is dropped, whether the test passed or not.
+/// Queues (and exchanges) a test made besides its work queue (schedule state, a service's
+/// queues); they are deleted when this is dropped, whether the test passed or not.
 #[derive(Debug, Default)]
-pub struct Cleanup(Vec<String>);
+pub struct Cleanup {
+    queues: Vec<String>,
+    exchanges: Vec<String>,
+}
 
 impl Cleanup {
     /// Deletes `queue` at the end of the test.
     pub fn queue(&mut self, queue: String) {
-        self.0.push(queue);
+        self.queues.push(queue);
+    }
+
+    /// Deletes `exchange` at the end of the test.
+    pub fn exchange(&mut self, exchange: String) {
+        self.exchanges.push(exchange);
     }
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        delete_now(&self.0, &[]);
+        delete_now(&self.queues, &self.exchanges);
     }
 }
 

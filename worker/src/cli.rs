@@ -139,6 +139,7 @@ impl Args {
             events: layers.get("events", d.events),
             remote_control: layers.get("remote_control", d.remote_control),
             batch_retention: layers.get("batch_retention", d.batch_retention),
+            event_log: d.event_log,
         };
         let log_format = layers.get("log_format", LogFormat::default());
         for problem in worker.problems() {

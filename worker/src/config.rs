@@ -51,6 +51,9 @@ pub struct WorkerConfig {
     /// default 7 days. Every worker of a broker must say the same: the first declares the stream,
     /// and a worker asking for another retention fails at start-up.
     pub batch_retention: Duration,
+    /// The retention of the event stream `lepus.events.log` (declared at start-up with the
+    /// other event exchanges). Default 7 days, 5 GiB; every process of a broker must say the same.
+    pub event_log: lepus::EventLog,
 }
 
 impl fmt::Debug for WorkerConfig {
@@ -70,9 +73,13 @@ impl fmt::Debug for WorkerConfig {
             .field("events", &self.events)
             .field("remote_control", &self.remote_control)
             .field("batch_retention", &self.batch_retention)
+            .field("event_log", &self.event_log)
             .finish()
     }
 }
+
+/// The problem of a worker with no queue (and no subscription).
+const NO_QUEUE: &str = "queues: no queue to consume: give at least one";
 
 impl Default for WorkerConfig {
     fn default() -> Self {
@@ -91,6 +98,7 @@ impl Default for WorkerConfig {
             events: false,
             remote_control: true,
             batch_retention: lepus::internal::topology::DEFAULT_BATCH_RETENTION,
+            event_log: lepus::EventLog::default(),
         }
     }
 }
@@ -214,7 +222,7 @@ impl WorkerConfig {
             problems.push("concurrency: must be at least 1".to_owned());
         }
         if self.queues.is_empty() {
-            problems.push("queues: no queue to consume: give at least one".to_owned());
+            problems.push(NO_QUEUE.to_owned());
         }
         for (index, name) in self.queues.iter().enumerate() {
             if let Err(e) = WorkQueue::new(name.as_str()) {
@@ -245,8 +253,18 @@ impl WorkerConfig {
     }
 
     /// Checks the settings and returns the queues to consume.
+    #[cfg(test)]
     pub(crate) fn validate(&self) -> Result<Vec<WorkQueue>, WorkerError> {
-        let problems = self.problems();
+        self.validate_subscribing(false)
+    }
+
+    /// Like [`WorkerConfig::validate`]; a worker that `subscribing` runs event subscriptions may
+    /// consume no work queue.
+    pub(crate) fn validate_subscribing(&self, subscribing: bool) -> Result<Vec<WorkQueue>, WorkerError> {
+        let mut problems = self.problems();
+        if subscribing && self.queues.is_empty() {
+            problems.retain(|problem| problem != NO_QUEUE);
+        }
         if !problems.is_empty() {
             return Err(WorkerError::Config(problems.join("; ")));
         }

@@ -8,6 +8,7 @@
 use crate::acks::Acks;
 use crate::delivery::{Shared, process};
 use crate::health::Health;
+use crate::subscription::Service;
 use futures_lite::StreamExt;
 use lepus::WorkQueue;
 use lepus::lapin::options::BasicCancelOptions;
@@ -31,6 +32,8 @@ pub(crate) enum End {
 
 pub(crate) struct ConsumeLoop {
     pub(crate) queue: Arc<WorkQueue>,
+    /// The service whose events `queue` holds; `None` for a work queue.
+    pub(crate) service: Option<Arc<Service>>,
     pub(crate) channel: Channel,
     pub(crate) consumer: Consumer,
     pub(crate) shared: Arc<Shared>,
@@ -85,7 +88,8 @@ impl ConsumeLoop {
             // has already requeued it, so running it would only duplicate the work.
             if delivery.acker.usable() {
                 let (queue, shared, acks) = (Arc::clone(&self.queue), Arc::clone(&self.shared), self.acks.clone());
-                self.tracker.spawn(process(delivery, queue, shared, acks, permit));
+                let service = self.service.clone();
+                self.tracker.spawn(process(delivery, queue, service, shared, acks, permit));
             }
         }
     }

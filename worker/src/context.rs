@@ -1,5 +1,6 @@
 //! [`JobContext`]: what a handler knows about the run it is part of.
 
+use crate::event_context::EventContext;
 use crate::states::States;
 use lepus::JobId;
 use std::sync::Arc;
@@ -13,6 +14,8 @@ pub struct JobContext {
     retries: u32,
     shutdown: CancellationToken,
     states: Arc<States>,
+    /// The event being handled, when the run is an event handler's.
+    event: Option<Arc<EventContext>>,
 }
 
 impl JobContext {
@@ -23,7 +26,21 @@ impl JobContext {
         shutdown: CancellationToken,
         states: Arc<States>,
     ) -> Self {
-        Self { id, name, retries, shutdown, states }
+        Self { id, name, retries, shutdown, states, event: None }
+    }
+
+    /// The same context, for a handler of `event`.
+    #[must_use]
+    pub(crate) fn with_event(mut self, event: Option<Arc<EventContext>>) -> Self {
+        self.event = event;
+        self
+    }
+
+    /// The event being handled, when this is an event handler's run (see
+    /// [`crate::Subscription`]); `None` for a job.
+    #[must_use]
+    pub fn event(&self) -> Option<&EventContext> {
+        self.event.as_deref()
     }
 
     /// The job's id.

@@ -1,5 +1,6 @@
-//! One delivery, start to finish: decode it, decide its outcome (see [`crate::execute`]),
-//! and settle it: publish what has to be published, wait for the broker's confirms, then ack.
+//! One delivery, start to finish: decode it (a job, or a service's event: see
+//! [`crate::subscription`]), decide its outcome (see [`crate::execute`]), and settle it: publish
+//! what has to be published, wait for the broker's confirms, then ack.
 //!
 //! | outcome       | published first                                          | then |
 //! |---------------|----------------------------------------------------------|------|
@@ -17,6 +18,7 @@
 use crate::acks::Acks;
 use crate::activity::Activity;
 use crate::batch_records::BatchRecords;
+use crate::event_context::EventContext;
 use crate::events::{self, Events};
 use crate::execute::{self, Admission, Executed};
 use crate::metrics::{JobSeries, Metrics};
@@ -25,6 +27,7 @@ use crate::registry::Registry;
 use crate::revoked::Revoked;
 use crate::states::States;
 use crate::stats::WorkerStats;
+use crate::subscription::Service;
 use chrono::Utc;
 use lepus::dead_letter::Reason;
 use lepus::internal::topology::{self, DelayedRoute, MAX_DELAY};
@@ -32,7 +35,7 @@ use lepus::internal::{Outgoing, Publisher, Record, delivery_count, mark, resched
 use lepus::lapin::BasicProperties;
 use lepus::lapin::message::Delivery;
 use lepus::protocol::TaskMessage;
-use lepus::{Broker, Error, WorkQueue};
+use lepus::{Broker, Envelope, Error, WorkQueue};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
@@ -65,10 +68,12 @@ impl Shared {
     }
 }
 
-/// Processes one delivery; holds its concurrency permit until the delivery is settled.
+/// Processes one delivery (of a work queue, or of `service`'s queue: an event); holds its
+/// concurrency permit until the delivery is settled.
 pub(crate) async fn process(
     delivery: Delivery,
     queue: Arc<WorkQueue>,
+    service: Option<Arc<Service>>,
     shared: Arc<Shared>,
     acks: Acks,
     permit: OwnedSemaphorePermit,
@@ -81,20 +86,49 @@ pub(crate) async fn process(
         let error =
             format!("body of {} bytes exceeds the worker's limit of {} bytes", delivery.data.len(), shared.max_payload);
         Err(refuse(Reason::TooLarge, error))
+    } else if let Some(service) = &service {
+        match Envelope::decode(&delivery.properties, &delivery.data) {
+            Ok(envelope) if service.registry.get(&envelope.name).is_none() => Err(refuse(
+                Reason::UnknownEvent,
+                format!(
+                    "service {:?} has no handler for event {:?} (a pattern it binds matched it); it handles {:?}",
+                    service.name,
+                    envelope.name,
+                    service.registry.names()
+                ),
+            )),
+            Ok(envelope) => {
+                let (message, event) = service.message(envelope);
+                Ok((message, Some(event)))
+            }
+            Err(e) => Err(refuse(Reason::Undecodable, e.to_string())),
+        }
     } else {
         TaskMessage::decode(&delivery.properties, &delivery.data)
+            .map(|message| (message, None))
             .map_err(|e| refuse(Reason::Undecodable, e.to_string()))
     };
     match decoded {
-        Ok(message) => {
-            let span = tracing::info_span!("job", job.id = %message.id, job.name = %message.task);
+        Ok((message, event)) => {
+            let span = match &service {
+                None => tracing::info_span!("job", job.id = %message.id, job.name = %message.task),
+                Some(service) => {
+                    tracing::info_span!("event", event.id = %message.id, event.name = %message.task, service = %service.name)
+                }
+            };
             async {
-                shared.events.send(|| events::received(&message));
+                // Celery's monitoring events are about jobs: an event handled is none of theirs.
+                let monitored = service.is_none();
+                if monitored {
+                    shared.events.send(|| events::received(&message));
+                }
                 let job = series.job(Some(&message.task));
-                let id = shared.events.is_on().then(|| message.id.clone());
-                let name = shared.registry.get(&message.task).map(|job| Arc::clone(&job.name));
+                let id = (monitored && shared.events.is_on()).then(|| message.id.clone());
+                let registry = service.as_ref().map_or(&shared.registry, |service| &service.registry);
+                let name = registry.get(&message.task).map(|job| Arc::clone(&job.name));
                 let batch = Record::of(&message, false);
-                let executed = execute_one(message, &delivery, &queue, &shared).await;
+                let run = Run { registry, event, ordered: service.as_ref().is_some_and(|s| s.ordered()), series: job };
+                let executed = execute_one(message, run, &delivery, &queue, &shared).await;
                 if let Some(ran_for) = executed.ran_for {
                     job.ran_for(ran_for);
                 }
@@ -123,20 +157,63 @@ pub(crate) async fn process(
     drop(permit);
 }
 
+/// How to run one decoded message: by which handlers, for which event (if it is one), in place
+/// or not, counted where.
+struct Run<'a> {
+    registry: &'a Registry,
+    event: Option<Arc<EventContext>>,
+    /// An ordered partition's event: retried in place, before the next event of the partition.
+    ordered: bool,
+    series: &'a JobSeries,
+}
+
 /// What becomes of a decoded job: refused at the delivery limit, not admitted (unknown,
-/// revoked, expired, early), or run, registered as running meanwhile.
-async fn execute_one(message: TaskMessage, delivery: &Delivery, queue: &WorkQueue, shared: &Shared) -> Executed {
+/// revoked, expired, early), or run, registered as running meanwhile. An ordered partition's
+/// event that fails is run again here after its backoff, until it succeeds or fails for good:
+/// sending it round the delay cascade would let the events after it overtake it.
+async fn execute_one(
+    mut message: TaskMessage,
+    run: Run<'_>,
+    delivery: &Delivery,
+    queue: &WorkQueue,
+    shared: &Shared,
+) -> Executed {
+    let Run { registry, mut event, ordered, series } = run;
     let handed_out = delivery_count(&delivery.properties);
     if let Some(refused) = execute::past_delivery_limit(&message, queue.name(), handed_out, queue.delivery_limit()) {
         return refused.into();
     }
-    let job = match execute::admit(&message, queue.name(), &shared.registry, &shared.revoked) {
+    let job = match execute::admit(&message, queue.name(), registry, &shared.revoked) {
         Admission::Run(job) => job,
         Admission::NotRun(outcome) => return (*outcome).into(),
     };
     let running = shared.activity.start(&message, queue.name(), delivery.redelivered);
     shared.events.send(|| events::started(&message.id));
-    execute::run_admitted(message, job, queue.name(), &shared.states, &shared.stop, &running.cancel).await
+    loop {
+        let attempt = ordered.then(|| message.clone());
+        let executed = execute::run_admitted(
+            message,
+            job,
+            queue.name(),
+            &shared.states,
+            &shared.stop,
+            &running.cancel,
+            event.clone(),
+        )
+        .await;
+        match (attempt, &executed.outcome) {
+            (Some(again), Outcome::Reschedule { retries, delay, ended: Ended::Retried, .. }) => {
+                if let Some(ran_for) = executed.ran_for {
+                    series.ran_for(ran_for);
+                }
+                shared.count(series, Ended::Retried);
+                tokio::time::sleep(*delay).await;
+                message = TaskMessage { retries: *retries, eta: None, ..again };
+                event = event.map(|event| Arc::new(event.retried(*retries)));
+            }
+            _ => return executed,
+        }
+    }
 }
 
 /// Publishes what `outcome` needs, then acks (or, if a publish failed, hands the delivery

@@ -4,6 +4,7 @@
 
 use crate::canvas;
 use crate::context::JobContext;
+use crate::event_context::EventContext;
 use crate::job_error::JobError;
 use crate::job_error::Next;
 use crate::outcome::{Ended, FollowUps, Outcome, Reply};
@@ -80,7 +81,7 @@ pub(crate) async fn run(
 ) -> Executed {
     match admit(&message, queue, registry, &Revoked::default()) {
         Admission::NotRun(outcome) => (*outcome).into(),
-        Admission::Run(job) => run_admitted(message, job, queue, states, stop, &CancellationToken::new()).await,
+        Admission::Run(job) => run_admitted(message, job, queue, states, stop, &CancellationToken::new(), None).await,
     }
 }
 
@@ -156,12 +157,13 @@ pub(crate) async fn run_admitted(
     states: &Arc<States>,
     stop: &CancellationToken,
     terminate: &CancellationToken,
+    event: Option<Arc<EventContext>>,
 ) -> Executed {
     let now = Utc::now();
     let attempt = message.retries.saturating_add(1);
     let started = Instant::now();
     let called = tokio::select! {
-        called = call(&mut message, job, states, stop) => called,
+        called = call(&mut message, job, states, stop, event) => called,
         () = terminate.cancelled() => Called::Terminated,
     };
     let elapsed = started.elapsed();
@@ -220,9 +222,16 @@ fn ended(message: &TaskMessage, queue: &str, result: ResultMessage) -> (Option<R
 }
 
 /// Calls the handler under its time limit, catching panics.
-async fn call(message: &mut TaskMessage, job: &Registered, states: &Arc<States>, stop: &CancellationToken) -> Called {
+async fn call(
+    message: &mut TaskMessage,
+    job: &Registered,
+    states: &Arc<States>,
+    stop: &CancellationToken,
+    event: Option<Arc<EventContext>>,
+) -> Called {
     let context =
-        JobContext::new(message.id.clone(), Arc::clone(&job.name), message.retries, stop.clone(), Arc::clone(states));
+        JobContext::new(message.id.clone(), Arc::clone(&job.name), message.retries, stop.clone(), Arc::clone(states))
+            .with_event(event);
     let arguments = std::mem::take(&mut message.arguments);
     let limit = time_limit(message, job);
     let running = AssertUnwindSafe(async {

@@ -1,8 +1,10 @@
 //! Handler arguments besides the job: anything that implements [`FromContext`]. Lepus gives the
-//! [`JobContext`] itself and [`State<T>`], a value registered on the worker with
-//! [`crate::Worker::state`] (a database pool, an HTTP client); an application can add its own.
+//! [`JobContext`] itself, the [`EventContext`] of an event handler and [`State<T>`], a value
+//! registered on the worker with [`crate::Worker::state`] (a database pool, an HTTP client); an
+//! application can add its own.
 
 use crate::context::JobContext;
+use crate::event_context::EventContext;
 use crate::job_error::JobError;
 use std::any::{TypeId, type_name};
 use std::ops::Deref;
@@ -23,6 +25,13 @@ pub trait FromContext: Sized + Send + 'static {
 impl FromContext for JobContext {
     fn from_context(context: &JobContext) -> Result<Self, JobError> {
         Ok(context.clone())
+    }
+}
+
+impl FromContext for EventContext {
+    /// The event of an event handler's run; a job's handler that asks for it fails, permanently.
+    fn from_context(context: &JobContext) -> Result<Self, JobError> {
+        context.event().cloned().ok_or_else(|| JobError::permanent("an EventContext is only given to event handlers"))
     }
 }
 

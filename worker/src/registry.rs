@@ -28,6 +28,7 @@ pub(crate) type CallFuture = Pin<Box<dyn Future<Output = Result<Value, CallError
 
 /// A handler with its input and output types erased to JSON.
 pub(crate) trait Erased: Send + Sync {
+    /// Runs the handler on `arguments` (an event handler's: the event's body, alone in `args`).
     fn call(&self, arguments: Arguments, context: &JobContext) -> CallFuture;
 }
 
@@ -78,6 +79,13 @@ impl Registry {
         };
         if self.handlers.insert(J::NAME, registered).is_some() {
             self.duplicates.push(J::NAME);
+        }
+    }
+
+    /// Adds a handler already erased (an event handler of a subscription).
+    pub(crate) fn add(&mut self, name: &'static str, registered: Registered) {
+        if self.handlers.insert(name, registered).is_some() {
+            self.duplicates.push(name);
         }
     }
 

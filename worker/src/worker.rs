@@ -23,8 +23,10 @@ use crate::registry::Registry;
 use crate::revoked::Revoked;
 use crate::states::States;
 use crate::stats::WorkerStats;
+use crate::subscription::{Service, Subscription};
 use lepus::internal::Publisher;
 use lepus::internal::endpoint::{MetricsRegistry, Serving};
+use lepus::internal::topology;
 use lepus::lapin::Channel;
 use lepus::lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lepus::lapin::types::FieldTable;
@@ -58,11 +60,16 @@ pub struct Worker {
     registry: Registry,
     states: States,
     stats: Arc<WorkerStats>,
+    subscriptions: Vec<Subscription>,
 }
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker").field("config", &self.config).field("jobs", &self.registry.names()).finish()
+        f.debug_struct("Worker")
+            .field("config", &self.config)
+            .field("jobs", &self.registry.names())
+            .field("subscriptions", &self.subscriptions)
+            .finish()
     }
 }
 
@@ -70,7 +77,17 @@ impl Worker {
     /// A worker with no jobs yet.
     #[must_use]
     pub fn new(config: WorkerConfig) -> Self {
-        Self { config, registry: Registry::default(), states: States::default(), stats: Arc::default() }
+        let subscriptions = Vec::new();
+        Self { config, registry: Registry::default(), states: States::default(), stats: Arc::default(), subscriptions }
+    }
+
+    /// Runs a service's [`Subscription`]: its queue (or ordered partitions) is declared, bound to
+    /// its patterns and consumed beside the work queues, its events run by its handlers. A worker
+    /// may run several services, and may consume no work queue at all (`queues` empty).
+    #[must_use]
+    pub fn subscribe(mut self, subscription: Subscription) -> Self {
+        self.subscriptions.push(subscription);
+        self
     }
 
     /// Registers the handler of job `J`: an async function of the job and up to three more
@@ -100,8 +117,9 @@ impl Worker {
     /// Runs until `shutdown` completes, then drains. Fails at start-up for an invalid
     /// configuration or an unreachable broker, and at the end if jobs outlived the grace period.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), WorkerError> {
-        let Worker { config, registry, states, stats } = self;
-        let queues: Vec<Arc<WorkQueue>> = config.validate()?.into_iter().map(Arc::new).collect();
+        let Worker { config, registry, states, stats, subscriptions } = self;
+        let queues: Vec<Arc<WorkQueue>> =
+            config.validate_subscribing(!subscriptions.is_empty())?.into_iter().map(Arc::new).collect();
         if let Some(name) = registry.duplicates().first() {
             return Err(WorkerError::Config(format!("job {name:?} is registered twice")));
         }
@@ -110,12 +128,17 @@ impl Worker {
                 "the handler of job {job:?} takes State<{state}>, but no state of that type was added: call Worker::state first"
             )));
         }
+        let services = services(subscriptions, config.delivery_limit, &states)?;
         let stop = lepus::internal::cancelled_by(shutdown);
         let metrics_on = config.metrics_addr.is_some();
         let exported = if metrics_on { MetricsRegistry::prometheus() } else { MetricsRegistry::off() };
-        let metrics = Metrics::new(&exported, queues.iter().map(|q| q.name()), &registry.names());
+        let mut names = registry.names();
+        names.extend(services.iter().flat_map(|service| service.registry.names()));
+        let service_queues: Vec<WorkQueue> = services.iter().flat_map(|service| service.topology.queues()).collect();
+        let consumed = || queues.iter().map(|q| q.name()).chain(service_queues.iter().map(WorkQueue::name));
+        let metrics = Metrics::new(&exported, consumed(), &names);
         metrics.concurrency.set(f64::from(config.concurrency));
-        let health = Arc::new(Health::new(queues.iter().map(|q| q.name()), stop.clone(), metrics.connected.clone()));
+        let health = Arc::new(Health::new(consumed(), stop.clone(), metrics.connected.clone()));
         let endpoint =
             Serving::start(config.metrics_addr, exported, health.readiness()).await.map_err(WorkerError::Endpoint)?;
         let name = format!("lepus-worker {}", lepus::internal::node_name());
@@ -142,6 +165,7 @@ impl Worker {
             broker = broker.url(),
             node = &*node,
             queues = ?config.queues,
+            services = ?services.iter().map(|service| &*service.name).collect::<Vec<_>>(),
             concurrency = config.concurrency,
             jobs = ?job_names,
             metrics = metrics_on,
@@ -229,6 +253,8 @@ impl Worker {
         let supervisor = Supervisor {
             broker: broker.clone(),
             queues: queue_set,
+            services,
+            event_log: config.event_log,
             changes: tokio::sync::Mutex::new(changes),
             permits: Arc::new(Semaphore::new(usize::from(config.concurrency))),
             tracker: TaskTracker::new(),
@@ -256,6 +282,40 @@ impl Worker {
         endpoint.stop().await;
         drained
     }
+}
+
+/// The subscriptions as services, checked: names, handlers, the state they need.
+fn services(
+    subscriptions: Vec<Subscription>,
+    delivery_limit: u32,
+    states: &States,
+) -> Result<Vec<Arc<Service>>, WorkerError> {
+    let mut services: Vec<Arc<Service>> = Vec::new();
+    for subscription in subscriptions {
+        let service = subscription.into_service(delivery_limit).map_err(|e| WorkerError::Config(e.to_string()))?;
+        if services.iter().any(|other| other.name == service.name) {
+            return Err(WorkerError::Config(format!("service {:?} is subscribed twice", service.name)));
+        }
+        if let Some(name) = service.registry.duplicates().first() {
+            return Err(WorkerError::Config(format!("event {name:?} has two handlers in service {:?}", service.name)));
+        }
+        if let Some((event, _, state)) = service.registry.requirements().find(|(_, id, _)| !states.contains(*id)) {
+            return Err(WorkerError::Config(format!(
+                "the handler of event {event:?} of service {:?} takes State<{state}>, but no state of that type was added: call Worker::state first",
+                service.name
+            )));
+        }
+        services.push(Arc::new(service));
+    }
+    Ok(services)
+}
+
+/// Sets the prefetch of the consumers `channel` starts from now on.
+async fn qos(channel: &Channel, prefetch: u16) -> lepus::Result<()> {
+    channel
+        .basic_qos(prefetch, BasicQosOptions { global: false })
+        .await
+        .map_err(|source| lepus::Error::Amqp { operation: "basic.qos", source })
 }
 
 /// The broker as remote control's `stats` shows it (as Celery shows its broker; no password):
@@ -287,6 +347,9 @@ fn broker_info(urls: &str) -> serde_json::Value {
 struct Supervisor {
     broker: Broker,
     queues: Arc<QueueSet>,
+    /// The services whose subscriptions this worker runs.
+    services: Vec<Arc<Service>>,
+    event_log: lepus::EventLog,
     /// Changes of `queues` (remote control), applied to the running session.
     changes: tokio::sync::Mutex<mpsc::UnboundedReceiver<Change>>,
     permits: Arc<Semaphore>,
@@ -324,22 +387,40 @@ impl Supervisor {
     /// Opens a channel, declares the queues and starts one consumer per queue.
     async fn open(&self) -> lepus::Result<(Session, Vec<ConsumeLoop>)> {
         let channel = self.broker.channel().await?;
-        channel
-            .basic_qos(self.prefetch, BasicQosOptions { global: false })
-            .await
-            .map_err(|source| lepus::Error::Amqp { operation: "basic.qos", source })?;
+        qos(&channel, self.prefetch).await?;
         let acks = Acks::start(channel.clone(), self.shared.broker_timeout);
         let session = Session { channel, acks, lost: CancellationToken::new() };
         let mut loops = Vec::new();
         for queue in self.queues.list() {
-            loops.push(self.consume_loop(&session, queue).await?);
+            loops.push(self.consume_loop(&session, queue, None).await?);
         }
+        if !self.services.is_empty() {
+            topology::declare_events(&session.channel, &self.event_log).await?;
+        }
+        for service in &self.services {
+            // An ordered partition's events are handed out one at a time: the next only once the
+            // one before is acked.
+            let prefetch = if service.ordered() { 1 } else { self.prefetch };
+            qos(&session.channel, prefetch).await?;
+            for queue in service.topology.declare(&session.channel).await? {
+                loops.push(self.consume_loop(&session, Arc::new(queue), Some(Arc::clone(service))).await?);
+            }
+        }
+        qos(&session.channel, self.prefetch).await?;
         Ok((session, loops))
     }
 
-    /// Declares `queue` and starts consuming it in `session`.
-    async fn consume_loop(&self, session: &Session, queue: Arc<WorkQueue>) -> lepus::Result<ConsumeLoop> {
-        queue.declare(&session.channel).await?;
+    /// Declares `queue` (a service's queues are declared with the service) and starts consuming
+    /// it in `session`.
+    async fn consume_loop(
+        &self,
+        session: &Session,
+        queue: Arc<WorkQueue>,
+        service: Option<Arc<Service>>,
+    ) -> lepus::Result<ConsumeLoop> {
+        if service.is_none() {
+            queue.declare(&session.channel).await?;
+        }
         let consumer = session
             .channel
             .basic_consume(queue.name().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
@@ -347,6 +428,7 @@ impl Supervisor {
             .map_err(|source| lepus::Error::Amqp { operation: "basic.consume", source })?;
         Ok(ConsumeLoop {
             queue,
+            service,
             channel: session.channel.clone(),
             consumer,
             shared: Arc::clone(&self.shared),
@@ -383,7 +465,7 @@ impl Supervisor {
                 }
                 change = changes.recv() => match change {
                     Some(Change::Add(queue)) if !own.contains_key(queue.name()) && end != End::Lost => {
-                        match self.consume_loop(session, Arc::clone(&queue)).await {
+                        match self.consume_loop(session, Arc::clone(&queue), None).await {
                             Ok(consume_loop) => {
                                 tracing::info!(queue = queue.name(), "consuming (remote control)");
                                 own.insert(queue.name().to_owned(), consume_loop.own.clone());

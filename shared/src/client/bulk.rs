@@ -90,7 +90,7 @@ impl Client {
 
     async fn send_prepared(&self, prepared: Result<(Cow<'static, str>, TaskMessage)>) -> Result<JobId> {
         let (queue, message) = prepared?;
-        self.publish(&queue, &message).await?;
+        self.send_task(&queue, &message).await?;
         Ok(message.id)
     }
 }

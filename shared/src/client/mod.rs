@@ -4,6 +4,7 @@ mod bulk;
 mod options;
 mod pending;
 mod progress;
+mod publish;
 pub(crate) mod recorder;
 
 pub use options::ClientOptions;
@@ -50,6 +51,8 @@ struct Inner {
     cascade: OnceCell<()>,
     /// Set once this client has declared the batch records queue.
     batch_records: OnceCell<()>,
+    /// Set once this client has declared the event exchanges and stream.
+    events: OnceCell<()>,
     /// Batches this client sent: their progress is read from their send time on.
     sent_batches: Mutex<SentBatches>,
     /// Queues known to exist, for delayed publishes (which the broker cannot refuse as
@@ -86,6 +89,7 @@ impl Client {
         let id = uuid::Uuid::new_v4().to_string();
         let known_queues = Mutex::default();
         let (replies, cascade, batch_records, recorder) = (OnceCell::new(), OnceCell::new(), OnceCell::new(), None);
+        let events = OnceCell::new();
         let sent_batches = Mutex::default();
         let inner = Inner {
             id,
@@ -94,6 +98,7 @@ impl Client {
             replies,
             cascade,
             batch_records,
+            events,
             sent_batches,
             known_queues,
             options,
@@ -147,7 +152,7 @@ impl Client {
     /// the message; fails if no queue of that name exists.
     pub async fn enqueue<O>(&self, request: impl Into<Request<O>>) -> Result<JobId> {
         let (queue, message) = request.into().into_message(Utc::now())?;
-        self.publish(&queue, &message).await?;
+        self.send_task(&queue, &message).await?;
         Ok(message.id)
     }
 
@@ -184,7 +189,7 @@ impl Client {
         };
         let receiver = waiters.register(&correlation_id);
         let pending = Pending::new(awaited, correlation_id, receiver, waiters, self.inner.options.result_timeout);
-        self.publish(&queue, &message).await?;
+        self.send_task(&queue, &message).await?;
         Ok(pending)
     }
 
@@ -242,7 +247,7 @@ impl Client {
             let permit = Arc::clone(&in_flight).acquire_owned().await.map_err(|_| Error::Closed(message.id.clone()))?;
             let client = self.clone();
             sending.spawn(async move {
-                let sent = client.publish(&queue, &message).await;
+                let sent = client.send_task(&queue, &message).await;
                 drop(permit);
                 sent
             });
@@ -308,7 +313,7 @@ impl Client {
         }
     }
 
-    async fn publish(&self, queue: &str, message: &TaskMessage) -> Result<()> {
+    async fn send_task(&self, queue: &str, message: &TaskMessage) -> Result<()> {
         let (body, properties) = message.encode().map_err(Error::serde("encode", format!("job {}", message.task)))?;
         let limit = self.inner.options.max_payload;
         if body.len() > limit {

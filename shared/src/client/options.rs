@@ -3,6 +3,7 @@
 
 use crate::broker::UrlOrder;
 use crate::tls::Tls;
+use crate::topology::EventLog;
 use std::time::Duration;
 
 /// Client settings.
@@ -36,6 +37,10 @@ pub struct ClientOptions {
     /// How many publishes of one [`crate::Client::enqueue_many`] await their confirm at once.
     /// Default 256.
     pub publish_window: usize,
+    /// The retention of the event stream `lepus.events.log`, which the client declares before
+    /// its first [`crate::Client::publish`]. Default 7 days, 5 GiB; every process of a broker
+    /// must say the same.
+    pub event_log: EventLog,
 }
 
 impl Default for ClientOptions {
@@ -49,6 +54,7 @@ impl Default for ClientOptions {
             tls: Tls::default(),
             url_order: UrlOrder::Random,
             publish_window: 256,
+            event_log: EventLog::default(),
         }
     }
 }

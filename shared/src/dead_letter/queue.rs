@@ -17,9 +17,9 @@ use std::sync::Arc;
 /// One dead letter, as [`DeadLetters::list`] describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
-    /// The job id (`id` header), if the message had one.
+    /// The job id (`id` header), or an event's id (`x-lepus-event-id`), if the message had one.
     pub id: Option<JobId>,
-    /// The job name (`task` header), if the message had one.
+    /// The job name (`task` header), or an event's name (`x-lepus-event`), if the message had one.
     pub task: Option<String>,
     /// Why: `undecodable`, `unknown-job`, `bad-input`, `too-large`, `failed` (from a worker), or
     /// the broker's reason (`delivery_limit`, `rejected`, `expired`, `maxlen`).
@@ -37,8 +37,9 @@ impl DeadLetter {
         let headers = delivery.properties.headers().clone().unwrap_or_default();
         let text = |name: &str| header_str(&headers, name).map(|s| s.into_owned());
         Self {
-            id: text("id").map(JobId::from),
-            task: text("task"),
+            // An event's dead letter names it by its own headers.
+            id: text("id").or_else(|| text(crate::event::EVENT_ID_HEADER)).map(JobId::from),
+            task: text("task").or_else(|| text(crate::event::EVENT_HEADER)),
             reason: text(REASON_HEADER).or_else(|| text("x-first-death-reason")).unwrap_or_else(|| "unknown".into()),
             error: text(ERROR_HEADER),
             attempts: headers

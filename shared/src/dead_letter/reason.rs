@@ -22,6 +22,8 @@ pub enum Reason {
     Undecodable,
     /// No handler is registered for the job name.
     UnknownJob,
+    /// An event reached a service that has no handler for its name (a pattern matched it).
+    UnknownEvent,
     /// The arguments do not decode into the job's input type.
     BadInput,
     /// The body is larger than the worker accepts.
@@ -43,6 +45,7 @@ impl Reason {
         match self {
             Reason::Undecodable => "undecodable",
             Reason::UnknownJob => "unknown-job",
+            Reason::UnknownEvent => "unknown-event",
             Reason::BadInput => "bad-input",
             Reason::TooLarge => "too-large",
             Reason::Failed => "failed",

@@ -32,6 +32,9 @@
 //!   share one cascade. Delays have 1 s resolution and reach 2^28 − 1 s (about 8.5 years).
 //! - **Celery's remote control and events** (`celery.pidbox`, `reply.celery.pidbox`, `celeryev`):
 //!   see [`control`].
+//! - **Data events** between services (`lepus.events.in`, the stream `lepus.events.log`,
+//!   `lepus.events`, `lepus.events.unrouted`, `lepus.service.<name>` and its partitions): see
+//!   `events.rs`.
 //!
 //! On a cluster every quorum queue gets a member on each node: RabbitMQ's default, so no
 //! `x-quorum-initial-group-size` is set. Adding it would make redeclaring a queue declared without
@@ -39,9 +42,11 @@
 
 mod batches;
 mod control;
+mod events;
 
 pub use batches::*;
 pub use control::*;
+pub use events::*;
 
 use crate::broker::Broker;
 use crate::error::{Error, ReplyCode, Result};
@@ -65,6 +70,10 @@ const MAX_QUEUE_NAME: usize = 190;
 pub struct WorkQueue {
     name: String,
     delivery_limit: u32,
+    /// Where its dead letters go, when not `<name>.dlq` (a service's partitions share one).
+    dead_letters: Option<String>,
+    /// Whether one consumer at a time gets its messages (an ordered service's partitions).
+    single_active_consumer: bool,
 }
 
 impl WorkQueue {
@@ -72,7 +81,7 @@ impl WorkQueue {
     pub fn new(name: impl Into<String>) -> Result<Self> {
         let name = name.into();
         validate_queue_name(&name)?;
-        Ok(Self { name, delivery_limit: DEFAULT_DELIVERY_LIMIT })
+        Ok(Self { name, delivery_limit: DEFAULT_DELIVERY_LIMIT, dead_letters: None, single_active_consumer: false })
     }
 
     /// Sets the queue's `x-delivery-limit`: how many times a message may be handed back (a worker
@@ -98,7 +107,7 @@ impl WorkQueue {
     /// The name of this queue's dead-letter queue.
     #[must_use]
     pub fn dead_letter_queue(&self) -> String {
-        dead_letter_queue(&self.name)
+        self.dead_letters.clone().unwrap_or_else(|| dead_letter_queue(&self.name))
     }
 
     /// The arguments the work queue is declared with. Any other client declaring the same queue
@@ -112,6 +121,9 @@ impl WorkQueue {
         put_str(&mut args, "x-dead-letter-strategy", "at-least-once");
         put_str(&mut args, "x-overflow", "reject-publish");
         args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(i64::from(self.delivery_limit)));
+        if self.single_active_consumer {
+            args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        }
         args
     }
 

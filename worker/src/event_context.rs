@@ -1,0 +1,71 @@
+//! [`EventContext`]: what an event handler knows of the event it handles, besides its body.
+
+use chrono::{DateTime, Utc};
+use lepus::EventId;
+use std::sync::Arc;
+
+/// The event a handler is handling: take it as an argument (`ctx: EventContext`) of an event
+/// handler. Deduplicate by [`EventContext::id`] (see [`crate::Seen`]): delivery is at least once.
+#[derive(Debug, Clone)]
+pub struct EventContext {
+    id: EventId,
+    name: Arc<str>,
+    key: Option<String>,
+    occurred_at: DateTime<Utc>,
+    service: Arc<str>,
+    retries: u32,
+}
+
+impl EventContext {
+    pub(crate) fn new(envelope: &lepus::Envelope, name: Arc<str>, service: Arc<str>) -> Self {
+        Self {
+            id: envelope.id.clone(),
+            name,
+            key: envelope.key.clone(),
+            occurred_at: envelope.occurred_at,
+            service,
+            retries: envelope.retries,
+        }
+    }
+
+    /// The event's id: the same on every delivery of this event, to every service.
+    #[must_use]
+    pub fn id(&self) -> &EventId {
+        &self.id
+    }
+
+    /// The event's name (`orders.created`).
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The event's key, if it has one.
+    #[must_use]
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    /// When the event happened, as its publisher said.
+    #[must_use]
+    pub fn occurred_at(&self) -> DateTime<Utc> {
+        self.occurred_at
+    }
+
+    /// The service handling it.
+    #[must_use]
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// Which attempt this is: 1 for the first, 2 for the first retry, …
+    #[must_use]
+    pub fn attempt(&self) -> u32 {
+        self.retries.saturating_add(1)
+    }
+
+    /// The same context for the next attempt (an ordered partition retries in place).
+    pub(crate) fn retried(&self, retries: u32) -> Self {
+        Self { retries, ..self.clone() }
+    }
+}
