@@ -2,7 +2,8 @@
 //! `tests/python/publish_events.py` (the README's kombu publisher) feeds a Lepus service and an
 //! ordered one, `tests/python/subscribe_events.py` (the README's kombu subscriber) reads what a
 //! Lepus client publishes and checks it against the README's wire format, and a kombu event with
-//! properties only is read from them (without an id: dead-lettered `undecodable`). Every test
+//! properties only is read from them (without an id: dead-lettered `undecodable`), and the
+//! subscriber fails on a malformed event or a timeout, so it checks something. Every test
 //! uses its own event name, services and run id, and ignores other runs' events.
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -180,23 +181,24 @@ async fn events_a_kombu_publisher_sends_are_handled_once_by_a_service_and_in_key
     running.await.expect("joined").expect("stopped cleanly");
 }
 
-#[tokio::test]
-async fn events_a_lepus_client_publishes_reach_a_kombu_subscriber_with_the_documented_headers() {
-    const EVENTS: u64 = 100;
-    let run = unique_name("py-subscribe");
-    let queue = unique_name("py-subscriber");
-    let client = connect().await;
-    // The first publish declares the events' exchanges, which the subscriber binds passive.
-    client.publish(Heard::new("someone else's run", 0, None)).await.expect("published");
-
+/// Starts `subscribe_events.py` on its own queue `queue` bound with `pattern`, for `count`
+/// events of `run` within `timeout` seconds; returns once it is bound ("ready"), with the rest of
+/// its output line by line.
+async fn start_python_subscriber(
+    queue: &str,
+    pattern: &str,
+    run: &str,
+    count: u64,
+    timeout: u64,
+) -> (Process, tokio::sync::mpsc::UnboundedReceiver<(String, std::time::Instant)>) {
     let mut command = Command::new(celery_python());
     command
         .arg("subscribe_events.py")
-        .args([queue.as_str(), Heard::NAME, run.as_str(), &EVENTS.to_string(), "60"])
+        .args([queue, pattern, run, &count.to_string(), &timeout.to_string()])
         .env("LEPUS_AMQP_URL", amqp_url())
         .current_dir(python_dir());
     let log = std::env::temp_dir().join("lepus-tests").join(format!("{queue}.log"));
-    let (mut process, mut lines) = Process::start_reading_stdout(command, "py-subscriber", log).expect("starts");
+    let (process, mut lines) = Process::start_reading_stdout(command, "py-subscriber", log).expect("starts");
     let ready = tokio::time::timeout(TIMEOUT, async {
         while let Some((line, _)) = lines.recv().await {
             if line == "ready" {
@@ -207,6 +209,19 @@ async fn events_a_lepus_client_publishes_reach_a_kombu_subscriber_with_the_docum
     })
     .await;
     assert_eq!(ready, Ok(true), "{}", process.log());
+    (process, lines)
+}
+
+#[tokio::test]
+async fn events_a_lepus_client_publishes_reach_a_kombu_subscriber_with_the_documented_headers() {
+    const EVENTS: u64 = 100;
+    let run = unique_name("py-subscribe");
+    let queue = unique_name("py-subscriber");
+    let client = connect().await;
+    // The first publish declares the events' exchanges, which the subscriber binds passive.
+    client.publish(Heard::new("someone else's run", 0, None)).await.expect("published");
+
+    let (mut process, mut lines) = start_python_subscriber(&queue, Heard::NAME, &run, EVENTS, 60).await;
 
     // Even events keyed (10 keys), odd ones not; each tenth with a time of its own.
     let long_ago = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.678Z").expect("a time").with_timezone(&Utc);
@@ -265,6 +280,42 @@ async fn events_a_lepus_client_publishes_reach_a_kombu_subscriber_with_the_docum
         assert!(only.is_subset(&documented), "only the documented headers: {only:?}");
     }
     assert!(!queue_names().contains(&queue), "the subscriber's queue went with it");
+}
+
+#[tokio::test]
+async fn the_kombu_subscriber_fails_on_a_malformed_event_and_on_a_timeout() {
+    let run = unique_name("py-malformed");
+    let client = connect().await;
+    client.publish(Heard::new("someone else's run", 0, None)).await.expect("published");
+    // A routing key only this run binds; a message with properties only, no Lepus headers.
+    let own_key = format!("{}.{run}", Heard::NAME);
+    let malformed = unique_name("py-malformed");
+    let (mut process, _lines) = start_python_subscriber(&malformed, &own_key, &run, 1, 30).await;
+    let publisher = lepus::internal::Publisher::new(client.broker().clone(), Duration::from_secs(10));
+    let body = serde_json::to_vec(&Heard::new(&run, 0, None)).expect("JSON");
+    let properties = lepus::lapin::BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_type(Heard::NAME.into())
+        .with_message_id("no-headers-1".into())
+        .with_timestamp(1_700_000_000);
+    let outgoing =
+        lepus::internal::Outgoing { exchange: "lepus.events", routing_key: &own_key, body: &body, properties };
+    publisher.publish(outgoing).await.expect("published");
+    let status = process.wait_exit(TIMEOUT).await.expect("the subscriber exits");
+    let log = process.log();
+    println!("malformed: exit {:?}, {}", status.code(), log.trim());
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(log.contains("malformed event (x-lepus-event is None"), "{log}");
+
+    let timeout = unique_name("py-timeout");
+    let (mut process, _lines) = start_python_subscriber(&timeout, &own_key, &run, 1, 2).await;
+    let status = process.wait_exit(TIMEOUT).await.expect("the subscriber exits");
+    let log = process.log();
+    println!("nothing published: exit {:?}, {}", status.code(), log.trim());
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("timed out: 0 of 1 events"), "{log}");
+    let left = queue_names();
+    assert!(!left.contains(&malformed) && !left.contains(&timeout), "the subscribers' queues went with them");
 }
 
 #[tokio::test]
