@@ -72,9 +72,19 @@ test_event!(
     "test.bad.happened"
 );
 test_event!(
-    /// The Python interop tests' event.
+    /// The event a Python (kombu) publisher sends to Lepus services.
     Pythonic,
     "test.python.happened"
+);
+test_event!(
+    /// The event Lepus publishes to a Python (kombu) subscriber.
+    Heard,
+    "test.python.heard"
+);
+test_event!(
+    /// The event a Python publisher sends with properties only (no Lepus headers).
+    Plain,
+    "test.python.plain"
 );
 
 /// A unique service name and the clean-up of its queues (and partitions, and exchange).

@@ -18,8 +18,8 @@ mod replies;
 pub use certs::Pki;
 pub use cluster::Cluster;
 pub use events::{
-    Checked, Fanned, Handled, Poisoned, Pythonic, Sequenced, Waited, publish_all, read_handled, subscriber_main,
-    test_service,
+    Checked, Fanned, Handled, Heard, Plain, Poisoned, Pythonic, Sequenced, Waited, publish_all, read_handled,
+    subscriber_main, test_service,
 };
 pub use http::{Samples, free_address, http_get};
 pub use jobs::{Abort, Flaky, Panic, Raise, Remember, Run, Tick, WordCount, WordStats, register as register_jobs};
@@ -29,7 +29,7 @@ pub use processes::{
     cli_binary, node_name, queue_with_worker, scheduler_binary, spawn, start_worker, start_worker_with_env,
     subscriber_binary, worker_binary,
 };
-pub use python::{celery_command, celery_python, python_dir, run_python_with};
+pub use python::{celery_command, celery_python, python_dir, run_python_args, run_python_with};
 pub use queues::{
     Cleanup, TestQueue, amqp_url, connect, consumers_of, cut_connections, header_u64, queue_names, rabbitmqctl,
     temp_file, unique_name, wait_until,

@@ -86,3 +86,24 @@ pub async fn celery_command(args: &[&str]) -> Output {
     .await
     .expect("joined")
 }
+
+/// Runs a script from `tests/python` with command-line `args` (and `LEPUS_AMQP_URL`); returns its
+/// standard output's JSON lines, and fails the test if it fails.
+pub async fn run_python_args(script: &'static str, args: &[&str]) -> Vec<Value> {
+    let python = celery_python();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .args(args)
+            .current_dir(python_dir())
+            .env("LEPUS_AMQP_URL", amqp_url())
+            .output()
+            .expect("python runs")
+    })
+    .await
+    .expect("joined");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{script} failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    stdout.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
+}

@@ -1,7 +1,7 @@
 //! Data events between services on the real broker: fan-out to every subscribed service once
 //! each, nothing lost while a service is down, per-key order with several processes, poison
-//! events dead-lettered for one service alone, unrouted events kept, bad input dead-lettered,
-//! and Python (kombu) on both ends. The stream and the `lepus.events*` exchanges are shared by
+//! events dead-lettered for one service alone, unrouted events kept, bad input dead-lettered
+//! (Python on both ends: `event_interop.rs`). The stream and the `lepus.events*` exchanges are shared by
 //! the whole broker: every test uses its own event name, services and run id, and ignores the
 //! rest.
 
