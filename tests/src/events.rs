@@ -4,7 +4,7 @@
 //! the `lepus-test-subscriber` process, which records every event it handles in a file.
 
 use crate::queues::{Cleanup, amqp_url, unique_name};
-use lepus::internal::topology::{partition_queue, service_queue};
+use lepus::internal::topology::{partition_queue, service_queue, unslotted_exchange};
 use lepus::{Client, Event, EventId, Publish};
 use lepus_worker::{EventContext, JobError, State, Subscription, Worker, WorkerConfig};
 use serde::{Deserialize, Serialize};
@@ -99,6 +99,9 @@ pub fn test_service(what: &str, partitions: Option<u16>) -> (String, Cleanup) {
         cleanup.queue(partition_queue(&name, index));
     }
     cleanup.exchange(queue);
+    if partitions.is_some() {
+        cleanup.exchange(unslotted_exchange(&name));
+    }
     (name, cleanup)
 }
 

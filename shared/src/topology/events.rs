@@ -24,7 +24,9 @@
 //! `lepus.service.<name>.p<i>` with a single active consumer each, fed by a headers exchange
 //! `lepus.service.<name>` that `lepus.events` feeds by the patterns: partition `i` takes the
 //! events whose `x-lepus-slot` header `s` (a hash of the event's key, `0..EVENT_SLOTS`) has
-//! `s % partitions == i`. They share the service's dead-letter queue.
+//! `s % partitions == i`; an event without a slot header goes through the headers exchange's
+//! alternate exchange `lepus.service.<name>.unslotted` to partition 0. They share the service's
+//! dead-letter queue.
 
 use super::{WorkQueue, declare_queue, durable, put_str, validate_name};
 use crate::error::{Error, ReplyCode, Result};
@@ -144,6 +146,13 @@ pub fn service_queue(service: &str) -> String {
     format!("lepus.service.{service}")
 }
 
+/// The alternate exchange of ordered service `service`'s headers exchange: events without a slot
+/// header (or with one out of range) go through it to partition 0.
+#[must_use]
+pub fn unslotted_exchange(service: &str) -> String {
+    format!("lepus.service.{service}.unslotted")
+}
+
 /// Partition `index` of ordered service `service`.
 #[must_use]
 pub fn partition_queue(service: &str, index: u16) -> String {
@@ -231,8 +240,15 @@ impl ServiceTopology {
             }
             return Ok(queues);
         };
+        // An event without a slot header the headers exchange cannot route (a Python one, say)
+        // goes to partition 0 through its alternate exchange, in publish order like the others.
+        let unslotted = unslotted_exchange(&self.name);
+        declare_exchange(channel, &unslotted, ExchangeKind::Fanout, FieldTable::default()).await?;
+        bind_queue(channel, queues[0].name(), &unslotted, "", FieldTable::default()).await?;
         let exchange = service_queue(&self.name);
-        declare_exchange(channel, &exchange, ExchangeKind::Headers, FieldTable::default()).await?;
+        let mut exchange_args = FieldTable::default();
+        put_str(&mut exchange_args, "alternate-exchange", &unslotted);
+        declare_exchange(channel, &exchange, ExchangeKind::Headers, exchange_args).await?;
         for pattern in &self.patterns {
             bind_exchange(channel, &exchange, EVENTS_EXCHANGE, pattern, FieldTable::default()).await?;
         }

@@ -7,7 +7,7 @@
 
 use lepus::internal::topology::{EVENT_LOG_STREAM, UNROUTED_EVENTS, service_queue};
 use lepus::lapin::BasicProperties;
-use lepus::lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicQosOptions};
+use lepus::lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lepus::lapin::types::{AMQPValue, FieldTable};
 use lepus::{Broker, Envelope, Event, EventId, Publish};
 use lepus_tests::{
@@ -136,16 +136,20 @@ async fn an_event_nobody_subscribes_to_is_confirmed_and_kept_in_the_unrouted_que
 
 /// Takes event `id` out of the shared unrouted queue, handing every other message back.
 async fn take_from_unrouted(broker: &Broker, id: &EventId) -> Option<Envelope> {
+    use futures_lite::StreamExt;
+    // The queue is broker-wide and may hold up to 10,000 other tests' events, ours among the
+    // newest: read them through a consumer (basic.get one by one takes a minute), take ours, and
+    // give the others back.
     let channel = broker.channel().await.expect("channel");
+    // More than the queue keeps, so that none waits for an ack.
+    channel.basic_qos(12_000, BasicQosOptions::default()).await.expect("qos");
+    let mut consumer = channel
+        .basic_consume(UNROUTED_EVENTS.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .expect("consumer");
     let mut found = None;
     let mut last = None;
-    for _ in 0..20_000 {
-        let Some(message) =
-            channel.basic_get(UNROUTED_EVENTS.into(), BasicGetOptions { no_ack: false }).await.expect("basic.get")
-        else {
-            break;
-        };
-        let delivery = message.delivery;
+    while let Ok(Some(Ok(delivery))) = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await {
         let envelope = Envelope::decode(&delivery.properties, &delivery.data).ok();
         if envelope.as_ref().is_some_and(|e| e.id == *id) {
             delivery.acker.ack(BasicAckOptions::default()).await.expect("ack");
@@ -161,13 +165,15 @@ async fn take_from_unrouted(broker: &Broker, id: &EventId) -> Option<Envelope> {
     found
 }
 
-/// Reads the event stream from a minute ago until event `id` turns up (or 10 s pass).
+/// Reads the event stream from a few seconds ago until event `id` turns up (or 30 s pass).
 async fn find_in_stream(broker: &Broker, id: &EventId) -> Option<Envelope> {
     use futures_lite::StreamExt;
     let channel = broker.channel().await.expect("channel");
-    channel.basic_qos(500, BasicQosOptions::default()).await.expect("qos");
+    channel.basic_qos(2000, BasicQosOptions::default()).await.expect("qos");
     let mut args = FieldTable::default();
-    let from = chrono::Utc::now().timestamp() - 60;
+    // Other tests append to the stream too, tens of thousands of events a minute: start a few
+    // seconds before ours (a timestamp offset starts at the chunk holding it).
+    let from = chrono::Utc::now().timestamp() - 5;
     args.insert("x-stream-offset".into(), AMQPValue::Timestamp(u64::try_from(from).expect("after 1970")));
     let mut consumer = channel
         .basic_consume(EVENT_LOG_STREAM.into(), "".into(), BasicConsumeOptions::default(), args)
@@ -175,7 +181,7 @@ async fn find_in_stream(broker: &Broker, id: &EventId) -> Option<Envelope> {
         .expect("stream consumer");
     let reading = async {
         while let Some(Ok(delivery)) = consumer.next().await {
-            delivery.acker.ack(BasicAckOptions::default()).await.expect("ack");
+            delivery.acker.ack(BasicAckOptions { multiple: true }).await.expect("ack");
             if let Ok(envelope) = Envelope::decode(&delivery.properties, &delivery.data)
                 && envelope.id == *id
             {
@@ -184,7 +190,7 @@ async fn find_in_stream(broker: &Broker, id: &EventId) -> Option<Envelope> {
         }
         None
     };
-    let found = tokio::time::timeout(Duration::from_secs(10), reading).await.ok().flatten();
+    let found = tokio::time::timeout(Duration::from_secs(30), reading).await.ok().flatten();
     drop(channel.close(200, "done".into()).await);
     found
 }
