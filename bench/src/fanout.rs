@@ -238,6 +238,9 @@ async fn timed(
     }
     let service_cpu = services_cpu(&workers)? - cpu_before.0;
     let fanned = last.saturating_duration_since(start);
+    // A quorum queue applies acks through its log: a consumer that closes right after its last
+    // ack may see acked messages returned (the raw worker does not wait). Let them be applied.
+    tokio::time::sleep(SETTLE).await;
     for worker in workers {
         worker.stop().await?;
     }
