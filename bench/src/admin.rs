@@ -1,11 +1,11 @@
 //! The orchestrator's own connection to RabbitMQ: it proves the broker is reachable, declares
 //! the bench's queues the way Lepus does, tells when workers' consumers are attached and how many
-//! messages a queue holds, and deletes the queues afterwards. Each operation uses a fresh channel,
+//! messages a queue holds, and deletes the queues (and exchanges) afterwards. Each operation uses a fresh channel,
 //! since a failed one closes it.
 
 use crate::worker_process::WorkerProcess;
 use anyhow::{Context, bail};
-use lepus::lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lepus::lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lepus::lapin::types::FieldTable;
 use lepus::lapin::{Channel, Connection, ConnectionProperties};
 use lepus::{ReplyCode, WorkQueue};
@@ -125,11 +125,29 @@ impl Admin {
         }
     }
 
+    /// Deletes the exchanges; reports (but does not fail on) what it cannot.
+    pub(crate) async fn delete_exchanges(&self, names: &[String]) {
+        for name in names {
+            let deleted = match self.channel().await {
+                Ok(channel) => {
+                    let deleted = channel.exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default()).await;
+                    drop(channel.close(200, "deleted".into()).await);
+                    deleted.map_err(anyhow::Error::from)
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = deleted {
+                eprintln!("lepus-bench: cannot delete exchange {name}: {e:#}");
+            }
+        }
+    }
+
     pub(crate) async fn close(self) {
         drop(self.connection.close(200, "done".into()).await);
     }
 
-    async fn channel(&self) -> anyhow::Result<Channel> {
+    /// A fresh channel, for declarations of a mode's own.
+    pub(crate) async fn channel(&self) -> anyhow::Result<Channel> {
         self.connection.create_channel().await.context("cannot open a channel")
     }
 }

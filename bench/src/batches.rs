@@ -46,7 +46,7 @@ impl Sending {
 /// Runs the rounds and prints each one's figures and the summary.
 pub(crate) async fn run(options: &Options, admin: &Admin) -> anyhow::Result<()> {
     let size = u64::from(options.batch_size);
-    let n = options.jobs.div_ceil(size) * size;
+    let n = options.jobs().div_ceil(size) * size;
     let pid = std::process::id();
     let logs = std::env::temp_dir().join(format!("lepus-bench-{pid}"));
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
@@ -122,6 +122,7 @@ async fn timed(
         celery_wire: false,
         metrics_addr: None,
         events: false,
+        service: None,
     };
     let mut worker = WorkerProcess::start(&spec, log)?;
     admin.await_consumer(queue, &mut worker, READY_TIMEOUT).await?;

@@ -8,14 +8,15 @@
 //! - (c) round-trip latency of one call at a time (p50, p99);
 //! - the worker's resident memory at rest and at its peak.
 //!
-//! `--bulk`, `--delays`, `--scale` and `--memory` measure other things instead, each in its own
-//! module: [`bulk`], [`delays`], [`scale`], [`memory`].
+//! `--bulk`, `--delays`, `--scale`, `--memory`, `--batches` and `--fanout` measure other things
+//! instead, each in its own module: [`bulk`], [`delays`], [`scale`], [`memory`], [`batches`],
+//! [`fanout`] (data events fanned out to 3 services).
 //!
 //! The binary also plays the worker processes: re-executed with `LEPUS_BENCH_ROLE` set, it runs
 //! the stock Lepus worker or a plain lapin worker instead (see [`role`]).
 //!
 //! ```text
-//! cargo run --release -p lepus-bench -- [--jobs N] [--rounds R] [--batches [--batch-size B]]
+//! cargo run --release -p lepus-bench -- [--jobs N] [--rounds R] [--batches [--batch-size B]] [--fanout]
 //! ```
 
 mod admin;
@@ -24,9 +25,11 @@ mod batches;
 mod bench;
 mod bulk;
 mod delays;
+mod fanout;
 mod figures;
 mod fleet;
 mod lepus_producer;
+mod lepus_service_role;
 mod lepus_worker_role;
 mod memory;
 mod monitor;
@@ -35,6 +38,7 @@ mod phases;
 mod proc_status;
 mod producer;
 mod progress;
+mod raw_fanout;
 mod raw_producer;
 mod raw_worker_role;
 mod report;
@@ -51,6 +55,9 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     match role::from_env() {
+        Some(Ok(spec)) if spec.side == role::Side::Lepus && spec.service.is_some() => {
+            return lepus_service_role::run(&spec);
+        }
         Some(Ok(spec)) if spec.side == role::Side::Lepus => return lepus_worker_role::run(&spec),
         Some(Ok(spec)) => return raw_worker_role::run(&spec),
         Some(Err(e)) => {
@@ -83,6 +90,8 @@ fn main() -> ExitCode {
             delays::run(&options, &admin).await
         } else if options.scale {
             scale::run(&options, &admin).await
+        } else if options.fanout {
+            fanout::run(&options, &admin).await
         } else if options.memory {
             memory::run(&options, &admin).await
         } else {

@@ -7,9 +7,10 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "lepus-bench")]
 pub(crate) struct Options {
-    /// Jobs sent in each throughput phase, (a) and (b).
-    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub(crate) jobs: u64,
+    /// Jobs sent in each throughput phase, (a) and (b) [default: 20000]; with `--fanout`, the
+    /// events published in each run [default: 50000].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    jobs: Option<u64>,
     /// Rounds; each runs both sides, alternating which goes first.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) rounds: u32,
@@ -60,12 +61,27 @@ pub(crate) struct Options {
     /// Memory: a worker's resident memory with 10,000 jobs queued and 10,000 delayed.
     #[arg(long, group = "mode")]
     pub(crate) memory: bool,
+    /// Events fanned out: events published with `Client::publish` to 3 subscribed services (a
+    /// worker process each) against raw lapin doing the same fan-out on a copy of the event
+    /// topology, events/s to the last handling (see `fanout.rs`).
+    #[arg(long, group = "mode")]
+    pub(crate) fanout: bool,
     /// Broker URL.
     #[arg(long, env = "LEPUS_AMQP_URL", default_value = lepus::DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
     pub(crate) amqp_url: String,
 }
 
 impl Options {
+    /// Jobs sent in each throughput phase (`--jobs`, default 20,000).
+    pub(crate) fn jobs(&self) -> u64 {
+        self.jobs.unwrap_or(20_000)
+    }
+
+    /// Events published in each `--fanout` run (`--jobs`, default 50,000).
+    pub(crate) fn events(&self) -> u64 {
+        self.jobs.unwrap_or(50_000)
+    }
+
     /// The feature priced, if any.
     pub(crate) fn feature(&self) -> Option<Feature> {
         if self.metrics {

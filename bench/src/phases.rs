@@ -75,10 +75,11 @@ impl Run<'_> {
             amqp_url: options.amqp_url.clone(),
             queue: self.queue.clone(),
             concurrency: options.concurrency,
-            targets: vec![options.jobs],
+            targets: vec![options.jobs()],
             celery_wire: options.raw_headers,
             metrics_addr: metrics_addr.clone(),
             events,
+            service: None,
         };
         let mut worker = WorkerProcess::start(&spec, self.log)?;
         self.admin.await_consumer(&self.queue, &mut worker, READY_TIMEOUT).await?;
@@ -112,7 +113,7 @@ impl Run<'_> {
         }?;
         let cpu = worker.cpu_seconds()? - cpu_before;
         let after = worker.memory()?;
-        let ran = u64::from(options.warmup) + u64::from(options.calls) + 2 * options.jobs;
+        let ran = u64::from(options.warmup) + u64::from(options.calls) + 2 * options.jobs();
         if let Some(address) = metrics_addr {
             check_metrics(&address, ran)?;
         }
@@ -132,7 +133,7 @@ impl Run<'_> {
     /// Runs the phases; the CPU and memory figures are left at zero.
     async fn phases(&self, producer: &impl Producer, worker: &mut WorkerProcess) -> anyhow::Result<Figures> {
         let options = self.options;
-        let n = options.jobs;
+        let n = options.jobs();
         let limit = throughput_timeout(n);
 
         let sent = counter();

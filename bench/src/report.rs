@@ -50,7 +50,10 @@ pub(crate) fn header(options: &Options, lepus_body: usize) {
     println!("    deliveries in one multiple ack); results published persistent, confirmed before the ack");
     println!(
         "  (a) and (b): {} jobs each; (c): {} calls one at a time after {} untimed ones; {} round(s),",
-        o.jobs, o.calls, o.warmup, o.rounds
+        o.jobs(),
+        o.calls,
+        o.warmup,
+        o.rounds
     );
     println!("    alternating which side goes first");
     if o.raw_headers {

@@ -15,6 +15,7 @@ const TARGETS: &str = "LEPUS_BENCH_TARGETS";
 const CELERY_WIRE: &str = "LEPUS_BENCH_CELERY_WIRE";
 const METRICS_ADDR: &str = "LEPUS_BENCH_METRICS_ADDR";
 const EVENTS: &str = "LEPUS_BENCH_EVENTS";
+const SERVICE: &str = "LEPUS_BENCH_SERVICE";
 
 /// The two sides of the comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +111,9 @@ pub(crate) struct WorkerSpec {
     pub(crate) metrics_addr: Option<String>,
     /// The Lepus worker sends events.
     pub(crate) events: bool,
+    /// The Lepus worker is this data-event service instead of a worker on `queue`
+    /// (`--fanout`, see [`crate::lepus_service_role`]); the raw worker consumes `queue` either way.
+    pub(crate) service: Option<String>,
 }
 
 impl WorkerSpec {
@@ -125,6 +129,7 @@ impl WorkerSpec {
             celery_wire: false,
             metrics_addr: None,
             events: false,
+            service: None,
         }
     }
 
@@ -141,6 +146,7 @@ impl WorkerSpec {
             .env(CELERY_WIRE, if self.celery_wire { "1" } else { "0" })
             .env(METRICS_ADDR, self.metrics_addr.as_deref().unwrap_or_default())
             .env(EVENTS, if self.events { "1" } else { "0" })
+            .env(SERVICE, self.service.as_deref().unwrap_or_default())
             // Both workers log as a deployed Lepus worker does by default.
             .env("RUST_LOG", "info");
         Ok(command)
@@ -169,6 +175,7 @@ fn parse(role: &str) -> Result<WorkerSpec, String> {
     let celery_wire = var(CELERY_WIRE).is_ok_and(|v| v == "1");
     let metrics_addr = var(METRICS_ADDR).ok().filter(|addr| !addr.is_empty());
     let events = var(EVENTS).is_ok_and(|v| v == "1");
+    let service = var(SERVICE).ok().filter(|service| !service.is_empty());
     let (amqp_url, queue) = (var(URL)?, var(QUEUE)?);
-    Ok(WorkerSpec { side, amqp_url, queue, concurrency, targets, celery_wire, metrics_addr, events })
+    Ok(WorkerSpec { side, amqp_url, queue, concurrency, targets, celery_wire, metrics_addr, events, service })
 }

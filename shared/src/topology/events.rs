@@ -210,6 +210,16 @@ impl ServiceTopology {
         super::dead_letter_queue(&service_queue(&self.name))
     }
 
+    /// The exchanges of the service's own: none for an unordered one; for an ordered one its
+    /// headers exchange and that exchange's alternate (for events without a slot).
+    #[must_use]
+    pub fn exchanges(&self) -> Vec<String> {
+        match self.partitions {
+            None => Vec::new(),
+            Some(_) => vec![service_queue(&self.name), unslotted_exchange(&self.name)],
+        }
+    }
+
     /// The queues the service's processes consume: its queue, or its partitions in order.
     #[must_use]
     pub fn queues(&self) -> Vec<WorkQueue> {

@@ -2,7 +2,8 @@
 //! its own and scheduler replicas of a group of its own (one leads, the others stand by), sends
 //! the workers a few thousand demo jobs and a batch, checks every result, shows how the work spread
 //! over the processes, counts what the schedulers fired, then stops everything and removes what it
-//! created on the broker.
+//! created on the broker. `lepus-demo events` is the events demo instead: a publisher of order
+//! events and three subscribing services (see [`events`]).
 //!
 //! The same executable is also the workers and the schedulers: started with `LEPUS_DEMO_ROLE=worker`
 //! it runs the `lepus-worker` command line with the demo jobs and `demo.record`, with
@@ -13,10 +14,12 @@ mod cleanup;
 mod client_batch;
 mod connect;
 mod console;
+mod events;
 mod jobs;
 mod options;
 mod run;
 mod schedules;
+mod services;
 
 use children::ROLE_VARIABLE;
 use clap::Parser;
@@ -39,9 +42,12 @@ fn main() -> ExitCode {
             }
         };
     }
-    let options = options::Options::parse();
+    let mut options = options::Options::parse();
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime.block_on(run::run(options)),
+        Ok(runtime) => match options.command.take() {
+            Some(options::Command::Events(events)) => runtime.block_on(events::run(&options.amqp_url, events)),
+            None => runtime.block_on(run::run(options)),
+        },
         Err(e) => {
             errln!("lepus-demo: cannot start the async runtime: {e}");
             ExitCode::FAILURE

@@ -1,6 +1,6 @@
 //! The demo's command-line flags.
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use std::time::Duration;
 
 /// Runs a Lepus demo: starts worker processes and scheduler replicas, sends the workers demo jobs
@@ -9,8 +9,11 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(name = "lepus-demo", version)]
 pub(crate) struct Options {
+    /// Another demo instead of the jobs and schedulers one.
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
     /// Broker URL.
-    #[arg(long, env = "LEPUS_AMQP_URL", default_value = lepus::DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
+    #[arg(long, global = true, env = "LEPUS_AMQP_URL", default_value = lepus::DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
     pub(crate) amqp_url: String,
     /// Worker processes to start.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -31,6 +34,26 @@ pub(crate) struct Options {
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=3600))]
     pub(crate) schedule_seconds: u32,
     /// How long to wait for one job's result, e.g. `30s`.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub(crate) timeout: Duration,
+}
+
+/// The other demos.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Events between services: a publisher of order events and three subscribing services
+    /// (billing, shipping, analytics), each event checked to be handled once by each service
+    /// that subscribes to it.
+    Events(EventsOptions),
+}
+
+/// The flags of `lepus-demo events`.
+#[derive(Debug, Args)]
+pub(crate) struct EventsOptions {
+    /// Orders to publish events of (`orders.created`, then `orders.paid`, for each).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub(crate) orders: u32,
+    /// How long the services may take to handle every event, e.g. `30s`.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub(crate) timeout: Duration,
 }
