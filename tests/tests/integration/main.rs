@@ -17,6 +17,7 @@ mod dead_letter_api;
 mod dead_letters;
 mod delays;
 mod enqueue;
+mod event_replay;
 mod events;
 mod failover;
 mod lepus_cli;
