@@ -32,6 +32,7 @@ use crate::outcome::{Ended, Outcome};
 use crate::subscription::{ReplayFrom, Service};
 use futures_lite::StreamExt;
 use lepus::dead_letter::Reason;
+use lepus::event::EVENT_HEADER;
 use lepus::internal::topology::{self, EVENT_LOG_STREAM, REPLAY_MARKER_HEADER};
 use lepus::internal::{Outgoing, header_str, mark, persistent_json};
 use lepus::lapin::BasicProperties;
@@ -48,10 +49,10 @@ use tokio_util::sync::CancellationToken;
 pub(crate) const BINDING_SETTLE: Duration = Duration::from_secs(1);
 
 /// Stream messages handed to the replay ahead of their ack.
-const STREAM_PREFETCH: u16 = 500;
+const STREAM_PREFETCH: u16 = 2000;
 
 /// Stream messages acked at once (`multiple`), well under [`STREAM_PREFETCH`].
-const ACK_EVERY: u64 = 100;
+const ACK_EVERY: u64 = 500;
 
 /// How often the replay logs its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -276,8 +277,16 @@ async fn read(
         let offset = stream_offset(&delivery.properties);
         if first_offset.is_none() {
             first_offset = offset;
-            if let ReplayFrom::Time(at) = from {
-                tracing::info!(service = name, %at, offset, "replay starts at the stream's first chunk at or after the time (or its oldest, if the time is older)");
+            match from {
+                ReplayFrom::Time(at) => tracing::info!(
+                    service = name,
+                    %at,
+                    offset,
+                    "replay starts at the stream's first chunk at or after the time (its oldest, if the time is older)"
+                ),
+                ReplayFrom::First => {
+                    tracing::info!(service = name, offset, "replay starts at the stream's oldest event")
+                }
             }
         }
         let marker = delivery.properties.headers().as_ref().and_then(|h| header_str(h, REPLAY_MARKER_HEADER));
@@ -326,6 +335,11 @@ async fn event(
     after_bind: bool,
     counts: &mut Counts,
 ) -> lepus::Result<()> {
+    // Most of the stream is other services' events: passed over by name before the body is read.
+    if name_of(&delivery.properties).is_some_and(|name| !service.matches(&name)) {
+        counts.other += 1;
+        return Ok(());
+    }
     let Ok(envelope) = Envelope::decode(&delivery.properties, &delivery.data) else {
         counts.undecodable += 1;
         return Ok(());
@@ -417,6 +431,13 @@ async fn run(envelope: Envelope, service: &Service, shared: &Shared, queue: &Wor
             outcome => return Some(outcome),
         }
     }
+}
+
+/// An event's name as `Envelope::decode` reads it (header `x-lepus-event`, else property `type`),
+/// without its body.
+fn name_of(properties: &BasicProperties) -> Option<String> {
+    let from_header = properties.headers().as_ref().and_then(|h| header_str(h, EVENT_HEADER)).map(|n| n.into_owned());
+    from_header.or_else(|| properties.kind().as_ref().map(ToString::to_string)).filter(|n| !n.is_empty())
 }
 
 /// A stream delivery's offset (its `x-stream-offset` header).

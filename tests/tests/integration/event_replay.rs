@@ -160,7 +160,8 @@ async fn a_new_service_replays_5000_events_then_goes_live_with_none_missed_or_do
     let (running, stats) = run_service(subscription, &calls);
     publishing.await.expect("published");
     let total = usize::try_from(HISTORY + LIVE).expect("small");
-    wait_until("every event is handled", Duration::from_secs(300), || {
+    // `first` reads the whole stream, every test's and benchmark's events of the last days.
+    wait_until("every event is handled", Duration::from_secs(900), || {
         let handled = calls.distinct();
         async move { handled >= total }
     })
@@ -274,14 +275,14 @@ async fn an_existing_service_ignores_replay_and_handles_its_queue_once() {
     assert_eq!((stats.replayed(), calls.replayed.load(Ordering::Relaxed)), (0, 0));
 }
 
-/// Starts `lepus-test-subscriber` for `service` replaying from `first`, handling `Resumed`
+/// Starts `lepus-test-subscriber` for `service` replaying from `from`, handling `Resumed`
 /// events (each after `pause_ms`), appending what it handles to `out`.
-fn start_replaying(service: &str, out: &str, pause_ms: u64) -> lepus_tests::Process {
+fn start_replaying(service: &str, from: &str, out: &str, pause_ms: u64) -> lepus_tests::Process {
     let mut command = Command::new(subscriber_binary());
     command
         .env("LEPUS_TEST_SERVICE", service)
         .env("LEPUS_TEST_EVENT", "resumed")
-        .env("LEPUS_TEST_REPLAY", "first")
+        .env("LEPUS_TEST_REPLAY", from)
         .env("LEPUS_TEST_HANDLE_MS", pause_ms.to_string())
         .env("LEPUS_TEST_OUT", out)
         .env("RUST_LOG", "warn");
@@ -295,6 +296,8 @@ async fn a_replay_cut_short_by_a_killed_process_is_resumed_by_the_next_and_none_
     let run = unique_name("replay-crash");
     let client = connect().await;
     let _sink = sink(&client, Resumed::NAME).await;
+    // From a time (the stream may hold millions of other tests' events: `first` is the first test's).
+    let from = ReplayFrom::Time(Utc::now() - chrono::TimeDelta::seconds(1)).to_string();
     let broker = client.broker().clone();
     let history = (0..HISTORY).map(|seq| Publish::new(Resumed::new(&run, seq, None))).collect();
     publish_all(&client, history).await;
@@ -303,7 +306,7 @@ async fn a_replay_cut_short_by_a_killed_process_is_resumed_by_the_next_and_none_
     let ours =
         |path: &str| read_handled(path).into_iter().filter(|h| h.run == run).map(|h| h.seq).collect::<Vec<u64>>();
     let first_out = temp_file("replay-crash-first");
-    let mut first = start_replaying(&service, &first_out, 2);
+    let mut first = start_replaying(&service, &from, &first_out, 2);
     wait_until("the first process has replayed 500", Duration::from_secs(120), || {
         let handled = ours(&first_out).len();
         async move { handled >= 500 }
@@ -318,7 +321,7 @@ async fn a_replay_cut_short_by_a_killed_process_is_resumed_by_the_next_and_none_
     let live = (HISTORY..HISTORY + LIVE).map(|seq| Publish::new(Resumed::new(&run, seq, None))).collect();
     publish_all(&client, live).await;
     let second_out = temp_file("replay-crash-second");
-    let mut second = start_replaying(&service, &second_out, 0);
+    let mut second = start_replaying(&service, &from, &second_out, 0);
     let total = usize::try_from(HISTORY + LIVE).expect("small");
     wait_until("the second process has handled every event", Duration::from_secs(300), || {
         let handled = ours(&second_out).len();
