@@ -86,6 +86,11 @@ test_event!(
     Plain,
     "test.python.plain"
 );
+test_event!(
+    /// The replay crash test's event.
+    Resumed,
+    "test.replay.resumed"
+);
 
 /// A unique service name and the clean-up of its queues (and partitions, and exchange).
 #[must_use]
@@ -179,10 +184,18 @@ async fn on_pythonic(event: Pythonic, ctx: EventContext, State(out): State<Out>)
     record(&out, &event.run, event.key.as_deref(), event.seq, &ctx)
 }
 
+async fn on_resumed(event: Resumed, ctx: EventContext, State(out): State<Out>) -> Result<(), JobError> {
+    if let Some(pause) = std::env::var("LEPUS_TEST_HANDLE_MS").ok().and_then(|ms| ms.parse().ok()) {
+        tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+    }
+    record(&out, &event.run, event.key.as_deref(), event.seq, &ctx)
+}
+
 /// `lepus-test-subscriber`: runs service `LEPUS_TEST_SERVICE` (ordered in
-/// `LEPUS_TEST_PARTITIONS` partitions if set) for the events `LEPUS_TEST_EVENT` names
-/// (`downtime`, `order` or `python`), appending each handled event to `LEPUS_TEST_OUT`, until
-/// SIGTERM/SIGINT.
+/// `LEPUS_TEST_PARTITIONS` partitions if set; replaying from `LEPUS_TEST_REPLAY` if set) for the
+/// events `LEPUS_TEST_EVENT` names (`downtime`, `order`, `python` or `resumed`, whose handler
+/// waits `LEPUS_TEST_HANDLE_MS` first if set), appending each handled event to `LEPUS_TEST_OUT`,
+/// until SIGTERM/SIGINT.
 pub fn subscriber_main() -> std::process::ExitCode {
     lepus::telemetry::init(lepus::telemetry::LogFormat::default());
     let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is set"));
@@ -193,10 +206,14 @@ pub fn subscriber_main() -> std::process::ExitCode {
         "downtime" => subscription.on(on_waited),
         "order" => subscription.on(on_sequenced),
         "python" => subscription.on(on_pythonic),
+        "resumed" => subscription.on(on_resumed),
         other => panic!("unknown LEPUS_TEST_EVENT {other}"),
     };
     if let Ok(partitions) = std::env::var("LEPUS_TEST_PARTITIONS") {
         subscription = subscription.ordered(partitions.parse().expect("a number"));
+    }
+    if let Ok(from) = std::env::var("LEPUS_TEST_REPLAY") {
+        subscription = subscription.replay(from.parse().expect("`first` or an RFC 3339 time"));
     }
     let mut config = WorkerConfig::default().amqp_url(amqp_url()).queues(Vec::<String>::new());
     config.remote_control = false;

@@ -18,7 +18,7 @@ mod replies;
 pub use certs::Pki;
 pub use cluster::Cluster;
 pub use events::{
-    Checked, Fanned, Handled, Heard, Plain, Poisoned, Pythonic, Sequenced, Waited, publish_all, read_handled,
+    Checked, Fanned, Handled, Heard, Plain, Poisoned, Pythonic, Resumed, Sequenced, Waited, publish_all, read_handled,
     subscriber_main, test_service,
 };
 pub use http::{Samples, free_address, http_get};

@@ -88,6 +88,16 @@ pub(crate) async fn process(
         Err(refuse(Reason::TooLarge, error))
     } else if let Some(service) = &service {
         match Envelope::decode(&delivery.properties, &delivery.data) {
+            Ok(envelope) if service.switch.take(envelope.id.as_str()) => {
+                // The replay handled it (see `crate::replay`): acked, not run again.
+                tracing::debug!(event.id = %envelope.id, service = %service.name, "handled by the replay; skipped");
+                if acks.ack(delivery.delivery_tag).await {
+                    shared.stats.count_skipped_at_switch();
+                }
+                series.in_flight.decrement(1.0);
+                drop(permit);
+                return;
+            }
             Ok(envelope) if service.registry.get(&envelope.name).is_none() => Err(refuse(
                 Reason::UnknownEvent,
                 format!(

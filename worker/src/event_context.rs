@@ -14,6 +14,7 @@ pub struct EventContext {
     occurred_at: DateTime<Utc>,
     service: Arc<str>,
     retries: u32,
+    replayed: bool,
 }
 
 impl EventContext {
@@ -25,6 +26,7 @@ impl EventContext {
             occurred_at: envelope.occurred_at,
             service,
             retries: envelope.retries,
+            replayed: false,
         }
     }
 
@@ -62,6 +64,19 @@ impl EventContext {
     #[must_use]
     pub fn attempt(&self) -> u32 {
         self.retries.saturating_add(1)
+    }
+
+    /// Whether the event comes from a new service's replay of the event stream (its history)
+    /// rather than from its queue: a handler may skip side effects meant for fresh events only
+    /// (an e-mail, say).
+    #[must_use]
+    pub fn replayed(&self) -> bool {
+        self.replayed
+    }
+
+    /// The same context, for an event of the replay.
+    pub(crate) fn in_replay(self) -> Self {
+        Self { replayed: true, ..self }
     }
 
     /// The same context for the next attempt (an ordered partition retries in place).

@@ -19,6 +19,8 @@ pub struct WorkerStats {
     held_callbacks: AtomicU64,
     dropped_callbacks: AtomicU64,
     unknown_batch_records: AtomicU64,
+    replayed: AtomicU64,
+    skipped_at_switch: AtomicU64,
 }
 
 impl WorkerStats {
@@ -86,6 +88,19 @@ impl WorkerStats {
         self.unknown_batch_records.load(Ordering::Relaxed)
     }
 
+    /// Events a new service's replay handled from the stream (succeeded or dead-lettered).
+    #[must_use]
+    pub fn replayed(&self) -> u64 {
+        self.replayed.load(Ordering::Relaxed)
+    }
+
+    /// Deliveries of a service's queue acked without running after its replay: the replay had
+    /// handled them already.
+    #[must_use]
+    pub fn skipped_at_switch(&self) -> u64 {
+        self.skipped_at_switch.load(Ordering::Relaxed)
+    }
+
     /// All settled deliveries.
     #[must_use]
     pub fn settled(&self) -> u64 {
@@ -103,6 +118,14 @@ impl WorkerStats {
             Ended::Revoked => &self.revoked,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_replayed(&self) -> u64 {
+        self.replayed.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub(crate) fn count_skipped_at_switch(&self) {
+        self.skipped_at_switch.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn count_held_callback(&self) -> u64 {

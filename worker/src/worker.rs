@@ -262,6 +262,9 @@ impl Worker {
             shared: Arc::clone(&shared),
             health,
         };
+        for service in &supervisor.services {
+            crate::replay::replay(&broker, service, &shared, &config.event_log).await?;
+        }
         let first = supervisor.open().await?;
         tracing::info!("worker ready");
         let channel = supervisor.consume_until_stopped(first).await;

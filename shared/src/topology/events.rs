@@ -27,12 +27,21 @@
 //! `s % partitions == i`; an event without a slot header goes through the headers exchange's
 //! alternate exchange `lepus.service.<name>.unslotted` to partition 0. They share the service's
 //! dead-letter queue.
+//!
+//! A new service that replays the stream (see the worker's `replay`) has, while it replays, a
+//! record queue `lepus.service.<name>.replay` (why and from where it replays: it outlives a
+//! crash, so the next process resumes) and an exclusive lock queue
+//! `lepus.service.<name>.replay.lock` (one process replays at a time). Its markers are messages
+//! published straight to the stream (default exchange), with header [`REPLAY_MARKER_HEADER`] and
+//! no event name or id, so they decode as no event.
 
 use super::{WorkQueue, declare_queue, durable, put_str, validate_name};
 use crate::error::{Error, ReplyCode, Result};
-use lapin::options::{ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, ExchangeKind};
+use lapin::options::{
+    ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel, ExchangeKind};
 use std::time::Duration;
 
 /// Where publishers send events: a fanout exchange to the stream and to [`EVENTS_EXCHANGE`].
@@ -159,6 +168,58 @@ pub fn partition_queue(service: &str, index: u16) -> String {
     format!("lepus.service.{service}.p{index}")
 }
 
+/// The header of a replay marker in [`EVENT_LOG_STREAM`]: its value is the marker's id. A
+/// marker is not an event (no `x-lepus-event`, `type` or `message_id`): readers of the stream
+/// skip it.
+pub const REPLAY_MARKER_HEADER: &str = "x-lepus-replay-marker";
+
+/// The properties of replay marker `id` (published to [`EVENT_LOG_STREAM`] by the default
+/// exchange, with an empty body).
+#[must_use]
+pub fn replay_marker(id: &str) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert(REPLAY_MARKER_HEADER.into(), AMQPValue::LongString(LongString::from(id)));
+    BasicProperties::default().with_delivery_mode(2).with_headers(headers)
+}
+
+/// The queue holding the record of service `service`'s unfinished replay; it exists only while
+/// a replay is under way or was cut short.
+#[must_use]
+pub fn replay_record_queue(service: &str) -> String {
+    format!("lepus.service.{service}.replay")
+}
+
+/// The exclusive queue whose holder replays service `service`.
+#[must_use]
+pub fn replay_lock_queue(service: &str) -> String {
+    format!("lepus.service.{service}.replay.lock")
+}
+
+/// Declares service `service`'s replay record queue (quorum, durable).
+pub async fn declare_replay_record(channel: &Channel, service: &str) -> Result<()> {
+    validate_name("service", service)?;
+    let mut args = FieldTable::default();
+    put_str(&mut args, "x-queue-type", "quorum");
+    declare_queue(channel, &replay_record_queue(service), durable(), args).await
+}
+
+/// Deletes service `service`'s replay record queue: its replay is done.
+pub async fn delete_replay_record(channel: &Channel, service: &str) -> Result<()> {
+    channel
+        .queue_delete(replay_record_queue(service).as_str().into(), QueueDeleteOptions::default())
+        .await
+        .map(drop)
+        .map_err(Error::amqp("queue delete"))
+}
+
+/// Tries to take the replay lock of service `service` on `channel` (its exclusive queue). Fails
+/// with `RESOURCE_LOCKED` (and the broker closes the channel) while another connection holds it.
+pub async fn take_replay_lock(channel: &Channel, service: &str) -> Result<()> {
+    validate_name("service", service)?;
+    let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..QueueDeclareOptions::default() };
+    declare_queue(channel, &replay_lock_queue(service), options, FieldTable::default()).await
+}
+
 /// A service's subscription as the broker sees it: the queues it consumes and their bindings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceTopology {
@@ -196,6 +257,12 @@ impl ServiceTopology {
     #[must_use]
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The topic patterns the service binds (its handlers' event names and its extra patterns).
+    #[must_use]
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
     }
 
     /// How many ordered partitions the service has; `None` when it is unordered.

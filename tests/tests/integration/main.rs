@@ -18,6 +18,7 @@ mod dead_letters;
 mod delays;
 mod enqueue;
 mod event_interop;
+mod event_replay;
 mod events;
 mod failover;
 mod lepus_cli;

@@ -8,12 +8,21 @@
 //! limit, dead-lettered with a reason to `lepus.service.<name>.dlq`, retried through the delay
 //! cascade back to the service's queue. An ordered service retries in place instead (see
 //! [`Subscription::ordered`]).
+//!
+//! A new service may first replay the event stream ([`Subscription::replay`], run by
+//! `crate::replay`): [`topic`] matches event names to its patterns as the broker does, and the
+//! service's [`Switch`] holds the ids the replay handled that its queue may bring again.
 
+mod from;
 mod handler;
 mod seen;
+mod switch;
+mod topic;
 
+pub use from::ReplayFrom;
 pub use handler::EventHandler;
 pub use seen::Seen;
+pub(crate) use switch::Switch;
 
 use crate::event_context::EventContext;
 use crate::registry::{Registered, Registry};
@@ -59,6 +68,7 @@ pub struct Subscription {
     partitions: Option<u16>,
     retry: RetryPolicy,
     time_limit: Option<Duration>,
+    replay: Option<ReplayFrom>,
 }
 
 struct Handler {
@@ -91,6 +101,7 @@ impl Subscription {
             partitions: None,
             retry: default_event_retry(),
             time_limit: None,
+            replay: None,
         }
     }
 
@@ -143,6 +154,18 @@ impl Subscription {
         self
     }
 
+    /// When the service is new (its queue does not exist yet), first handles the events the
+    /// stream `lepus.events.log` keeps from `from` on that its patterns match, in stream order,
+    /// then goes live: the events published meanwhile wait in its queue, and those the replay
+    /// already handled are skipped there by id, so none is missed or handled twice at the
+    /// switch. A service that exists ignores it. See the README's *Replay* for retention,
+    /// failures and crashes.
+    #[must_use]
+    pub fn replay(mut self, from: ReplayFrom) -> Self {
+        self.replay = Some(from);
+        self
+    }
+
     /// The service's name.
     #[must_use]
     pub fn name(&self) -> &str {
@@ -164,7 +187,7 @@ impl Subscription {
             };
             registry.add(handler.name, registered);
         }
-        Ok(Service { name, registry, topology })
+        Ok(Service { name, registry, topology, replay: self.replay, switch: Switch::default() })
     }
 }
 
@@ -173,12 +196,22 @@ pub(crate) struct Service {
     pub(crate) name: Arc<str>,
     pub(crate) registry: Registry,
     pub(crate) topology: ServiceTopology,
+    /// Where a new service's replay starts, if it replays.
+    pub(crate) replay: Option<ReplayFrom>,
+    /// The events the replay handled that the queue may bring again.
+    pub(crate) switch: Switch,
 }
 
 impl Service {
     /// Whether the service is ordered (partitions, each event of a partition after the other).
     pub(crate) fn ordered(&self) -> bool {
         self.topology.partitions().is_some()
+    }
+
+    /// Whether the service's patterns match event `name` (as the broker routes: the replay's
+    /// filter).
+    pub(crate) fn matches(&self, name: &str) -> bool {
+        self.topology.patterns().iter().any(|pattern| topic::matches(pattern, name))
     }
 
     /// An event of this service as the task message the jobs' path runs, and its context.
