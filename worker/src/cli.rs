@@ -103,6 +103,27 @@ impl Keys for WorkerKeys {
             "DURATION",
             "How long batch progress stays readable, e.g. `7d` (the stream lepus.batch.progress's x-max-age; the same on every worker)",
         ),
+        Key::new(
+            "event_log_max_age",
+            "event-log-max-age",
+            "LEPUS_EVENT_LOG_MAX_AGE",
+            "DURATION",
+            "How long the event stream lepus.events.log keeps events, e.g. `7d` (its x-max-age; the same in every process)",
+        ),
+        Key::new(
+            "event_log_max_bytes",
+            "event-log-max-bytes",
+            "LEPUS_EVENT_LOG_MAX_BYTES",
+            "BYTES",
+            "How many bytes the event stream keeps at most (its x-max-length-bytes; the same in every process)",
+        ),
+        Key::new(
+            "replay_from",
+            "replay-from",
+            "LEPUS_REPLAY_FROM",
+            "first|TIME",
+            "A new service first handles the event stream from its oldest event (`first`) or an RFC 3339 time, then goes live",
+        ),
         Key::new("log_format", "log-format", "LEPUS_LOG_FORMAT", "FORMAT", "Log format: `text` or `json`"),
     ];
 }
@@ -139,8 +160,20 @@ impl Args {
             events: layers.get("events", d.events),
             remote_control: layers.get("remote_control", d.remote_control),
             batch_retention: layers.get("batch_retention", d.batch_retention),
-            event_log: d.event_log,
+            event_log: lepus::EventLog {
+                max_age: layers.get("event_log_max_age", d.event_log.max_age),
+                max_bytes: layers.get("event_log_max_bytes", d.event_log.max_bytes),
+            },
+            replay_from: None,
         };
+        let replay_from = layers.optional::<String>("replay_from").and_then(|text| match text.parse() {
+            Ok(from) => Some(from),
+            Err(why) => {
+                layers.problem(format!("replay_from: {why}"));
+                None
+            }
+        });
+        let worker = WorkerConfig { replay_from, ..worker };
         let log_format = layers.get("log_format", LogFormat::default());
         for problem in worker.problems() {
             layers.problem(problem);

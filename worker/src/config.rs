@@ -54,6 +54,10 @@ pub struct WorkerConfig {
     /// The retention of the event stream `lepus.events.log` (declared at start-up with the
     /// other event exchanges). Default 7 days, 5 GiB; every process of a broker must say the same.
     pub event_log: lepus::EventLog,
+    /// Where the worker's new services replay the event stream from before they go live, for
+    /// the subscriptions that do not say ([`crate::Subscription::replay`]); `None` (the
+    /// default): they do not replay. A service that already exists never replays.
+    pub replay_from: Option<crate::ReplayFrom>,
 }
 
 impl fmt::Debug for WorkerConfig {
@@ -74,6 +78,7 @@ impl fmt::Debug for WorkerConfig {
             .field("remote_control", &self.remote_control)
             .field("batch_retention", &self.batch_retention)
             .field("event_log", &self.event_log)
+            .field("replay_from", &self.replay_from)
             .finish()
     }
 }
@@ -99,6 +104,7 @@ impl Default for WorkerConfig {
             remote_control: true,
             batch_retention: lepus::internal::topology::DEFAULT_BATCH_RETENTION,
             event_log: lepus::EventLog::default(),
+            replay_from: None,
         }
     }
 }
@@ -204,6 +210,13 @@ impl WorkerConfig {
     #[must_use]
     pub fn batch_retention(mut self, retention: Duration) -> Self {
         self.batch_retention = retention;
+        self
+    }
+
+    /// Sets [`WorkerConfig::replay_from`].
+    #[must_use]
+    pub fn replay_from(mut self, from: crate::ReplayFrom) -> Self {
+        self.replay_from = Some(from);
         self
     }
 

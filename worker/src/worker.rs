@@ -128,7 +128,7 @@ impl Worker {
                 "the handler of job {job:?} takes State<{state}>, but no state of that type was added: call Worker::state first"
             )));
         }
-        let services = services(subscriptions, config.delivery_limit, &states)?;
+        let services = services(subscriptions, &config, &states)?;
         let stop = lepus::internal::cancelled_by(shutdown);
         let metrics_on = config.metrics_addr.is_some();
         let exported = if metrics_on { MetricsRegistry::prometheus() } else { MetricsRegistry::off() };
@@ -290,12 +290,14 @@ impl Worker {
 /// The subscriptions as services, checked: names, handlers, the state they need.
 fn services(
     subscriptions: Vec<Subscription>,
-    delivery_limit: u32,
+    config: &WorkerConfig,
     states: &States,
 ) -> Result<Vec<Arc<Service>>, WorkerError> {
     let mut services: Vec<Arc<Service>> = Vec::new();
     for subscription in subscriptions {
-        let service = subscription.into_service(delivery_limit).map_err(|e| WorkerError::Config(e.to_string()))?;
+        let service = subscription
+            .into_service(config.delivery_limit, config.replay_from)
+            .map_err(|e| WorkerError::Config(e.to_string()))?;
         if services.iter().any(|other| other.name == service.name) {
             return Err(WorkerError::Config(format!("service {:?} is subscribed twice", service.name)));
         }

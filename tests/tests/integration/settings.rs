@@ -68,6 +68,27 @@ fn every_bad_worker_setting_is_named_in_one_error_with_its_source() {
 }
 
 #[test]
+fn the_event_stream_retention_and_a_replay_start_are_settings_and_a_bad_start_is_named() {
+    let file = written("worker-event-settings", "event_log_max_age = \"3days\"\nqueues = [\"q\"]\n");
+    let env = [("LEPUS_REPLAY_FROM", "2026-03-01T13:00:00+01:00")];
+    let output =
+        run(Command::new(worker_binary()), &file, &env, &["--event-log-max-bytes", "1073741824", "--print-config"]);
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let shown = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        r#"event_log_max_age = "3days""#,
+        "event_log_max_bytes = 1073741824",
+        r#"replay_from = "2026-03-01T13:00:00+01:00""#,
+    ] {
+        assert!(shown.lines().any(|l| l == expected), "{expected:?} missing from:\n{shown}");
+    }
+    let output = run(Command::new(worker_binary()), &file, &[], &["--replay-from", "yesterday"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("replay_from: replay from \"yesterday\": `first` or an RFC 3339 time"), "{stderr}");
+}
+
+#[test]
 fn every_bad_scheduler_setting_and_schedule_is_named_in_one_error() {
     let schedules =
         written("bad-schedules", "[[schedule]]\nname = \"broken\"\ncron = \"every tuesday\"\njob = \"demo.noop\"\n");

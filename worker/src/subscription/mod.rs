@@ -173,7 +173,12 @@ impl Subscription {
     }
 
     /// The subscription, checked, as the worker runs it.
-    pub(crate) fn into_service(self, delivery_limit: u32) -> lepus::Result<Service> {
+    pub(crate) fn into_service(
+        mut self,
+        delivery_limit: u32,
+        replay_from: Option<ReplayFrom>,
+    ) -> lepus::Result<Service> {
+        self.replay = self.replay.or(replay_from);
         let topology = ServiceTopology::new(&self.service, self.patterns, self.partitions, delivery_limit)?;
         let name: Arc<str> = self.service.into();
         let mut registry = Registry::default();
@@ -227,5 +232,21 @@ impl Service {
         message.retries = retries;
         message.eta = eta;
         (message, context)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_workers_replay_start_applies_to_the_subscriptions_that_do_not_say() {
+        let at = "2026-03-01T12:00:00Z".parse::<ReplayFrom>().expect("a time");
+        let plain = Subscription::service("a").pattern("x.*").into_service(5, Some(at)).expect("valid");
+        assert_eq!(plain.replay, Some(at));
+        let own = Subscription::service("b").pattern("x.*").replay(ReplayFrom::First);
+        assert_eq!(own.into_service(5, Some(at)).expect("valid").replay, Some(ReplayFrom::First));
+        let none = Subscription::service("c").pattern("x.*").into_service(5, None).expect("valid");
+        assert_eq!(none.replay, None);
     }
 }
