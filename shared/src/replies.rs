@@ -5,13 +5,15 @@
 //! (its waiter timed out or was dropped) is logged and dropped. If the connection drops, the
 //! consumer re-attaches to the same queue, which outlives the connection; a client given several
 //! nodes of a cluster replicates its queue, so it re-attaches on another node when its own is lost.
+//! Each result is acked once it is handed over, so results on their way when a connection is lost
+//! are delivered again, not lost (a duplicate finds no waiter and is dropped).
 
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::protocol::ResultMessage;
 use crate::topology;
 use futures_lite::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueDeleteOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Consumer};
 use std::collections::HashMap;
@@ -103,13 +105,17 @@ impl Replies {
 async fn attach(broker: &Broker, queue: &str, expires: Duration) -> Result<(Channel, Consumer)> {
     let channel = broker.channel().await?;
     topology::declare_reply_queue(&channel, queue, expires, broker.nodes() > 1).await?;
-    let options = BasicConsumeOptions { no_ack: true, ..BasicConsumeOptions::default() };
+    channel.basic_qos(REPLY_PREFETCH, BasicQosOptions::default()).await.map_err(Error::amqp("reply qos"))?;
+    let options = BasicConsumeOptions { no_ack: false, ..BasicConsumeOptions::default() };
     let consumer = channel
         .basic_consume(queue.into(), "".into(), options, FieldTable::default())
         .await
         .map_err(Error::amqp("reply consume"))?;
     Ok((channel, consumer))
 }
+
+/// Results delivered to the reply consumer and not yet acked, at most.
+const REPLY_PREFETCH: u16 = 1000;
 
 /// Hands results to their waiters until stopped, re-attaching after a connection loss.
 struct Consuming {
@@ -129,17 +135,21 @@ impl Consuming {
                 next = consumer.next() => next,
             };
             match next {
-                Some(Ok(delivery)) => match ResultMessage::decode(&delivery.data) {
-                    Ok(result) if result.status.is_ready() => {
-                        let id = match delivery.properties.correlation_id() {
-                            Some(id) => id.to_string(),
-                            None => result.task_id.clone(),
-                        };
-                        self.waiters.deliver(&id, result);
+                Some(Ok(delivery)) => {
+                    match ResultMessage::decode(&delivery.data) {
+                        Ok(result) if result.status.is_ready() => {
+                            let id = match delivery.properties.correlation_id() {
+                                Some(id) => id.to_string(),
+                                None => result.task_id.clone(),
+                            };
+                            self.waiters.deliver(&id, result);
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(queue, error = %e, "undecodable message on the reply queue; dropped"),
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(queue, error = %e, "undecodable message on the reply queue; dropped"),
-                },
+                    // A failed ack means the channel is gone: the result comes again.
+                    drop(delivery.acker.ack(BasicAckOptions::default()).await);
+                }
                 Some(Err(e)) => tracing::warn!(queue, error = %e, "reply consumer error"),
                 None => {
                     drop(channel);
