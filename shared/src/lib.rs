@@ -1,8 +1,8 @@
 //! Lepus: typed background jobs on RabbitMQ, wire-compatible with Celery's message protocol v2.
 //!
 //! This crate holds what senders and workers share: the [`Job`] trait, the Celery
-//! [`protocol`], data [`event`]s between services, the AMQP [`topology`], broker connections
-//! and the [`Client`].
+//! [`protocol`], data [`event`]s between services, the AMQP topology ([`WorkQueue`]), broker
+//! connections and the [`Client`].
 //!
 //! ```no_run
 //! # use serde::{Deserialize, Serialize};
