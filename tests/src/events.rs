@@ -5,7 +5,7 @@
 
 use crate::queues::{Cleanup, amqp_url, unique_name};
 use lepus::internal::topology::{partition_queue, service_queue, unslotted_exchange};
-use lepus::{Client, Event, EventId, Publish};
+use lepus::{Broker, Client, Event, EventId, Publish};
 use lepus_worker::{EventContext, JobError, State, Subscription, Worker, WorkerConfig};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -91,6 +91,24 @@ test_event!(
     Resumed,
     "test.replay.resumed"
 );
+
+/// An in-process worker running `subscription` (no work queue, no remote control), with the
+/// states `add_state` adds; stopped when the returned sender is dropped or sent to.
+pub fn run_service(
+    subscription: Subscription,
+    add_state: impl FnOnce(Worker) -> Worker,
+) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), lepus_worker::WorkerError>>) {
+    let mut config = WorkerConfig::default().amqp_url(amqp_url()).queues(Vec::<String>::new());
+    config.remote_control = false;
+    let worker = add_state(Worker::new(config)).subscribe(subscription);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    (stop, tokio::spawn(worker.run(async { drop(stopped.await) })))
+}
+
+/// How many consumers `queue` has (0 if it does not exist).
+pub async fn consumers_on(broker: &Broker, queue: &str) -> u32 {
+    lepus::internal::topology::inspect_queue(broker, queue).await.ok().flatten().map_or(0, |q| q.consumers)
+}
 
 /// A unique service name and the clean-up of its queues (and partitions, and exchange).
 #[must_use]

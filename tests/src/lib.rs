@@ -18,8 +18,8 @@ mod replies;
 pub use certs::Pki;
 pub use cluster::Cluster;
 pub use events::{
-    Checked, Fanned, Handled, Heard, Plain, Poisoned, Pythonic, Resumed, Sequenced, Waited, publish_all, read_handled,
-    subscriber_main, test_service,
+    Checked, Fanned, Handled, Heard, Plain, Poisoned, Pythonic, Resumed, Sequenced, Waited, consumers_on, publish_all,
+    read_handled, run_service, subscriber_main, test_service,
 };
 pub use http::{Samples, free_address, http_get};
 pub use jobs::{Abort, Flaky, Panic, Raise, Remember, Run, Tick, WordCount, WordStats, register as register_jobs};

@@ -71,9 +71,7 @@ pub async fn run_python_with(script: &'static str, queue: &str, env: &[(&str, &s
     })
     .await
     .expect("joined");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{script} failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    stdout.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
+    json_lines(script, &output)
 }
 
 /// Runs Celery's own command line, `celery --broker <test broker> <args>` (no app module).
@@ -103,6 +101,11 @@ pub async fn run_python_args(script: &'static str, args: &[&str]) -> Vec<Value> 
     })
     .await
     .expect("joined");
+    json_lines(script, &output)
+}
+
+/// A script's standard output as JSON lines; fails the test if the script failed.
+fn json_lines(script: &str, output: &Output) -> Vec<Value> {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{script} failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     stdout.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()

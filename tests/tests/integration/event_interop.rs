@@ -9,12 +9,13 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use lepus::event::slot_of;
 use lepus::internal::topology::{partition_queue, service_queue};
-use lepus::{Broker, Event, Publish};
+use lepus::{Event, Publish};
 use lepus_tests::{
-    Heard, Plain, Process, Pythonic, amqp_url, celery_python, connect, publish_all, python_dir, queue_names,
-    read_handled, run_python_args, spawn, subscriber_binary, temp_file, test_service, unique_name, wait_until,
+    Heard, Plain, Process, Pythonic, amqp_url, celery_python, connect, consumers_on, publish_all, python_dir,
+    queue_names, read_handled, run_python_args, run_service, spawn, subscriber_binary, temp_file, test_service,
+    unique_name, wait_until,
 };
-use lepus_worker::{EventContext, JobError, State, Subscription, Worker, WorkerConfig};
+use lepus_worker::{EventContext, JobError, State, Subscription};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
@@ -22,22 +23,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// An in-process worker running `subscription`, stopped when the sender is dropped.
-fn run_service(
-    subscription: Subscription,
-    add_state: impl FnOnce(Worker) -> Worker,
-) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), lepus_worker::WorkerError>>) {
-    let mut config = WorkerConfig::default().amqp_url(amqp_url()).queues(Vec::<String>::new());
-    config.remote_control = false;
-    let worker = add_state(Worker::new(config)).subscribe(subscription);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    (stop, tokio::spawn(worker.run(async { drop(stopped.await) })))
-}
-
-async fn consumers_on(broker: &Broker, queue: &str) -> u32 {
-    lepus::internal::topology::inspect_queue(broker, queue).await.ok().flatten().map_or(0, |q| q.consumers)
-}
 
 /// One event a handler got: its body and what its context said.
 #[derive(Debug, Clone)]

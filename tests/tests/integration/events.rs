@@ -11,32 +11,15 @@ use lepus::lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptio
 use lepus::lapin::types::{AMQPValue, FieldTable};
 use lepus::{Broker, Envelope, Event, EventId, Publish};
 use lepus_tests::{
-    Checked, Fanned, Poisoned, Sequenced, Waited, amqp_url, connect, publish_all, read_handled, spawn,
+    Checked, Fanned, Poisoned, Sequenced, Waited, connect, consumers_on, publish_all, read_handled, run_service, spawn,
     subscriber_binary, temp_file, test_service, unique_name, wait_until,
 };
-use lepus_worker::{EventContext, JobError, Seen, State, Subscription, Worker, WorkerConfig};
+use lepus_worker::{EventContext, JobError, Seen, State, Subscription};
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// An in-process worker running `subscription` (no work queue), stopped when the returned
-/// sender is dropped or sent to.
-fn run_service(
-    subscription: Subscription,
-    add_state: impl FnOnce(Worker) -> Worker,
-) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), lepus_worker::WorkerError>>) {
-    let mut config = WorkerConfig::default().amqp_url(amqp_url()).queues(Vec::<String>::new());
-    config.remote_control = false;
-    let worker = add_state(Worker::new(config)).subscribe(subscription);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    (stop, tokio::spawn(worker.run(async { drop(stopped.await) })))
-}
-
-async fn consumers_on(broker: &Broker, queue: &str) -> u32 {
-    lepus::internal::topology::inspect_queue(broker, queue).await.ok().flatten().map_or(0, |q| q.consumers)
-}
 
 /// What one service saw: every delivery, the duplicates its `Seen` caught, and the events it
 /// handled (after deduplication), by seq.
