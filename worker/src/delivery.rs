@@ -359,16 +359,34 @@ async fn publish_routed(
     shared.publisher.publish(Outgoing { exchange, routing_key, body, properties }).await
 }
 
-/// Publishes the reply, if any. A caller whose reply queue is gone is not an error.
+/// Publishes the reply, if any. A caller whose reply queue is gone is not an error. A result
+/// returned as unroutable while the reply queue still exists (a cluster node's loss can do that
+/// for a moment) is published again, until the broker timeout; then the delivery is handed back.
 async fn answer(reply: Option<Reply>, shared: &Shared) -> Result<(), String> {
     let Some(Reply { to, correlation_id, result }) = reply else { return Ok(()) };
     let (body, properties) = result.encode(&correlation_id).map_err(|e| format!("cannot encode the result: {e}"))?;
-    match shared.publisher.publish(Outgoing { exchange: "", routing_key: &to, body: &body, properties }).await {
-        Ok(()) => Ok(()),
-        Err(Error::Unroutable { .. }) => {
-            tracing::warn!(reply_to = to, "the caller's reply queue is gone; result dropped");
-            Ok(())
+    let deadline = tokio::time::Instant::now() + shared.broker_timeout;
+    loop {
+        let outgoing = Outgoing { exchange: "", routing_key: &to, body: &body, properties: properties.clone() };
+        match shared.publisher.publish(outgoing).await {
+            Ok(()) => return Ok(()),
+            Err(Error::Unroutable { .. }) => match topology::inspect_queue(&shared.broker, &to).await {
+                Ok(None) => {
+                    tracing::warn!(reply_to = to, "the caller's reply queue is gone; result dropped");
+                    return Ok(());
+                }
+                _ if tokio::time::Instant::now() >= deadline => {
+                    return Err(format!("the result to {to} stayed unroutable for {:?}", shared.broker_timeout));
+                }
+                _ => {
+                    tracing::info!(
+                        reply_to = to,
+                        "the result came back unroutable, its queue exists: sending it again"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            },
+            Err(e) => return Err(format!("cannot publish the result: {e}")),
         }
-        Err(e) => Err(format!("cannot publish the result: {e}")),
     }
 }

@@ -111,3 +111,25 @@ async fn jobs_finishing_in_any_order_are_each_acked_once() {
     assert_eq!(consumers_of(queue.name()), consumer, "the worker consumed on one channel throughout");
     replies.delete().await;
 }
+
+#[tokio::test]
+async fn a_job_whose_reply_queue_is_gone_is_acked_once_and_its_result_dropped() {
+    let queue = TestQueue::declare("ack-no-replies").await;
+    let _worker = lepus_tests::start_worker(queue.name(), &[]);
+    queue.wait_for_consumers(1).await;
+    let mut replies = RawReplies::open(&queue).await;
+
+    // The first job's caller is gone (no queue of that name); the second's waits for its result.
+    let orphan = job("demo.echo", json!({"i": 1}), &lepus_tests::unique_name("gone-replies"));
+    let answered = job("demo.echo", json!({"i": 2}), replies.name());
+    publish_in_order(&queue, &[orphan, answered.clone()]).await;
+    let results = replies.take(1, Duration::from_secs(30)).await;
+    assert_eq!(results.len(), 1, "the job whose caller waits got its result");
+    assert_eq!(results[0].task_id, answered.id.as_str());
+    wait_until("both jobs acked", Duration::from_secs(10), || async {
+        queue.ready().await == 0 && queue.unacked() == 0
+    })
+    .await;
+    assert_eq!(queue.ready_in(&queue.dead_letter_queue()).await, 0, "the orphan is not a dead letter");
+    replies.delete().await;
+}
