@@ -290,3 +290,34 @@ async fn a_malformed_key_header_does_not_stop_the_job() {
     assert_eq!(queue.ready_in(&queue.dead_letter_queue()).await, 0, "not dead-lettered");
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn a_python_client_following_the_protocol_shares_the_key_with_rust() {
+    let queue = TestQueue::declare("unique-python").await;
+    let mut cleanup = Cleanup::default();
+    let client = connect().await;
+    let key = key(&mut cleanup, "python");
+    let env = [("LEPUS_UNIQUE_KEY", key.as_str()), ("LEPUS_TEST_JOBS", "3")];
+    // No worker yet: Python's first enqueue takes the key, its next two get the holder's id.
+    let lines = lepus_tests::run_python_with("unique_enqueue.py", queue.name(), &env).await;
+    println!("python: {lines:?}");
+    assert_eq!(lines.len(), 3);
+    let holder = lines[0]["id"].as_str().expect("an id").to_owned();
+    assert_eq!(lines.iter().map(|l| l["sent"].as_bool()).collect::<Vec<_>>(), [Some(true), Some(false), Some(false)]);
+    assert!(lines.iter().all(|l| l["id"] == holder.as_str()), "{lines:?}");
+    // A Rust client sees Python's job as the holder.
+    let rust =
+        client.enqueue(Request::new(Work::default()).queue(queue.name()).unique(&key, LONG)).await.expect("answered");
+    assert_eq!(rust.as_str(), holder);
+    assert_eq!(queue.ready().await, 1, "one job queued");
+    // A Lepus worker runs it and releases the lock Python took.
+    let runs = Runs::default();
+    let worker = Running::start(&queue, &runs, 1).await;
+    wait_until("Python's job has ended", TIMEOUT, || async { runs.ended().len() == 1 }).await;
+    assert_eq!(runs.started().iter().map(JobId::as_str).collect::<Vec<_>>(), [holder.as_str()]);
+    let again = lepus_tests::run_python_with("unique_enqueue.py", queue.name(), &env[..1]).await;
+    assert_eq!(again[0]["sent"].as_bool(), Some(true), "the key is free once the job ended: {again:?}");
+    wait_until("the second job has ended", TIMEOUT, || async { runs.ended().len() == 2 }).await;
+    client.close().await.expect("closed");
+    worker.stop().await;
+}
