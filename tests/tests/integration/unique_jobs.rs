@@ -321,3 +321,21 @@ async fn a_python_client_following_the_protocol_shares_the_key_with_rust() {
     client.close().await.expect("closed");
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn a_job_that_cannot_be_sent_gives_its_key_back() {
+    let queue = TestQueue::declare("unique-unsent").await;
+    let mut cleanup = Cleanup::default();
+    let client = connect().await;
+    let key = key(&mut cleanup, "unsent");
+    let missing = unique_name("missing");
+    let request = |to: &str| Request::new(Work::default()).queue(to.to_owned()).unique(&key, LONG);
+    // The lock is taken, then the job is returned unroutable: the lock is removed again.
+    let unsent = client.enqueue(request(&missing)).await;
+    assert!(matches!(&unsent, Err(Error::Unroutable { routing_key, .. }) if *routing_key == missing), "{unsent:?}");
+    let sent = client.enqueue(request(queue.name())).await.expect("the key is free: enqueued");
+    let again = client.enqueue(request(queue.name())).await.expect("answered");
+    assert_eq!(again, sent, "and now held by the job that was sent");
+    assert_eq!(queue.ready().await, 1);
+    client.close().await.expect("closed");
+}
