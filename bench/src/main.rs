@@ -10,7 +10,7 @@
 //!
 //! `--bulk`, `--delays`, `--scale`, `--memory`, `--batches` and `--fanout` measure other things
 //! instead, each in its own module: [`bulk`], [`delays`], [`scale`], [`memory`], [`batches`],
-//! [`fanout`] (data events fanned out to 3 services).
+//! [`fanout`] (data events fanned out to 3 services); `--unique` ([`unique`]) prices unique jobs.
 //!
 //! The binary also plays the worker processes: re-executed with `LEPUS_BENCH_ROLE` set, it runs
 //! the stock Lepus worker or a plain lapin worker instead (see [`role`]).
@@ -47,6 +47,7 @@ mod rss_sampler;
 mod runs;
 mod scale;
 mod stamp;
+mod unique;
 mod watcher;
 mod worker_process;
 
@@ -94,6 +95,8 @@ fn main() -> ExitCode {
             fanout::run(&options, &admin).await
         } else if options.memory {
             memory::run(&options, &admin).await
+        } else if options.unique {
+            unique::run(&options, &admin).await
         } else {
             bench::run(&options, &admin).await
         };

@@ -66,6 +66,11 @@ pub(crate) struct Options {
     /// topology, events/s to the last handling (see `fanout.rs`).
     #[arg(long, group = "mode")]
     pub(crate) fanout: bool,
+    /// Unique jobs: N jobs each unique by a key of its own (`Request::unique`) against N plain
+    /// jobs, both with `Client::enqueue` and `--window` in flight; enqueue and end-to-end jobs/s
+    /// (see `unique.rs`).
+    #[arg(long, group = "mode")]
+    pub(crate) unique: bool,
     /// Broker URL.
     #[arg(long, env = "LEPUS_AMQP_URL", default_value = lepus::DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
     pub(crate) amqp_url: String,

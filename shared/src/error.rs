@@ -157,6 +157,23 @@ pub enum Error {
     /// The client was closed while waiting for a result.
     #[error("the client was closed before the result of job {0} arrived")]
     Closed(JobId),
+    /// A unique job was not enqueued: job `existing` holds its key (see [`crate::Unique`]).
+    #[error("not enqueued: job {existing} holds unique key {key:?}")]
+    Duplicate {
+        /// The key.
+        key: String,
+        /// The job that holds it.
+        existing: JobId,
+    },
+    /// A unique job cannot be sent this way, or its lock could not be taken (see
+    /// [`crate::Unique`]).
+    #[error("unique key {key:?}: {reason}")]
+    UniqueLock {
+        /// The key.
+        key: String,
+        /// Why.
+        reason: &'static str,
+    },
 }
 
 /// `Result` with this crate's [`Error`].

@@ -1,6 +1,7 @@
 //! The [`Job`] trait: a job's name, its typed input and output, and its run options.
 
 use crate::retry::RetryPolicy;
+use crate::unique::Unique;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
@@ -37,6 +38,28 @@ pub trait Job: Serialize + DeserializeOwned + Send + 'static {
     /// Default: no limit.
     #[must_use]
     fn time_limit() -> Option<Duration> {
+        None
+    }
+
+    /// Whether this job is unique by a key (from its input, say), unless the request says
+    /// otherwise ([`crate::Request::unique_by`]). Default: not unique.
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # use std::time::Duration;
+    /// #[derive(Serialize, Deserialize)]
+    /// struct SyncAccount { account: u64 }
+    ///
+    /// impl lepus::Job for SyncAccount {
+    ///     const NAME: &'static str = "accounts.sync";
+    ///     type Output = ();
+    ///     fn unique(&self) -> Option<lepus::Unique> {
+    ///         Some(lepus::Unique::new(format!("sync-{}", self.account), Duration::from_secs(600)))
+    ///     }
+    /// }
+    /// ```
+    #[must_use]
+    fn unique(&self) -> Option<Unique> {
         None
     }
 }

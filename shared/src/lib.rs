@@ -40,6 +40,7 @@ pub mod telemetry;
 mod tls;
 mod topology;
 mod transaction;
+mod unique;
 
 pub use batch::{Batch, BatchProgress, BatchSummary};
 pub use broker::{Broker, Connector, UrlOrder};
@@ -54,6 +55,7 @@ pub use retry::RetryPolicy;
 pub use shutdown::shutdown_signal;
 pub use tls::Tls;
 pub use topology::{DEFAULT_DELIVERY_LIMIT, DEFAULT_QUEUE, EventLog, MAX_DELAY, WorkQueue};
+pub use unique::{OnDuplicate, Unique};
 
 /// The broker URL used when none is configured (`LEPUS_AMQP_URL`).
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -78,6 +80,7 @@ pub mod internal {
     pub use crate::retry::held_retry_delay;
     pub use crate::shutdown::cancelled_by;
     pub use crate::transaction::Transaction;
+    pub use crate::unique::{Released, UNIQUE_KEY_HEADER, release as release_unique};
 
     /// Metrics, and the HTTP endpoint that serves them with health checks.
     #[cfg(feature = "serve")]

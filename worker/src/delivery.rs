@@ -8,6 +8,10 @@
 //! | `DeadLetter`  | the message to `<queue>.dlq` with the reason, its follow-ups, and a `FAILURE` to `reply_to` | ack |
 //! | `Reschedule`  | the message, with new `retries`/`eta`, into the delay cascade | ack |
 //!
+//! A unique job (`x-lepus-unique-key`) that ends for good (`Done`, `DeadLetter`) has its lock
+//! released before its follow-ups and its result are published (after its dead letter, if any;
+//! see [`crate::unique`]).
+//!
 //! A job of a tracked batch that ends (`Done` or `DeadLetter`) also gets its batch record
 //! published to `lepus.batch.records` before the ack (see `lepus::batch`).
 //!
@@ -28,6 +32,7 @@ use crate::revoked::Revoked;
 use crate::states::States;
 use crate::stats::WorkerStats;
 use crate::subscription::Service;
+use crate::unique;
 use chrono::Utc;
 use lepus::dead_letter::Reason;
 use lepus::internal::topology::{self, DelayedRoute, MAX_DELAY};
@@ -243,7 +248,10 @@ async fn settle(
         return None;
     }
     let published = match outcome {
-        Outcome::Done { reply, ended, then } => follow(then, reply, queue, shared).await.map(|()| ended),
+        Outcome::Done { reply, ended, then } => {
+            unique::release(&delivery.properties, ended, &shared.broker).await;
+            follow(then, reply, queue, shared).await.map(|()| ended)
+        }
         Outcome::DeadLetter { reason, error, attempts, reply, then } => {
             let properties = mark(&delivery.properties, reason, &error, queue.name(), attempts);
             let dlq = queue.dead_letter_queue();
@@ -254,6 +262,7 @@ async fn settle(
                         tracing::warn!(queue = queue.name(), %reason, %error, "message dead-lettered");
                     }
                     let ended = if reason == Reason::Failed { Ended::Failed } else { Ended::DeadLettered };
+                    unique::release(&delivery.properties, ended, &shared.broker).await;
                     follow(then, reply, queue, shared).await.map(|()| ended)
                 }
                 Err(e) => Err(format!("cannot dead-letter to {dlq}: {e}")),

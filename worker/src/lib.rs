@@ -49,6 +49,7 @@ mod stats;
 mod subscription;
 pub mod testing;
 mod tracker;
+mod unique;
 mod worker;
 
 pub use config::WorkerConfig;

@@ -6,6 +6,7 @@ mod pending;
 mod progress;
 mod publish;
 pub(crate) mod recorder;
+mod unique;
 
 pub use options::ClientOptions;
 pub use pending::Pending;
@@ -150,8 +151,15 @@ impl Client {
 
     /// Sends a job without asking for its result. Returns its id once the broker has confirmed
     /// the message; fails if no queue of that name exists.
+    /// A unique request ([`Request::unique`]) first takes its key's lock: if another job holds
+    /// the key, nothing is sent, and the holder's id (or [`Error::Duplicate`]) is returned.
     pub async fn enqueue<O>(&self, request: impl Into<Request<O>>) -> Result<JobId> {
-        let (queue, message) = request.into().into_message(Utc::now())?;
+        let mut request = request.into();
+        let unique = request.take_unique();
+        let (queue, mut message) = request.into_message(Utc::now())?;
+        if let Some(unique) = unique {
+            return self.send_unique(&queue, &mut message, &unique).await?.enqueued(message.id, &unique);
+        }
         self.send_task(&queue, &message).await?;
         Ok(message.id)
     }
@@ -167,9 +175,11 @@ impl Client {
     }
 
     /// Sends a job and returns a handle to await its result later (for a chain, the result of its
-    /// last step).
+    /// last step). A unique request whose key another job holds fails with
+    /// [`Error::Duplicate`]: that job's result goes to its own sender.
     pub async fn submit<O>(&self, request: impl Into<Request<O>>) -> Result<Pending<O>> {
-        let request = request.into();
+        let mut request = request.into();
+        let unique = request.take_unique();
         let awaited = request.awaited_id();
         let (queue, mut message) = request.into_message(Utc::now())?;
         let (reply_to, waiters) = match &self.inner.recorder {
@@ -189,6 +199,10 @@ impl Client {
         };
         let receiver = waiters.register(&correlation_id);
         let pending = Pending::new(awaited, correlation_id, receiver, waiters, self.inner.options.result_timeout);
+        if let Some(unique) = unique.map(|unique| unique.or_error()) {
+            self.send_unique(&queue, &mut message, &unique).await?.enqueued(message.id.clone(), &unique)?;
+            return Ok(pending);
+        }
         self.send_task(&queue, &message).await?;
         Ok(pending)
     }

@@ -83,6 +83,7 @@ impl Request {
     /// This request as a Celery signature, to travel in another message's body.
     pub(super) fn signature(self) -> Result<Signature> {
         validate_queue_name(&self.queue)?;
+        self.refuse_unique()?;
         let arguments = self.arguments.map_err(Error::serde("encode", format!("the input of job {}", self.task)))?;
         let mut signature = Signature::new(self.task.into_owned(), arguments);
         signature.immutable = self.immutable;

@@ -12,8 +12,11 @@ use std::borrow::Cow;
 impl<O> Request<O> {
     /// The queue and the task message this request sends, checked, with `eta` and `expires`
     /// resolved against `now`. For code that publishes by other means (a transaction, say).
+    /// A unique request is refused ([`Error::UniqueLock`]): only `Client::enqueue`, `submit` and
+    /// `call` take its lock.
     pub fn into_message(self, now: DateTime<Utc>) -> Result<(Cow<'static, str>, TaskMessage)> {
         validate_queue_name(&self.queue)?;
+        self.refuse_unique()?;
         let arguments = self.arguments.map_err(Error::serde("encode", format!("the input of job {}", self.task)))?;
         let mut message = TaskMessage::new(self.task, arguments);
         message.eta = self.start.map(|start| start.resolve(now)).filter(|eta| *eta > now);

@@ -10,6 +10,7 @@ use crate::job::Job;
 use crate::protocol::Arguments;
 use crate::retry::RetryPolicy;
 use crate::topology::DEFAULT_QUEUE;
+use crate::unique::Unique;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use serde_json::Value;
 use std::borrow::Cow;
@@ -39,6 +40,8 @@ pub struct Request<O = Value> {
     steps: Vec<Request>,
     /// As a follow-up, it takes no result (Celery's immutable signature, `.si()`).
     immutable: bool,
+    /// Enqueued only while no job with this key is queued or running (see [`Unique`]).
+    unique: Option<Unique>,
     output: PhantomData<fn() -> O>,
 }
 
@@ -70,7 +73,9 @@ impl<O> fmt::Debug for Request<O> {
 
 impl<J: Job> From<J> for Request<J::Output> {
     fn from(job: J) -> Self {
+        let unique = job.unique();
         Self {
+            unique,
             task: Cow::Borrowed(J::NAME),
             arguments: Arguments::from_input(&job),
             queue: Cow::Borrowed(J::QUEUE),
@@ -153,6 +158,43 @@ impl<O> Request<O> {
         self
     }
 
+    /// Enqueues the job only if no job with `key` is queued or running (nor was enqueued less
+    /// than `ttl` ago and still holds it); otherwise enqueues nothing and returns that job's id.
+    /// See [`Unique`] and the README's *Unique jobs* for the exact guarantee.
+    #[must_use]
+    pub fn unique(self, key: impl Into<String>, ttl: Duration) -> Self {
+        self.unique_by(Unique::new(key, ttl))
+    }
+
+    /// Like [`Request::unique`], but a duplicate fails with [`Error::Duplicate`](crate::Error::Duplicate).
+    #[must_use]
+    pub fn unique_or_error(self, key: impl Into<String>, ttl: Duration) -> Self {
+        self.unique_by(Unique::new(key, ttl).or_error())
+    }
+
+    /// Makes the job unique by `unique` (or, with `None`, not unique, whatever its job type says).
+    #[must_use]
+    pub fn unique_by(mut self, unique: impl Into<Option<Unique>>) -> Self {
+        self.unique = unique.into();
+        self
+    }
+
+    /// Takes the uniqueness out, for the client that takes the lock before it sends the message.
+    pub(crate) fn take_unique(&mut self) -> Option<Unique> {
+        self.unique.take()
+    }
+
+    /// Fails if the request is unique: only the client's enqueue path takes a lock.
+    fn refuse_unique(&self) -> Result<()> {
+        match &self.unique {
+            None => Ok(()),
+            Some(unique) => Err(crate::error::Error::UniqueLock {
+                key: unique.key().to_owned(),
+                reason: "a unique job is sent only by Client::enqueue, submit or call (not in a batch, enqueue_many, a chain, a link or a transaction)",
+            }),
+        }
+    }
+
     /// The same request with its result left as JSON.
     pub(crate) fn erase(self) -> Request<Value> {
         self.retyped()
@@ -173,6 +215,7 @@ impl<O> Request<O> {
             errbacks: self.errbacks,
             steps: self.steps,
             immutable: self.immutable,
+            unique: self.unique,
             output: PhantomData,
         }
     }
@@ -196,6 +239,7 @@ impl<O> Request<O> {
             errbacks: Vec::new(),
             steps: Vec::new(),
             immutable: false,
+            unique: None,
             output: PhantomData,
         }
     }

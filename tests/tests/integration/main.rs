@@ -36,5 +36,6 @@ mod state;
 mod timeouts;
 mod tls;
 mod topology;
+mod unique_jobs;
 mod worker_crash;
 mod worker_shutdown;
