@@ -25,6 +25,7 @@ use crate::metrics::{JobSeries, Metrics};
 use crate::outcome::{Ended, FollowUps, Outcome, Reply};
 use crate::registry::Registry;
 use crate::revoked::Revoked;
+use crate::slots;
 use crate::states::States;
 use crate::stats::WorkerStats;
 use crate::subscription::Service;
@@ -197,11 +198,18 @@ async fn execute_one(
         Admission::Run(job) => job,
         Admission::NotRun(outcome) => return (*outcome).into(),
     };
+    // A job with a concurrency key runs only while it holds one of the key's slots.
+    let headers = delivery.properties.headers().as_ref();
+    let mut slot = match slots::take_for(&message, queue.name(), headers, &shared.broker, &shared.stop).await {
+        Ok(slot) => slot,
+        Err(outcome) => return (*outcome).into(),
+    };
     let running = shared.activity.start(&message, queue.name(), delivery.redelivered);
     shared.events.send(|| events::started(&message.id));
     loop {
         let attempt = ordered.then(|| message.clone());
-        let executed = execute::run_admitted(
+        let retries = message.retries;
+        let run = execute::run_admitted(
             message,
             job,
             queue.name(),
@@ -209,8 +217,8 @@ async fn execute_one(
             &shared.stop,
             &running.cancel,
             event.clone(),
-        )
-        .await;
+        );
+        let executed = slots::holding(slot.as_mut(), retries, &running.cancel, run).await;
         match (attempt, &executed.outcome) {
             (Some(again), Outcome::Reschedule { retries, delay, ended: Ended::Retried, .. }) => {
                 if let Some(ran_for) = executed.ran_for {

@@ -1,0 +1,160 @@
+//! Concurrency per key: at most `limit` jobs with a key run at once across every worker process,
+//! the others wait and all finish; a killed worker's slots come back; a malformed header is a
+//! dead letter with its reason. The handlers return when they ran; the tests rebuild from those
+//! spans how many ran at once per key.
+
+use lepus::internal::topology::{slot_lock_queue, slot_marker_queue, slot_queue};
+use lepus::lapin::types::{AMQPValue, LongString};
+use lepus::protocol::{Arguments, Status, TaskMessage};
+use lepus::{CONCURRENCY_KEY_HEADER, CONCURRENCY_LIMIT_HEADER, Concurrency, Request};
+use lepus_tests::{Cleanup, Keyed, Span, TestQueue, connect, unique_name, wait_until};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Deletes the slot queues (and any lock or marker) of these keys at the end of the test.
+fn cleanup(keys: &[Concurrency]) -> Cleanup {
+    let mut cleanup = Cleanup::default();
+    for key in keys {
+        cleanup.queue(slot_queue(key));
+        cleanup.queue(slot_marker_queue(key));
+        cleanup.queue(slot_lock_queue(key));
+    }
+    cleanup
+}
+
+/// How many messages of `queue` are unacked (slots held), by `rabbitmqctl`.
+fn held(queue: &str) -> u64 {
+    let listing =
+        lepus_tests::rabbitmqctl(&["list_queues", "-q", "--no-table-headers", "name", "messages_unacknowledged"]);
+    listing
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .find(|(name, _)| *name == queue)
+        .and_then(|(_, count)| count.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn four_workers_never_run_more_than_a_keys_limit_and_all_200_finish() {
+    let queue = TestQueue::declare("keys").await;
+    let run = unique_name("key");
+    let keys: Vec<Concurrency> = (1..=5).map(|limit| Concurrency::new(format!("{run}-{limit}"), limit)).collect();
+    let _cleanup = cleanup(&keys);
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        workers.push(lepus_tests::start_worker(queue.name(), &["--concurrency", "10"]));
+    }
+    queue.wait_for_consumers(4).await;
+    let client = connect().await;
+    let started = Instant::now();
+    let mut pending = Vec::new();
+    for i in 0..200 {
+        let key = &keys[i % keys.len()];
+        let job = Keyed { key: key.key.clone(), limit: key.limit, sleep_ms: 150 };
+        pending.push((key.limit, client.submit(Request::new(job).queue(queue.name())).await.expect("submitted")));
+    }
+    let mut spans: BTreeMap<u32, Vec<Span>> = BTreeMap::new();
+    let mut pids = std::collections::BTreeSet::new();
+    for (limit, job) in pending {
+        let span = job.output(Duration::from_secs(120)).await.expect("every job finishes");
+        pids.insert(span.pid);
+        spans.entry(limit).or_default().push(span);
+    }
+    let took = started.elapsed();
+    println!("200 keyed jobs on 4 workers in {took:?}; {} workers ran some", pids.len());
+    for (limit, spans) in &spans {
+        let peak = Span::peak(spans);
+        println!("limit {limit}: {} jobs, peak running at once {peak}", spans.len());
+        assert_eq!(spans.len(), 40, "every job of the key finished");
+        assert!(peak <= *limit as usize, "limit {limit}: {peak} ran at once");
+        assert_eq!(peak, *limit as usize, "limit {limit}: the limit is used, not less");
+    }
+    assert!(pids.len() >= 2, "jobs ran on several workers: {pids:?}");
+    // The key of limit 1 runs its 40 jobs one after the other: at least 40 × 150 ms.
+    assert!(took >= Duration::from_secs(6), "{took:?}");
+    client.close().await.expect("closed");
+    drop(workers);
+}
+
+#[tokio::test]
+async fn a_killed_workers_slots_come_back() {
+    let queue = TestQueue::declare("keys-kill").await;
+    let key = Concurrency::new(unique_name("key-kill"), 2);
+    let _cleanup = cleanup(std::slice::from_ref(&key));
+    let mut first = lepus_tests::start_worker(queue.name(), &["--concurrency", "4"]);
+    queue.wait_for_consumers(1).await;
+    let client = connect().await;
+    let mut pending = Vec::new();
+    for _ in 0..20 {
+        let job = Keyed { key: key.key.clone(), limit: key.limit, sleep_ms: 400 };
+        pending.push(client.submit(Request::new(job).queue(queue.name())).await.expect("submitted"));
+    }
+    let slots = slot_queue(&key);
+    wait_until("the first worker holds both slots", Duration::from_secs(20), || async { held(&slots) == 2 }).await;
+    let second = lepus_tests::start_worker(queue.name(), &["--concurrency", "4"]);
+    queue.wait_for_consumers(2).await;
+    first.kill();
+    let killed_at = Instant::now();
+
+    let mut after = Vec::new();
+    let survivor = lepus_tests::node_name(&second);
+    for job in pending {
+        let result = job.result_message(Duration::from_secs(60)).await.expect("every job finishes");
+        assert_eq!(result.status, Status::Success, "{result:?}");
+        let span: Span = serde_json::from_value(result.result.clone()).expect("a span");
+        if result.worker.as_deref() == Some(survivor.as_str()) {
+            after.push(span);
+        }
+    }
+    let peak = Span::peak(&after);
+    println!(
+        "{} jobs ran on the surviving worker after the kill, within {:?}; peak at once {peak}",
+        after.len(),
+        killed_at.elapsed()
+    );
+    // The first worker held both slots when it died: the survivor could run nothing, let alone
+    // two at once, had the broker not given them back.
+    assert!(after.len() >= 10, "the survivor ran the rest: {}", after.len());
+    assert_eq!(peak, 2, "both slots came back");
+    assert_eq!(held(&slots), 0, "no slot held once all is done");
+    client.close().await.expect("closed");
+}
+
+#[tokio::test]
+async fn a_malformed_limit_is_a_dead_letter_with_its_reason() {
+    let queue = TestQueue::declare("keys-bad").await;
+    let (worker_queue, _worker) = (queue.name().to_owned(), lepus_tests::start_worker(queue.name(), &[]));
+    queue.wait_for_consumers(1).await;
+    let job = Keyed { key: "k".into(), limit: 1, sleep_ms: 1 };
+    let mut message = TaskMessage::new("test.keyed", Arguments::from_input(&job).expect("encodes"));
+    message.extra_headers.insert(CONCURRENCY_KEY_HEADER.into(), AMQPValue::LongString(LongString::from("tenant-1")));
+    message.extra_headers.insert(CONCURRENCY_LIMIT_HEADER.into(), AMQPValue::LongString(LongString::from("abc/s")));
+    queue.publish(&message).await;
+    let dlq = queue.dead_letter_queue();
+    wait_until("the message is dead-lettered", Duration::from_secs(20), || async { queue.ready_in(&dlq).await == 1 })
+        .await;
+    let dead = queue.take_all(&dlq).await;
+    assert_eq!(dead.len(), 1);
+    let headers = dead[0].properties.headers().clone().unwrap_or_default();
+    let header = |name: &str| lepus::internal::header_str(&headers, name).map(|v| v.into_owned()).unwrap_or_default();
+    assert_eq!(header("x-lepus-reason"), "undecodable");
+    let error = header("x-lepus-error");
+    assert!(error.contains("x-lepus-concurrency-limit") && error.contains("abc/s"), "{error}");
+    assert_eq!(queue.ready().await, 0, "not requeued, {worker_queue} is empty");
+}
+
+#[tokio::test]
+async fn a_request_with_a_bad_key_is_refused_before_it_is_sent() {
+    let client = connect().await;
+    let queue = TestQueue::declare("keys-refused").await;
+    let job = Keyed { key: "k".into(), limit: 1, sleep_ms: 1 };
+    let error =
+        client.enqueue(Request::new(job).queue(queue.name()).concurrency_key("a b", 2)).await.expect_err("bad key");
+    assert!(error.to_string().contains("white space"), "{error}");
+    let error = client
+        .enqueue(Request::task("test.keyed", Arguments::default()).queue(queue.name()).concurrency_key("k", 0))
+        .await;
+    assert!(error.expect_err("limit 0").to_string().contains("between 1 and 1000"));
+    assert_eq!(queue.ready().await, 0, "nothing was sent");
+    client.close().await.expect("closed");
+}
