@@ -54,6 +54,8 @@ pub(crate) struct Shared {
     pub(crate) stop: CancellationToken,
     pub(crate) max_payload: usize,
     pub(crate) broker_timeout: Duration,
+    /// How long a job waits for a slot of its concurrency key.
+    pub(crate) slot_wait: Duration,
     pub(crate) stats: Arc<WorkerStats>,
     pub(crate) metrics: Metrics,
     pub(crate) activity: Arc<Activity>,
@@ -200,10 +202,11 @@ async fn execute_one(
     };
     // A job with a concurrency key runs only while it holds one of the key's slots.
     let headers = delivery.properties.headers().as_ref();
-    let mut slot = match slots::take_for(&message, queue.name(), headers, &shared.broker, &shared.stop).await {
-        Ok(slot) => slot,
-        Err(outcome) => return (*outcome).into(),
-    };
+    let mut slot =
+        match slots::take_for(&message, queue.name(), headers, &shared.broker, shared.slot_wait, &shared.stop).await {
+            Ok(slot) => slot,
+            Err(outcome) => return (*outcome).into(),
+        };
     let running = shared.activity.start(&message, queue.name(), delivery.redelivered);
     shared.events.send(|| events::started(&message.id));
     loop {

@@ -12,7 +12,7 @@
 //!   transaction, deletes the marker and releases the lock. A creator that finds the marker
 //!   under the lock knows the previous one died half-way: it deletes the queue (it holds no
 //!   slot: the transaction put in all or none) and creates it again.
-//! - **Waiting is bounded**: a job that gets no slot within [`SLOT_WAIT`] goes back to the end
+//! - **Waiting is bounded**: a job that gets no slot within the worker's `slot_wait` (10 s by default) goes back to the end
 //!   of its work queue (published, confirmed, then acked), so jobs of other keys behind it in
 //!   the queue are reached, and no delivery is held near RabbitMQ's consumer timeout. A waiting
 //!   job keeps its concurrency permit and its prefetch place: with prefetch equal to the
@@ -37,9 +37,6 @@ use std::future::Future;
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
-
-/// How long a job waits for a slot before it goes back to the end of its queue.
-pub(crate) const SLOT_WAIT: Duration = Duration::from_secs(10);
 
 /// How long a job whose slot could not be asked for (a broker error) waits in the delay cascade.
 const SLOT_ERROR_DELAY: Duration = Duration::from_secs(5);
@@ -81,6 +78,7 @@ pub(crate) async fn take_for(
     queue: &str,
     headers: Option<&FieldTable>,
     broker: &Broker,
+    wait: Duration,
     stop: &CancellationToken,
 ) -> Result<Option<Slot>, Box<Outcome>> {
     let retries = message.retries;
@@ -102,7 +100,7 @@ pub(crate) async fn take_for(
             failure: None,
         })
     };
-    match take(broker, &concurrency, SLOT_WAIT, stop).await {
+    match take(broker, &concurrency, wait, stop).await {
         Ok(Some(slot)) => Ok(Some(slot)),
         Ok(None) => {
             tracing::debug!(key = concurrency.key, limit = concurrency.limit, "no slot in time; back to the queue");

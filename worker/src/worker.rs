@@ -212,6 +212,7 @@ impl Worker {
             stop,
             max_payload: config.max_payload,
             broker_timeout: config.broker_timeout,
+            slot_wait: config.slot_wait,
             stats,
             metrics,
             activity: Arc::clone(&activity),

@@ -9,7 +9,11 @@ use lepus::protocol::{Arguments, Status, TaskMessage};
 use lepus::{CONCURRENCY_KEY_HEADER, CONCURRENCY_LIMIT_HEADER, Concurrency, Request};
 use lepus_tests::{Cleanup, Keyed, Span, TestQueue, connect, unique_name, wait_until};
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
 
 /// Deletes the slot queues (and any lock or marker) of these keys at the end of the test.
 fn cleanup(keys: &[Concurrency]) -> Cleanup {
@@ -156,5 +160,42 @@ async fn a_request_with_a_bad_key_is_refused_before_it_is_sent() {
         .await;
     assert!(error.expect_err("limit 0").to_string().contains("between 1 and 1000"));
     assert_eq!(queue.ready().await, 0, "nothing was sent");
+    client.close().await.expect("closed");
+}
+
+#[tokio::test]
+async fn a_job_waiting_for_a_slot_goes_back_after_the_wait_and_lets_other_jobs_by() {
+    let queue = TestQueue::declare("keys-wait").await;
+    let key = Concurrency::new(unique_name("key-wait"), 1);
+    let _cleanup = cleanup(std::slice::from_ref(&key));
+    // Two places: one for the long keyed job, one that its waiting sibling would block.
+    let _worker = lepus_tests::start_worker(queue.name(), &["--concurrency", "2", "--slot-wait", "1s"]);
+    queue.wait_for_consumers(1).await;
+    let client = connect().await;
+    let started = Instant::now();
+    let keyed = |sleep_ms| Request::new(Keyed { key: key.key.clone(), limit: 1, sleep_ms }).queue(queue.name());
+    let long = client.submit(keyed(7000)).await.expect("submitted");
+    wait_until("the long job holds the slot", Duration::from_secs(10), || async { held(&slot_queue(&key)) == 1 }).await;
+    let waiting = client.submit(keyed(10)).await.expect("submitted");
+    let mut plain = Vec::new();
+    for _ in 0..6 {
+        let job = lepus_demo::jobs::Sleep { seconds: 0.1 };
+        plain.push(client.submit(Request::new(job).queue(queue.name())).await.expect("submitted"));
+    }
+    for job in plain {
+        job.result_message(Duration::from_secs(30)).await.expect("plain jobs finish");
+    }
+    let plain_done_us = now_us();
+    let long = long.output(Duration::from_secs(30)).await.expect("the long job finishes");
+    let waited = waiting.output(Duration::from_secs(30)).await.expect("the waiting job finishes");
+    let ahead = Duration::from_micros(long.end_us.saturating_sub(plain_done_us));
+    println!("the plain jobs were done {ahead:?} before the long keyed job ended, after {:?}", started.elapsed());
+    // Had the waiting job kept its place, the plain jobs could only start when the long one
+    // ended (7 s in); handed back after 1 s, they run meanwhile.
+    assert!(ahead >= Duration::from_secs(2), "{ahead:?}");
+    assert!(waited.start_us >= long.end_us, "the limit of 1 held: {waited:?} began before {long:?} ended");
+    // Handed back about 6 times, more than the queue's delivery limit (5): each time as a new
+    // message, so it was never dead-lettered.
+    assert_eq!(queue.ready_in(&queue.dead_letter_queue()).await, 0);
     client.close().await.expect("closed");
 }
