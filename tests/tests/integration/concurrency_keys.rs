@@ -199,3 +199,19 @@ async fn a_job_waiting_for_a_slot_goes_back_after_the_wait_and_lets_other_jobs_b
     assert_eq!(queue.ready_in(&queue.dead_letter_queue()).await, 0);
     client.close().await.expect("closed");
 }
+
+#[tokio::test]
+async fn a_python_celery_client_sets_the_key_in_headers() {
+    let queue = TestQueue::declare("keys-py").await;
+    let key = Concurrency::new(unique_name("key-py"), 2);
+    let _cleanup = cleanup(std::slice::from_ref(&key));
+    let _workers: Vec<_> = (0..2).map(|_| lepus_tests::start_worker(queue.name(), &["--concurrency", "4"])).collect();
+    queue.wait_for_consumers(2).await;
+    let env = [("LEPUS_TEST_KEY", key.key.as_str()), ("LEPUS_TEST_LIMIT", "2"), ("LEPUS_TEST_JOBS", "12")];
+    let lines = lepus_tests::run_python_with("keyed_jobs.py", queue.name(), &env).await;
+    let spans: Vec<Span> = serde_json::from_value(lines[0].clone()).expect("12 spans");
+    let peak = Span::peak(&spans);
+    println!("12 jobs from Python with limit 2 in headers: peak at once {peak}");
+    assert_eq!(spans.len(), 12);
+    assert_eq!(peak, 2, "at most 2 at once, and 2 were");
+}
