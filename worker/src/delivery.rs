@@ -56,6 +56,8 @@ pub(crate) struct Shared {
     pub(crate) broker_timeout: Duration,
     /// How long a job waits for a slot of its concurrency key.
     pub(crate) slot_wait: Duration,
+    /// The channels kept for slots.
+    pub(crate) slot_channels: Arc<slots::SlotChannels>,
     pub(crate) stats: Arc<WorkerStats>,
     pub(crate) metrics: Metrics,
     pub(crate) activity: Arc<Activity>,
@@ -202,11 +204,20 @@ async fn execute_one(
     };
     // A job with a concurrency key runs only while it holds one of the key's slots.
     let headers = delivery.properties.headers().as_ref();
-    let mut slot =
-        match slots::take_for(&message, queue.name(), headers, &shared.broker, shared.slot_wait, &shared.stop).await {
-            Ok(slot) => slot,
-            Err(outcome) => return (*outcome).into(),
-        };
+    let mut slot = match slots::take_for(
+        &message,
+        queue.name(),
+        headers,
+        &shared.broker,
+        &shared.slot_channels,
+        shared.slot_wait,
+        &shared.stop,
+    )
+    .await
+    {
+        Ok(slot) => slot,
+        Err(outcome) => return (*outcome).into(),
+    };
     let running = shared.activity.start(&message, queue.name(), delivery.redelivered);
     shared.events.send(|| events::started(&message.id));
     loop {

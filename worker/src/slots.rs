@@ -2,11 +2,15 @@
 //! runs only while its worker holds one of the key's slots, a message of the key's slot queue
 //! (`lepus.slots.<key>.<limit>`, see `lepus::internal::topology`).
 //!
-//! - **Taking a slot**: on a channel of its own, with prefetch 1, the job consumes the slot
-//!   queue and waits for a delivery: the slot, held unacked. Waiting jobs are the queue's
-//!   consumers, so the broker hands a returned slot to the next of them at once, in turn.
-//! - **Giving it back**: closing that channel, when the job ends; the broker requeues the slot.
-//!   When the worker dies or loses its connection, the broker requeues it all the same.
+//! - **Taking a slot**: on a channel of its own (one the worker keeps for slots, see
+//!   [`SlotChannels`]), a `basic.get`: a ready slot, held unacked. If none is ready, the job
+//!   consumes the slot queue with prefetch 1 and waits for a delivery. Waiting jobs are the
+//!   queue's consumers, so the broker hands a returned slot to the next of them at once, in turn
+//!   (before it is ready for anyone's `basic.get`).
+//! - **Giving it back**, when the job ends: a slot that was got is rejected with requeue and its
+//!   channel kept for the next slot; a slot that was consumed has its channel closed (its
+//!   consumer would otherwise be handed the slot again). Either way the broker requeues it, and it
+//!   does the same when the worker dies or loses its connection.
 //! - **Creating a key's slots**: a consume that finds no queue takes the creation lock (an
 //!   exclusive queue), declares the marker, the queue, puts `limit` slots in it in one
 //!   transaction, deletes the marker and releases the lock. A creator that finds the marker
@@ -28,12 +32,14 @@ use futures_lite::StreamExt;
 use lepus::dead_letter::Reason;
 use lepus::internal::topology::{self, slot_marker_queue, slot_queue};
 use lepus::internal::{Outgoing, Transaction, persistent_json};
-use lepus::lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lepus::lapin::Acker;
+use lepus::lapin::options::{BasicConsumeOptions, BasicGetOptions, BasicQosOptions, BasicRejectOptions};
 use lepus::lapin::types::FieldTable;
 use lepus::lapin::{BasicProperties, Channel, Consumer};
 use lepus::protocol::{ExceptionInfo, ResultMessage, TaskMessage};
 use lepus::{Broker, Concurrency, Error, ReplyCode};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -44,27 +50,89 @@ const SLOT_ERROR_DELAY: Duration = Duration::from_secs(5);
 /// How many times a job tries to consume its slot queue, creating it in between.
 const ATTEMPTS: usize = 5;
 
-/// One slot, held: a channel consuming the slot queue that holds its delivery unacked.
+/// How many idle slot channels a worker keeps.
+const IDLE_CHANNELS: usize = 256;
+
+/// How often a slot that was got (it has no consumer to tell) checks that its channel lives.
+const CHANNEL_CHECK: Duration = Duration::from_millis(200);
+
+/// The worker's idle slot channels (prefetch 1 set): a slot given back by a reject leaves its
+/// channel here for the next, so a keyed job costs a `basic.get` and a reject, not a channel.
+#[derive(Debug, Default)]
+pub(crate) struct SlotChannels {
+    idle: std::sync::Mutex<Vec<Channel>>,
+}
+
+impl SlotChannels {
+    /// An idle channel that is still open, or a new one.
+    async fn open(&self, broker: &Broker) -> lepus::Result<Channel> {
+        loop {
+            let idle = self.idle.lock().map(|mut idle| idle.pop()).unwrap_or_default();
+            match idle {
+                Some(channel) if channel.status().connected() => return Ok(channel),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        let channel = broker.channel().await?;
+        channel.basic_qos(1, BasicQosOptions { global: false }).await.map_err(amqp("basic.qos"))?;
+        Ok(channel)
+    }
+
+    /// Keeps `channel` for the next slot.
+    fn keep(&self, channel: Channel) {
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < IDLE_CHANNELS
+        {
+            idle.push(channel);
+        }
+    }
+}
+
+/// One slot, held unacked on `channel`; `consumer` is the consumer it came from, if it was
+/// waited for.
 #[derive(Debug)]
 pub(crate) struct Slot {
     channel: Channel,
-    consumer: Consumer,
+    acker: Acker,
+    consumer: Option<Consumer>,
+    channels: Arc<SlotChannels>,
 }
 
 impl Slot {
-    /// Resolves when the slot is lost: its consumer ended (the channel or the connection died,
-    /// or the queue was deleted).
+    /// Resolves when the slot is lost: its channel or connection died (or, for a consumed slot,
+    /// its queue was deleted).
     async fn lost(&mut self) {
-        while let Some(Ok(_)) = self.consumer.next().await {}
+        match &mut self.consumer {
+            Some(consumer) => while let Some(Ok(_)) = consumer.next().await {},
+            None => {
+                while self.channel.status().connected() {
+                    tokio::time::sleep(CHANNEL_CHECK).await;
+                }
+            }
+        }
     }
 }
 
 impl Drop for Slot {
-    /// Gives the slot back: closing the channel requeues it.
+    /// Gives the slot back: rejected with requeue (its channel kept), or, for a consumed one,
+    /// its channel closed, which requeues it.
     fn drop(&mut self) {
         let channel = self.channel.clone();
-        if channel.status().connected() {
+        if !channel.status().connected() {
+            return; // The broker has requeued it.
+        }
+        if self.consumer.is_some() {
             tokio::spawn(async move { drop(channel.close(200, "slot given back".into()).await) });
+        } else {
+            let (acker, channels) = (self.acker.clone(), Arc::clone(&self.channels));
+            tokio::spawn(async move {
+                if let Ok(true) = acker.reject(BasicRejectOptions { requeue: true }).await {
+                    channels.keep(channel);
+                } else {
+                    drop(channel.close(200, "slot given back".into()).await);
+                }
+            });
         }
     }
 }
@@ -78,6 +146,7 @@ pub(crate) async fn take_for(
     queue: &str,
     headers: Option<&FieldTable>,
     broker: &Broker,
+    channels: &Arc<SlotChannels>,
     wait: Duration,
     stop: &CancellationToken,
 ) -> Result<Option<Slot>, Box<Outcome>> {
@@ -100,7 +169,7 @@ pub(crate) async fn take_for(
             failure: None,
         })
     };
-    match take(broker, &concurrency, wait, stop).await {
+    match take(broker, channels, &concurrency, wait, stop).await {
         Ok(Some(slot)) => Ok(Some(slot)),
         Ok(None) => {
             tracing::debug!(key = concurrency.key, limit = concurrency.limit, "no slot in time; back to the queue");
@@ -139,14 +208,28 @@ pub(crate) async fn holding(
 /// `wait` (or the worker is stopping).
 pub(crate) async fn take(
     broker: &Broker,
+    channels: &Arc<SlotChannels>,
     concurrency: &Concurrency,
     wait: Duration,
     stop: &CancellationToken,
 ) -> lepus::Result<Option<Slot>> {
     let queue = slot_queue(concurrency);
     for _ in 0..ATTEMPTS {
-        let channel = broker.channel().await?;
-        channel.basic_qos(1, BasicQosOptions { global: false }).await.map_err(amqp("basic.qos"))?;
+        let channel = channels.open(broker).await?;
+        let got = channel.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false }).await;
+        match got {
+            Ok(Some(got)) => {
+                let (acker, channels) = (got.delivery.acker, Arc::clone(channels));
+                return Ok(Some(Slot { channel, acker, consumer: None, channels }));
+            }
+            Ok(None) => {}
+            Err(e) if ReplyCode::of(&e) == Some(ReplyCode::NotFound) => {
+                create(broker, concurrency).await?;
+                continue;
+            }
+            Err(e) => return Err(amqp("basic.get")(e)),
+        }
+        // None is ready: wait for one as a consumer.
         let consumed = channel
             .basic_consume(queue.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
             .await;
@@ -164,7 +247,10 @@ pub(crate) async fn take(
             () = stop.cancelled() => None,
         };
         return match next {
-            Some(Some(Ok(_slot))) => Ok(Some(Slot { channel, consumer })),
+            Some(Some(Ok(slot))) => {
+                let (acker, channels) = (slot.acker, Arc::clone(channels));
+                Ok(Some(Slot { channel, acker, consumer: Some(consumer), channels }))
+            }
             Some(Some(Err(e))) => Err(amqp("consume a slot")(e)),
             // The consumer ended: the queue was deleted (it expired, or a creator replaced it).
             Some(None) => continue,
