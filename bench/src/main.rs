@@ -10,7 +10,8 @@
 //!
 //! `--bulk`, `--delays`, `--scale`, `--memory`, `--batches` and `--fanout` measure other things
 //! instead, each in its own module: [`bulk`], [`delays`], [`scale`], [`memory`], [`batches`],
-//! [`fanout`] (data events fanned out to 3 services); `--unique` ([`unique`]) prices unique jobs.
+//! [`fanout`] (data events fanned out to 3 services). Flow control is priced against plain jobs:
+//! `--unique` ([`unique`]), `--concurrency-key` ([`concurrency_keys`]).
 //!
 //! The binary also plays the worker processes: re-executed with `LEPUS_BENCH_ROLE` set, it runs
 //! the stock Lepus worker or a plain lapin worker instead (see [`role`]).
@@ -24,6 +25,7 @@ mod batch_producer;
 mod batches;
 mod bench;
 mod bulk;
+mod concurrency_keys;
 mod delays;
 mod fanout;
 mod figures;
@@ -85,6 +87,8 @@ fn main() -> ExitCode {
         };
         let outcome = if options.batches {
             batches::run(&options, &admin).await
+        } else if options.concurrency_key {
+            concurrency_keys::run(&options, &admin).await
         } else if options.bulk {
             bulk::run(&options, &admin).await
         } else if options.delays {

@@ -46,6 +46,14 @@ pub(crate) struct Options {
     /// Jobs per batch, with `--batches`.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) batch_size: u32,
+    /// Price concurrency keys: the same jobs sent with one concurrency key (a limit above the
+    /// worker's concurrency, `--key-limit`) against sent plainly, jobs/s of each (see
+    /// `concurrency_keys.rs`).
+    #[arg(long, group = "mode")]
+    pub(crate) concurrency_key: bool,
+    /// The key's limit, with `--concurrency-key`.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub(crate) key_limit: u32,
     /// Bulk enqueue: 100,000 jobs sent with `Client::enqueue_many` against raw lapin's confirmed
     /// publishes, same window (`--window`), no worker.
     #[arg(long, group = "mode")]

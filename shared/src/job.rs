@@ -1,5 +1,6 @@
 //! The [`Job`] trait: a job's name, its typed input and output, and its run options.
 
+use crate::concurrency::Concurrency;
 use crate::retry::RetryPolicy;
 use crate::unique::Unique;
 use serde::Serialize;
@@ -60,6 +61,13 @@ pub trait Job: Serialize + DeserializeOwned + Send + 'static {
     /// ```
     #[must_use]
     fn unique(&self) -> Option<Unique> {
+        None
+    }
+
+    /// How many jobs sharing a key (taken from this job's input, a tenant id say) may run at once
+    /// across all workers, unless the request says otherwise. Default: no limit.
+    #[must_use]
+    fn concurrency(&self) -> Option<Concurrency> {
         None
     }
 }

@@ -18,6 +18,7 @@
 mod batch;
 mod broker;
 mod client;
+mod concurrency;
 pub mod control;
 pub mod dead_letter;
 #[cfg(feature = "serve")]
@@ -45,6 +46,9 @@ mod unique;
 pub use batch::{Batch, BatchProgress, BatchSummary};
 pub use broker::{Broker, Connector, UrlOrder};
 pub use client::{Client, ClientOptions, Pending, Sent};
+pub use concurrency::{
+    CONCURRENCY_KEY_HEADER, CONCURRENCY_LIMIT_HEADER, Concurrency, MAX_CONCURRENCY_KEY, MAX_CONCURRENCY_LIMIT,
+};
 pub use dead_letter::{DeadLetter, DeadLetters};
 pub use error::{Error, ReplyCode, Result};
 pub use event::{Envelope, Event, Publish};

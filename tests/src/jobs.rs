@@ -225,4 +225,5 @@ pub fn register(worker: Worker) -> Worker {
         .register(remember)
         .register(tick)
         .register(raise)
+        .register(crate::keyed::keyed)
 }

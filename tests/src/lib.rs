@@ -9,6 +9,7 @@ mod cluster;
 mod events;
 mod http;
 mod jobs;
+mod keyed;
 mod nodes;
 mod processes;
 mod python;
@@ -23,6 +24,7 @@ pub use events::{
 };
 pub use http::{Samples, free_address, http_get};
 pub use jobs::{Abort, Flaky, Panic, Raise, Remember, Run, Tick, WordCount, WordStats, register as register_jobs};
+pub use keyed::{Keyed, Span};
 pub use lepus_demo::process::Process;
 pub use nodes::Node;
 pub use processes::{

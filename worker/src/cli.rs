@@ -70,6 +70,13 @@ impl Keys for WorkerKeys {
             "How long a publish or an ack may wait for the broker",
         ),
         Key::new(
+            "slot_wait",
+            "slot-wait",
+            "LEPUS_SLOT_WAIT",
+            "DURATION",
+            "How long a job with a concurrency key waits for a slot before it goes back to its queue",
+        ),
+        Key::new(
             "metrics_addr",
             "metrics-addr",
             "LEPUS_METRICS_ADDR",
@@ -165,6 +172,7 @@ impl Args {
                 max_bytes: layers.get("event_log_max_bytes", d.event_log.max_bytes),
             },
             replay_from: None,
+            slot_wait: layers.get("slot_wait", d.slot_wait),
         };
         let replay_from = layers.optional::<String>("replay_from").and_then(|text| match text.parse() {
             Ok(from) => Some(from),

@@ -58,6 +58,10 @@ pub struct WorkerConfig {
     /// the subscriptions that do not say ([`crate::Subscription::replay`]); `None` (the
     /// default): they do not replay. A service that already exists never replays.
     pub replay_from: Option<crate::ReplayFrom>,
+    /// How long a job with a concurrency key waits for one of its key's slots before it goes back
+    /// to the end of its queue (and another job can have its place). Default 10 s; at most 10
+    /// minutes, far from RabbitMQ's 30-minute consumer timeout.
+    pub slot_wait: Duration,
 }
 
 impl fmt::Debug for WorkerConfig {
@@ -79,6 +83,7 @@ impl fmt::Debug for WorkerConfig {
             .field("batch_retention", &self.batch_retention)
             .field("event_log", &self.event_log)
             .field("replay_from", &self.replay_from)
+            .field("slot_wait", &self.slot_wait)
             .finish()
     }
 }
@@ -105,6 +110,7 @@ impl Default for WorkerConfig {
             batch_retention: lepus::internal::topology::DEFAULT_BATCH_RETENTION,
             event_log: lepus::EventLog::default(),
             replay_from: None,
+            slot_wait: Duration::from_secs(10),
         }
     }
 }
@@ -156,6 +162,13 @@ impl WorkerConfig {
     #[must_use]
     pub fn max_payload(mut self, bytes: usize) -> Self {
         self.max_payload = bytes;
+        self
+    }
+
+    /// Sets [`WorkerConfig::slot_wait`].
+    #[must_use]
+    pub fn slot_wait(mut self, wait: Duration) -> Self {
+        self.slot_wait = wait;
         self
     }
 
@@ -255,6 +268,9 @@ impl WorkerConfig {
                 "batch_retention: {:?} is too short: give at least 1m (progress of a batch is readable this long after its last change)",
                 self.batch_retention
             ));
+        }
+        if self.slot_wait.is_zero() || self.slot_wait > Duration::from_secs(600) {
+            problems.push(format!("slot_wait: {:?} is not between 1ms and 10m", self.slot_wait));
         }
         problems.extend(self.tls.problems(&self.amqp_url));
         if let Some(name) = &self.name

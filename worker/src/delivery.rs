@@ -29,6 +29,7 @@ use crate::metrics::{JobSeries, Metrics};
 use crate::outcome::{Ended, FollowUps, Outcome, Reply};
 use crate::registry::Registry;
 use crate::revoked::Revoked;
+use crate::slots;
 use crate::states::States;
 use crate::stats::WorkerStats;
 use crate::subscription::Service;
@@ -58,6 +59,10 @@ pub(crate) struct Shared {
     pub(crate) stop: CancellationToken,
     pub(crate) max_payload: usize,
     pub(crate) broker_timeout: Duration,
+    /// How long a job waits for a slot of its concurrency key.
+    pub(crate) slot_wait: Duration,
+    /// The channels kept for slots.
+    pub(crate) slot_channels: Arc<slots::SlotChannels>,
     pub(crate) stats: Arc<WorkerStats>,
     pub(crate) metrics: Metrics,
     pub(crate) activity: Arc<Activity>,
@@ -202,11 +207,28 @@ async fn execute_one(
         Admission::Run(job) => job,
         Admission::NotRun(outcome) => return (*outcome).into(),
     };
+    // A job with a concurrency key runs only while it holds one of the key's slots.
+    let headers = delivery.properties.headers().as_ref();
+    let mut slot = match slots::take_for(
+        &message,
+        queue.name(),
+        headers,
+        &shared.broker,
+        &shared.slot_channels,
+        shared.slot_wait,
+        &shared.stop,
+    )
+    .await
+    {
+        Ok(slot) => slot,
+        Err(outcome) => return (*outcome).into(),
+    };
     let running = shared.activity.start(&message, queue.name(), delivery.redelivered);
     shared.events.send(|| events::started(&message.id));
     loop {
         let attempt = ordered.then(|| message.clone());
-        let executed = execute::run_admitted(
+        let retries = message.retries;
+        let run = execute::run_admitted(
             message,
             job,
             queue.name(),
@@ -214,8 +236,8 @@ async fn execute_one(
             &shared.stop,
             &running.cancel,
             event.clone(),
-        )
-        .await;
+        );
+        let executed = slots::holding(slot.as_mut(), retries, &running.cancel, run).await;
         match (attempt, &executed.outcome) {
             (Some(again), Outcome::Reschedule { retries, delay, ended: Ended::Retried, .. }) => {
                 if let Some(ran_for) = executed.ran_for {

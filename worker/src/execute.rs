@@ -216,7 +216,7 @@ pub(crate) async fn run_admitted(
 
 /// A job that ends without output: its result (`FAILURE` or `REVOKED`) for its caller, and what
 /// follows by its canvas.
-fn ended(message: &TaskMessage, queue: &str, result: ResultMessage) -> (Option<Reply>, FollowUps) {
+pub(crate) fn ended(message: &TaskMessage, queue: &str, result: ResultMessage) -> (Option<Reply>, FollowUps) {
     let then = canvas::after_failure(message, queue, &result);
     (Reply::to(message, result), then)
 }

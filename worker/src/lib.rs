@@ -44,6 +44,7 @@ mod queues;
 mod registry;
 mod replay;
 mod revoked;
+mod slots;
 mod states;
 mod stats;
 mod subscription;

@@ -212,6 +212,8 @@ impl Worker {
             stop,
             max_payload: config.max_payload,
             broker_timeout: config.broker_timeout,
+            slot_wait: config.slot_wait,
+            slot_channels: Arc::default(),
             stats,
             metrics,
             activity: Arc::clone(&activity),

@@ -23,6 +23,10 @@ impl<O> Request<O> {
         message.expires = self.expires.map(|expires| expires.resolve(now));
         message.retry = self.retry;
         message.time_limit.hard = self.time_limit.map(|limit| limit.as_secs_f64());
+        if let Some(concurrency) = &self.concurrency {
+            concurrency.validate()?;
+            concurrency.write(&mut message.extra_headers);
+        }
         if let Some(id) = self.id {
             message.correlation_id = Some(id.to_string());
             message.root_id = Some(id.to_string());

@@ -4,6 +4,7 @@
 mod canvas;
 mod message;
 
+use crate::concurrency::Concurrency;
 use crate::error::Result;
 use crate::ids::JobId;
 use crate::job::Job;
@@ -32,6 +33,8 @@ pub struct Request<O = Value> {
     expires: Option<Start>,
     retry: Option<RetryPolicy>,
     time_limit: Option<Duration>,
+    /// At most this many jobs with its key run at once (see [`Concurrency`]).
+    concurrency: Option<Concurrency>,
     /// Sent after a success with the output as first argument (Celery's `link`).
     callbacks: Vec<Request>,
     /// Sent after a final failure with the job's id as first argument (`link_error`).
@@ -76,6 +79,7 @@ impl<J: Job> From<J> for Request<J::Output> {
         let unique = job.unique();
         Self {
             unique,
+            concurrency: job.concurrency(),
             task: Cow::Borrowed(J::NAME),
             arguments: Arguments::from_input(&job),
             queue: Cow::Borrowed(J::QUEUE),
@@ -195,6 +199,15 @@ impl<O> Request<O> {
         }
     }
 
+    /// Lets at most `limit` jobs with `key` run at the same time, across all workers; the others
+    /// wait (they are not failed). Overrides the job type's [`Job::concurrency`]. The key and the
+    /// limit (1 to 1000) are checked when the request is sent.
+    #[must_use]
+    pub fn concurrency_key(mut self, key: impl Into<String>, limit: u32) -> Self {
+        self.concurrency = Some(Concurrency::new(key, limit));
+        self
+    }
+
     /// The same request with its result left as JSON.
     pub(crate) fn erase(self) -> Request<Value> {
         self.retyped()
@@ -211,6 +224,7 @@ impl<O> Request<O> {
             expires: self.expires,
             retry: self.retry,
             time_limit: self.time_limit,
+            concurrency: self.concurrency,
             callbacks: self.callbacks,
             errbacks: self.errbacks,
             steps: self.steps,
@@ -235,6 +249,7 @@ impl<O> Request<O> {
             expires: None,
             retry: None,
             time_limit: None,
+            concurrency: None,
             callbacks: Vec::new(),
             errbacks: Vec::new(),
             steps: Vec::new(),

@@ -35,6 +35,8 @@
 //! - **Data events** between services (`lepus.events.in`, the stream `lepus.events.log`,
 //!   `lepus.events`, `lepus.events.unrouted`, `lepus.service.<name>` and its partitions): see
 //!   `events.rs`.
+//! - **Concurrency keys**: per key and limit, a classic queue of slot messages
+//!   `lepus.slots.<key>.<limit>` and, while it is created, its lock and marker: see `slots.rs`.
 //!
 //! On a cluster every quorum queue gets a member on each node: RabbitMQ's default, so no
 //! `x-quorum-initial-group-size` is set. Adding it would make redeclaring a queue declared without
@@ -43,11 +45,13 @@
 mod batches;
 mod control;
 mod events;
+mod slots;
 mod unique;
 
 pub use batches::*;
 pub use control::*;
 pub use events::*;
+pub use slots::*;
 pub use unique::*;
 
 use crate::broker::Broker;

@@ -13,6 +13,7 @@ mod bulk_enqueue;
 mod canvas;
 mod celery_interop;
 mod celery_tools;
+mod concurrency_keys;
 mod dead_letter_api;
 mod dead_letters;
 mod delays;
