@@ -30,6 +30,9 @@
 //!   most significant first, then the destination queue: `0.0.….1.0.1.<queue>`. The names and
 //!   arguments are those of Celery 5.5's native delayed delivery (kombu), so Celery and Lepus
 //!   share one cascade. Delays have 1 s resolution and reach 2^28 − 1 s (about 8.5 years).
+//!   A delayed message whose queue is gone goes to `lepus.delayed.unroutable` (fanout exchange
+//!   and quorum queue, the newest 10,000) once the broker's policy `lepus-delayed-unroutable`
+//!   makes it `celery_delayed_delivery`'s alternate exchange.
 //! - **Celery's remote control and events** (`celery.pidbox`, `reply.celery.pidbox`, `celeryev`):
 //!   see [`control`].
 //! - **Data events** between services (`lepus.events.in`, the stream `lepus.events.log`,
@@ -164,7 +167,23 @@ pub const DELAY_LEVELS: u32 = 28;
 pub const MAX_DELAY: Duration = Duration::from_secs((1 << DELAY_LEVELS) - 1);
 
 /// The exchange at the bottom of the cascade, bound to every work queue.
-const DELAY_DELIVERY_EXCHANGE: &str = "celery_delayed_delivery";
+pub const DELAY_DELIVERY_EXCHANGE: &str = "celery_delayed_delivery";
+
+/// The fanout exchange and quorum queue (the newest [`UNROUTABLE_DELAYED_KEPT`]) that keep
+/// delayed messages whose queue is gone, once the broker's policy makes this exchange the
+/// alternate exchange of [`DELAY_DELIVERY_EXCHANGE`] (see [`UNROUTABLE_DELAYED_POLICY`]). Without
+/// it such a message is never dropped by the cascade's at-least-once dead-lettering: it stays in
+/// its level, and once a few dozen have piled up that level forwards nothing more, for every queue.
+pub const UNROUTABLE_DELAYED: &str = "lepus.delayed.unroutable";
+
+/// How many unroutable delayed messages [`UNROUTABLE_DELAYED`] keeps (the oldest go first).
+pub const UNROUTABLE_DELAYED_KEPT: i64 = 10_000;
+
+/// The policy that gives [`DELAY_DELIVERY_EXCHANGE`] its alternate exchange, as
+/// `rabbitmqctl set_policy` takes it: name, pattern, definition. A policy, because kombu declares
+/// the exchange without arguments and a declaration with others would be refused.
+pub const UNROUTABLE_DELAYED_POLICY: [&str; 3] =
+    ["lepus-delayed-unroutable", "^celery_delayed_delivery$", r#"{"alternate-exchange":"lepus.delayed.unroutable"}"#];
 
 fn delay_level(level: u32) -> String {
     format!("celery_delayed_{level}")
@@ -212,6 +231,26 @@ pub async fn declare_delay_cascade(channel: &Channel) -> Result<()> {
             .map_err(Error::amqp("exchange declare"))
     };
     topic(DELAY_DELIVERY_EXCHANGE.to_owned()).await?;
+    let mut kept = FieldTable::default();
+    put_str(&mut kept, "x-queue-type", "quorum");
+    kept.insert("x-max-length".into(), AMQPValue::LongLongInt(UNROUTABLE_DELAYED_KEPT));
+    put_str(&mut kept, "x-overflow", "drop-head");
+    declare_queue(channel, UNROUTABLE_DELAYED, durable(), kept).await?;
+    let options = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
+    channel
+        .exchange_declare(UNROUTABLE_DELAYED.into(), ExchangeKind::Fanout, options, FieldTable::default())
+        .await
+        .map_err(Error::amqp("exchange declare"))?;
+    channel
+        .queue_bind(
+            UNROUTABLE_DELAYED.into(),
+            UNROUTABLE_DELAYED.into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(Error::amqp("queue bind"))?;
     // Upwards, so that the exchange each level dead-letters and falls through to already exists.
     for level in 0..DELAY_LEVELS {
         let name = delay_level(level);

@@ -178,3 +178,44 @@ async fn enqueue_at_takes_a_time_in_any_zone() {
     );
     client.close().await.expect("closed");
 }
+
+/// Makes sure the broker has the policy the README asks for (as `.ci/run` sets it).
+fn ensure_unroutable_delayed_policy() {
+    let [name, pattern, definition] = lepus::internal::topology::UNROUTABLE_DELAYED_POLICY;
+    lepus_tests::rabbitmqctl(&["set_policy", "--apply-to", "exchanges", name, pattern, definition]);
+}
+
+#[tokio::test]
+async fn delayed_jobs_whose_queue_is_gone_are_kept_aside_and_do_not_stall_the_cascade() {
+    const ORPHANS: u32 = 40; // more than the dead-letter worker's 32 unconfirmed of a level
+    ensure_unroutable_delayed_policy();
+    let client = connect().await;
+    let kept = lepus::internal::topology::UNROUTABLE_DELAYED;
+    let before = lepus::internal::topology::inspect_queue(client.broker(), kept).await.expect("inspected");
+    let gone = TestQueue::declare("delay-gone").await;
+    for i in 0..ORPHANS {
+        let request = Request::new(echo(&i.to_string())).queue(gone.name()).delay(Duration::from_secs(1));
+        client.enqueue(request).await.expect("enqueued");
+    }
+    drop(gone); // deleted while its jobs wait in the cascade's level 0
+
+    // A job due after the orphans went through level 0 still arrives on time.
+    let (queue, _worker) = lepus_tests::queue_with_worker("delay-after-gone").await;
+    let sent = Utc::now();
+    let pending = client
+        .submit(Request::new(echo("after")).queue(queue.name()).delay(Duration::from_secs(3)))
+        .await
+        .expect("submitted");
+    let result = pending.result_message(TIMEOUT).await.expect("the later delayed job ran");
+    let waited = (ran_at(&result) - sent).to_std().expect("ran after it was sent");
+    assert!(waited <= Duration::from_millis(4500), "ran after {waited:?}");
+    let before = before.map_or(0, |state| state.messages);
+    let expected =
+        (before + ORPHANS).min(u32::try_from(lepus::internal::topology::UNROUTABLE_DELAYED_KEPT).unwrap_or(u32::MAX));
+    wait_until("the orphans are kept aside", TIMEOUT, || async {
+        let now = lepus::internal::topology::inspect_queue(client.broker(), kept).await.expect("inspected");
+        now.is_some_and(|state| state.messages >= expected)
+    })
+    .await;
+    client.close().await.expect("closed");
+}
