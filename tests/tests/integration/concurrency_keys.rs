@@ -245,3 +245,35 @@ async fn a_job_whose_worker_loses_its_connection_is_cancelled_with_its_slot_and_
     client.close().await.expect("closed");
     drop(std::fs::remove_file(&record));
 }
+
+#[tokio::test]
+async fn a_slot_queue_whose_creator_died_half_way_is_created_again() {
+    let queue = TestQueue::declare("keys-repair").await;
+    let key = Concurrency::new(unique_name("key-repair"), 2);
+    let _cleanup = cleanup(std::slice::from_ref(&key));
+    // As a creator that died between declaring the queue and committing its slots leaves it:
+    // the marker and an empty slot queue.
+    let channel = queue.broker().channel().await.expect("channel");
+    lepus::internal::topology::declare_slot_marker(&channel, &key).await.expect("marker");
+    lepus::internal::topology::declare_slot_queue(&channel, &key).await.expect("slot queue");
+    let _worker = lepus_tests::start_worker(queue.name(), &["--concurrency", "4", "--slot-wait", "1s"]);
+    queue.wait_for_consumers(1).await;
+    let client = connect().await;
+    let started = Instant::now();
+    let mut pending = Vec::new();
+    for _ in 0..8 {
+        let job = Keyed { key: key.key.clone(), limit: key.limit, sleep_ms: 200, record: None };
+        pending.push(client.submit(Request::new(job).queue(queue.name())).await.expect("submitted"));
+    }
+    let mut spans = Vec::new();
+    for job in pending {
+        spans.push(job.output(Duration::from_secs(30)).await.expect("every job finishes"));
+    }
+    let peak = Span::peak(&spans);
+    println!("8 jobs after the repair in {:?}; peak at once {peak}", started.elapsed());
+    assert_eq!(peak, 2, "two slots, no more, no fewer");
+    assert_eq!(queue.ready_in(&slot_queue(&key)).await, 2, "the new queue holds its 2 slots again");
+    let marker = lepus::internal::topology::inspect_queue(queue.broker(), &slot_marker_queue(&key)).await;
+    assert!(marker.expect("inspected").is_none(), "the marker is gone");
+    client.close().await.expect("closed");
+}
