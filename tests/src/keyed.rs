@@ -5,6 +5,7 @@
 
 use lepus::{Concurrency, Job};
 use serde::{Deserialize, Serialize};
+use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// `test.keyed`: sleeps `sleep_ms`; at most `limit` with the same `key` run at once.
@@ -16,6 +17,10 @@ pub struct Keyed {
     pub limit: u32,
     /// How long the handler sleeps.
     pub sleep_ms: u64,
+    /// A file to append `start <µs>` to when the handler starts and `end <µs>` when it ends (a
+    /// run cancelled in between writes no end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
 }
 
 impl Job for Keyed {
@@ -61,8 +66,19 @@ fn now_us() -> u64 {
 
 pub(crate) async fn keyed(job: Keyed) -> anyhow::Result<Span> {
     let start_us = now_us();
+    record(job.record.as_deref(), &format!("start {start_us}\n"))?;
     tokio::time::sleep(Duration::from_millis(job.sleep_ms)).await;
-    Ok(Span { start_us, end_us: now_us(), pid: std::process::id() })
+    let end_us = now_us();
+    record(job.record.as_deref(), &format!("end {end_us}\n"))?;
+    Ok(Span { start_us, end_us, pid: std::process::id() })
+}
+
+/// Appends `line` to `file` in one write, if there is a file.
+fn record(file: Option<&str>, line: &str) -> anyhow::Result<()> {
+    if let Some(file) = file {
+        std::fs::OpenOptions::new().create(true).append(true).open(file)?.write_all(line.as_bytes())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

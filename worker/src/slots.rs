@@ -253,7 +253,10 @@ pub(crate) async fn take(
             }
             Some(Some(Err(e))) => Err(amqp("consume a slot")(e)),
             // The consumer ended: the queue was deleted (it expired, or a creator replaced it).
-            Some(None) => continue,
+            Some(None) => {
+                drop(channel.close(200, "slot queue gone".into()).await);
+                continue;
+            }
             None => {
                 drop(channel.close(200, "no slot in time".into()).await);
                 repair_if_interrupted(broker, concurrency).await?;

@@ -54,7 +54,7 @@ async fn four_workers_never_run_more_than_a_keys_limit_and_all_200_finish() {
     let mut pending = Vec::new();
     for i in 0..200 {
         let key = &keys[i % keys.len()];
-        let job = Keyed { key: key.key.clone(), limit: key.limit, sleep_ms: 150 };
+        let job = Keyed { key: key.key.clone(), limit: key.limit, sleep_ms: 150, record: None };
         pending.push((key.limit, client.submit(Request::new(job).queue(queue.name())).await.expect("submitted")));
     }
     let mut spans: BTreeMap<u32, Vec<Span>> = BTreeMap::new();
@@ -90,7 +90,7 @@ async fn a_killed_workers_slots_come_back() {
     let client = connect().await;
     let mut pending = Vec::new();
     for _ in 0..20 {
-        let job = Keyed { key: key.key.clone(), limit: key.limit, sleep_ms: 400 };
+        let job = Keyed { key: key.key.clone(), limit: key.limit, sleep_ms: 400, record: None };
         pending.push(client.submit(Request::new(job).queue(queue.name())).await.expect("submitted"));
     }
     let slots = slot_queue(&key);
@@ -129,7 +129,7 @@ async fn a_malformed_limit_is_a_dead_letter_with_its_reason() {
     let queue = TestQueue::declare("keys-bad").await;
     let (worker_queue, _worker) = (queue.name().to_owned(), lepus_tests::start_worker(queue.name(), &[]));
     queue.wait_for_consumers(1).await;
-    let job = Keyed { key: "k".into(), limit: 1, sleep_ms: 1 };
+    let job = Keyed { key: "k".into(), limit: 1, sleep_ms: 1, record: None };
     let mut message = TaskMessage::new("test.keyed", Arguments::from_input(&job).expect("encodes"));
     message.extra_headers.insert(CONCURRENCY_KEY_HEADER.into(), AMQPValue::LongString(LongString::from("tenant-1")));
     message.extra_headers.insert(CONCURRENCY_LIMIT_HEADER.into(), AMQPValue::LongString(LongString::from("abc/s")));
@@ -151,7 +151,7 @@ async fn a_malformed_limit_is_a_dead_letter_with_its_reason() {
 async fn a_request_with_a_bad_key_is_refused_before_it_is_sent() {
     let client = connect().await;
     let queue = TestQueue::declare("keys-refused").await;
-    let job = Keyed { key: "k".into(), limit: 1, sleep_ms: 1 };
+    let job = Keyed { key: "k".into(), limit: 1, sleep_ms: 1, record: None };
     let error =
         client.enqueue(Request::new(job).queue(queue.name()).concurrency_key("a b", 2)).await.expect_err("bad key");
     assert!(error.to_string().contains("white space"), "{error}");
@@ -173,7 +173,8 @@ async fn a_job_waiting_for_a_slot_goes_back_after_the_wait_and_lets_other_jobs_b
     queue.wait_for_consumers(1).await;
     let client = connect().await;
     let started = Instant::now();
-    let keyed = |sleep_ms| Request::new(Keyed { key: key.key.clone(), limit: 1, sleep_ms }).queue(queue.name());
+    let keyed =
+        |sleep_ms| Request::new(Keyed { key: key.key.clone(), limit: 1, sleep_ms, record: None }).queue(queue.name());
     let long = client.submit(keyed(7000)).await.expect("submitted");
     wait_until("the long job holds the slot", Duration::from_secs(10), || async { held(&slot_queue(&key)) == 1 }).await;
     let waiting = client.submit(keyed(10)).await.expect("submitted");
@@ -214,4 +215,65 @@ async fn a_python_celery_client_sets_the_key_in_headers() {
     println!("12 jobs from Python with limit 2 in headers: peak at once {peak}");
     assert_eq!(spans.len(), 12);
     assert_eq!(peak, 2, "at most 2 at once, and 2 were");
+}
+
+#[tokio::test]
+async fn a_job_whose_worker_loses_its_connection_is_cancelled_with_its_slot_and_runs_again() {
+    let queue = TestQueue::declare("keys-cut").await;
+    let key = Concurrency::new(unique_name("key-cut"), 1);
+    let _cleanup = cleanup(std::slice::from_ref(&key));
+    let worker = lepus_tests::start_worker(queue.name(), &["--concurrency", "2"]);
+    queue.wait_for_consumers(1).await;
+    let client = connect().await;
+    let record = lepus_tests::temp_file("keys-cut");
+    let job = Keyed { key: key.key.clone(), limit: 1, sleep_ms: 4000, record: Some(record.clone()) };
+    let pending = client.submit(Request::new(job).queue(queue.name())).await.expect("submitted");
+    wait_until("the job holds the slot", Duration::from_secs(10), || async { held(&slot_queue(&key)) == 1 }).await;
+    let cut_us = now_us();
+    assert!(lepus_tests::cut_connections(&format!("lepus-worker {}", lepus_tests::node_name(&worker))) >= 1);
+
+    let span = pending.output(Duration::from_secs(30)).await.expect("the job runs again and finishes");
+    let lines = std::fs::read_to_string(&record).unwrap_or_default();
+    let lines: Vec<&str> = lines.lines().collect();
+    println!("runs recorded: {lines:?}; the cut at {cut_us}, the second run from {}", span.start_us);
+    // The first run began before the cut and never ended: it was cancelled when its slot went.
+    // The second began after the cut, so the two never ran at once beyond the cancellation.
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines[0].starts_with("start ") && lines[1].starts_with("start ") && lines[2].starts_with("end "));
+    assert!(span.start_us > cut_us);
+    assert_eq!(held(&slot_queue(&key)), 0, "the slot was given back");
+    client.close().await.expect("closed");
+    drop(std::fs::remove_file(&record));
+}
+
+#[tokio::test]
+async fn a_slot_queue_whose_creator_died_half_way_is_created_again() {
+    let queue = TestQueue::declare("keys-repair").await;
+    let key = Concurrency::new(unique_name("key-repair"), 2);
+    let _cleanup = cleanup(std::slice::from_ref(&key));
+    // As a creator that died between declaring the queue and committing its slots leaves it:
+    // the marker and an empty slot queue.
+    let channel = queue.broker().channel().await.expect("channel");
+    lepus::internal::topology::declare_slot_marker(&channel, &key).await.expect("marker");
+    lepus::internal::topology::declare_slot_queue(&channel, &key).await.expect("slot queue");
+    let _worker = lepus_tests::start_worker(queue.name(), &["--concurrency", "4", "--slot-wait", "1s"]);
+    queue.wait_for_consumers(1).await;
+    let client = connect().await;
+    let started = Instant::now();
+    let mut pending = Vec::new();
+    for _ in 0..8 {
+        let job = Keyed { key: key.key.clone(), limit: key.limit, sleep_ms: 200, record: None };
+        pending.push(client.submit(Request::new(job).queue(queue.name())).await.expect("submitted"));
+    }
+    let mut spans = Vec::new();
+    for job in pending {
+        spans.push(job.output(Duration::from_secs(30)).await.expect("every job finishes"));
+    }
+    let peak = Span::peak(&spans);
+    println!("8 jobs after the repair in {:?}; peak at once {peak}", started.elapsed());
+    assert_eq!(peak, 2, "two slots, no more, no fewer");
+    assert_eq!(queue.ready_in(&slot_queue(&key)).await, 2, "the new queue holds its 2 slots again");
+    let marker = lepus::internal::topology::inspect_queue(queue.broker(), &slot_marker_queue(&key)).await;
+    assert!(marker.expect("inspected").is_none(), "the marker is gone");
+    client.close().await.expect("closed");
 }
