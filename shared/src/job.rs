@@ -1,5 +1,6 @@
 //! The [`Job`] trait: a job's name, its typed input and output, and its run options.
 
+use crate::priority::Priority;
 use crate::retry::RetryPolicy;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -38,5 +39,12 @@ pub trait Job: Serialize + DeserializeOwned + Send + 'static {
     #[must_use]
     fn time_limit() -> Option<Duration> {
         None
+    }
+
+    /// The tier of its queue this job goes to unless the request says otherwise
+    /// ([`crate::Request::priority`]). Default: [`Priority::Normal`], the queue itself.
+    #[must_use]
+    fn priority() -> Priority {
+        Priority::Normal
     }
 }

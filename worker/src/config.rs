@@ -1,6 +1,7 @@
 //! [`WorkerConfig`]: everything a worker is told at start-up, validated before it connects.
 
 use crate::error::WorkerError;
+use crate::priorities::Priorities;
 use lepus::{DEFAULT_DELIVERY_LIMIT, DEFAULT_QUEUE, Tls, UrlOrder, WorkQueue};
 use std::fmt;
 use std::net::SocketAddr;
@@ -58,6 +59,9 @@ pub struct WorkerConfig {
     /// the subscriptions that do not say ([`crate::Subscription::replay`]); `None` (the
     /// default): they do not replay. A service that already exists never replays.
     pub replay_from: Option<crate::ReplayFrom>,
+    /// Consume each queue `<q>` with its priority tiers `<q>.high` and `<q>.low` (see
+    /// [`lepus::Priority`]), starting jobs in this order; `None` (the default): `<q>` alone.
+    pub priorities: Option<Priorities>,
 }
 
 impl fmt::Debug for WorkerConfig {
@@ -79,6 +83,7 @@ impl fmt::Debug for WorkerConfig {
             .field("batch_retention", &self.batch_retention)
             .field("event_log", &self.event_log)
             .field("replay_from", &self.replay_from)
+            .field("priorities", &self.priorities)
             .finish()
     }
 }
@@ -105,6 +110,7 @@ impl Default for WorkerConfig {
             batch_retention: lepus::internal::topology::DEFAULT_BATCH_RETENTION,
             event_log: lepus::EventLog::default(),
             replay_from: None,
+            priorities: None,
         }
     }
 }
@@ -220,6 +226,13 @@ impl WorkerConfig {
         self
     }
 
+    /// Sets [`WorkerConfig::priorities`].
+    #[must_use]
+    pub fn priorities(mut self, order: Priorities) -> Self {
+        self.priorities = Some(order);
+        self
+    }
+
     /// Sets [`WorkerConfig::tls`].
     #[must_use]
     pub fn tls(mut self, tls: Tls) -> Self {
@@ -242,6 +255,16 @@ impl WorkerConfig {
                 problems.push(format!("queues: {e}"));
             } else if self.queues[..index].contains(name) {
                 problems.push(format!("queues: {name:?} is listed twice"));
+            }
+        }
+        if let Some(order) = &self.priorities {
+            problems.extend(order.problem());
+            for name in &self.queues {
+                if let Ok(queue) = WorkQueue::new(name.as_str())
+                    && let Err(e) = lepus::internal::topology::tier_queues(&queue)
+                {
+                    problems.push(format!("queues: {name:?} cannot have priority tiers: {e}"));
+                }
             }
         }
         if self.delivery_limit == 0 {

@@ -9,7 +9,7 @@ use crate::ids::JobId;
 use crate::job::Job;
 use crate::protocol::task::iso8601;
 use crate::protocol::{Arguments, Signature};
-use crate::topology::validate_queue_name;
+use crate::topology::tier_name;
 use serde_json::json;
 
 impl<O> Request<O> {
@@ -19,7 +19,13 @@ impl<O> Request<O> {
     /// `add.s(4)`.
     #[must_use]
     pub fn partial<J: Job<Output = O>>(arguments: Arguments) -> Self {
-        Request { task: J::NAME.into(), arguments: Ok(arguments), queue: J::QUEUE.into(), ..Request::blank() }
+        Request {
+            task: J::NAME.into(),
+            arguments: Ok(arguments),
+            queue: J::QUEUE.into(),
+            priority: J::priority(),
+            ..Request::blank()
+        }
     }
 
     /// Runs `next` once this job (and the steps already chained after it) has succeeded, with
@@ -82,12 +88,12 @@ impl<O> Request<O> {
 impl Request {
     /// This request as a Celery signature, to travel in another message's body.
     pub(super) fn signature(self) -> Result<Signature> {
-        validate_queue_name(&self.queue)?;
+        let queue = tier_name(self.queue, self.priority)?;
         let arguments = self.arguments.map_err(Error::serde("encode", format!("the input of job {}", self.task)))?;
         let mut signature = Signature::new(self.task.into_owned(), arguments);
         signature.immutable = self.immutable;
         let options = &mut signature.options;
-        options.insert("queue".into(), json!(self.queue));
+        options.insert("queue".into(), json!(queue));
         if let Some(id) = self.id {
             options.insert("task_id".into(), json!(id));
         }

@@ -43,10 +43,12 @@
 mod batches;
 mod control;
 mod events;
+mod tiers;
 
 pub use batches::*;
 pub use control::*;
 pub use events::*;
+pub use tiers::*;
 
 use crate::broker::Broker;
 use crate::error::{Error, ReplyCode, Result};
