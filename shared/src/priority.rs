@@ -3,11 +3,13 @@
 //! itself (normal) and `<q>.low` (named in `topology/tiers.rs`). A worker set to consume tiers
 //! takes them in strict order or by weights; without that setting it consumes `<q>` alone.
 
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The tier of its queue a job goes to. [`Priority::Normal`] (the default) is the queue itself,
 /// as when no priority is given.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Priority {
     /// `<queue>.high`: taken first by a worker consuming tiers.
     High,
