@@ -8,9 +8,10 @@
 //! - (c) round-trip latency of one call at a time (p50, p99);
 //! - the worker's resident memory at rest and at its peak.
 //!
-//! `--bulk`, `--delays`, `--scale`, `--memory`, `--batches` and `--fanout` measure other things
-//! instead, each in its own module: [`bulk`], [`delays`], [`scale`], [`memory`], [`batches`],
-//! [`fanout`] (data events fanned out to 3 services).
+//! `--bulk`, `--delays`, `--scale`, `--memory`, `--batches`, `--fanout` and `--priorities` measure
+//! other things instead, each in its own module: [`bulk`], [`delays`], [`scale`], [`memory`],
+//! [`batches`], [`fanout`] (data events fanned out to 3 services), [`priorities`] (jobs over a
+//! queue's priority tiers against the queue alone).
 //!
 //! The binary also plays the worker processes: re-executed with `LEPUS_BENCH_ROLE` set, it runs
 //! the stock Lepus worker or a plain lapin worker instead (see [`role`]).
@@ -35,6 +36,7 @@ mod memory;
 mod monitor;
 mod options;
 mod phases;
+mod priorities;
 mod proc_status;
 mod producer;
 mod progress;
@@ -92,6 +94,8 @@ fn main() -> ExitCode {
             scale::run(&options, &admin).await
         } else if options.fanout {
             fanout::run(&options, &admin).await
+        } else if options.priorities {
+            priorities::run(&options, &admin).await
         } else if options.memory {
             memory::run(&options, &admin).await
         } else {

@@ -6,6 +6,7 @@ use crate::tiers::TieredLoop;
 use tokio_util::sync::CancellationToken;
 
 /// The consume loop of one queue of the set.
+#[expect(clippy::large_enum_variant, reason = "one per queue, made when consuming starts and moved into its task")]
 pub(crate) enum QueueLoop {
     Plain(ConsumeLoop),
     Tiered(TieredLoop),

@@ -34,7 +34,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -78,6 +78,10 @@ pub(crate) struct TieredLoop {
 }
 
 /// What woke the loop.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "made and matched at once, never stored: boxing would cost an allocation per delivery"
+)]
 enum Step {
     Stop,
     Lost,
@@ -125,7 +129,19 @@ impl TieredLoop {
         let mut acquiring: Option<Acquiring> = None;
         loop {
             if acquiring.is_none() && !self.selector.is_empty() {
-                acquiring = Some(Box::pin(Arc::clone(&self.permits).acquire_owned()));
+                match Arc::clone(&self.permits).try_acquire_owned() {
+                    // A free slot: start at once, without a trip round the loop.
+                    Ok(permit) => {
+                        if !self.start_next(permit).await {
+                            return End::Lost;
+                        }
+                        continue;
+                    }
+                    Err(TryAcquireError::Closed) => return End::Stopped,
+                    Err(TryAcquireError::NoPermits) => {
+                        acquiring = Some(Box::pin(Arc::clone(&self.permits).acquire_owned()));
+                    }
+                }
             }
             let [high, normal, low] = &mut self.tiers;
             let step = tokio::select! {
@@ -156,18 +172,27 @@ impl TieredLoop {
                 Step::Permit(Err(_)) => return End::Stopped,
                 Step::Permit(Ok(permit)) => {
                     acquiring = None;
-                    // A higher tier's delivery that arrived meanwhile must be seen by the choice.
-                    if !self.take_arrived().await {
+                    if !self.start_next(permit).await {
                         return End::Lost;
-                    }
-                    if let Some((tier, delivery)) = self.selector.next(Instant::now()) {
-                        let queue = Arc::clone(&self.tiers[tier].queue);
-                        let (shared, acks) = (Arc::clone(&self.shared), self.acks.clone());
-                        self.tracker.spawn(process(delivery, queue, None, shared, acks, permit));
                     }
                 }
             }
         }
+    }
+
+    /// Starts the delivery the selector chooses with `permit`, after taking what has arrived (a
+    /// higher tier's delivery that arrived meanwhile must be seen by the choice); false if a
+    /// consumer is gone.
+    async fn start_next(&mut self, permit: OwnedSemaphorePermit) -> bool {
+        if !self.take_arrived().await {
+            return false;
+        }
+        if let Some((tier, delivery)) = self.selector.next(Instant::now()) {
+            let queue = Arc::clone(&self.tiers[tier].queue);
+            let (shared, acks) = (Arc::clone(&self.shared), self.acks.clone());
+            self.tracker.spawn(process(delivery, queue, None, shared, acks, permit));
+        }
+        true
     }
 
     /// Holds `delivery` of `tier` until a permit frees.

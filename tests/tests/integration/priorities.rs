@@ -80,7 +80,11 @@ impl Tiers {
 
 /// A worker in this process on `queue`, stopped by the sender.
 fn start(queue: &str, concurrency: u16, order: Option<Priorities>, starts: &Starts) -> Running {
-    let mut config = WorkerConfig::default().amqp_url(amqp_url()).queues([queue]).concurrency(concurrency);
+    start_with(WorkerConfig::default().queues([queue]).concurrency(concurrency), order, starts)
+}
+
+fn start_with(config: WorkerConfig, order: Option<Priorities>, starts: &Starts) -> Running {
+    let mut config = config.amqp_url(amqp_url());
     config.priorities = order;
     config.grace_period = Duration::from_secs(10);
     let worker = Worker::new(config).state(starts.clone()).register(tiered).register(urgent);
@@ -263,4 +267,76 @@ fn a_bad_priorities_setting_is_named_and_the_worker_exits_2() {
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
     let shown = String::from_utf8_lossy(&output.stdout);
     assert!(shown.lines().any(|line| line == r#"priorities = "weighted:6,3,1""#), "{shown}");
+}
+
+#[tokio::test]
+async fn a_stop_hands_back_every_held_delivery_of_every_tier() {
+    const EACH: usize = 40;
+    let tiers = Tiers::declare("prio-stop").await;
+    let client = connect().await;
+    for tier in Priority::ALL {
+        enqueue_many(&client, tiers.name(), tier, EACH, 100).await;
+    }
+    let starts = Starts::default();
+    let worker = start(tiers.name(), 2, Some(Priorities::Weighted([1, 1, 1])), &starts);
+    wait_until("a few jobs started", Duration::from_secs(30), || async { starts.list().len() >= 4 }).await;
+    worker.stop().await;
+
+    // Every job started ran to its end in the grace period; every other one is back in its tier.
+    let started = starts.list().len();
+    let ready = tiers.high.ready().await + tiers.normal.ready().await + tiers.low.ready().await;
+    println!("stopped after {started} starts; {ready} of {} jobs ready again in the tiers", 3 * EACH);
+    assert_eq!(ready as usize + started, 3 * EACH, "nothing lost, nothing left unacked");
+    let consumers = tiers.high.consumers().await + tiers.normal.consumers().await + tiers.low.consumers().await;
+    assert_eq!(consumers, 0);
+    client.close().await.expect("closed");
+}
+
+/// The consumers of each tier (high, normal, low), as the broker counts them.
+async fn consumers(tiers: &Tiers) -> (u32, u32, u32) {
+    (tiers.high.consumers().await, tiers.normal.consumers().await, tiers.low.consumers().await)
+}
+
+#[tokio::test]
+async fn remote_control_adds_and_cancels_a_queue_with_its_tiers() {
+    use lepus::control::{Mailbox, Nodes};
+    let (first, second) = (Tiers::declare("prio-rc-first").await, Tiers::declare("prio-rc-added").await);
+    let node = format!("{}@lepus-tests", unique_name("prio-rc"));
+    let starts = Starts::default();
+    let config = WorkerConfig::default().queues([first.name()]).concurrency(2).name(node.clone());
+    let worker = start_with(config, Some(Priorities::Strict), &starts);
+    first.low.wait_for_consumers(1).await;
+    let mut mailbox = Mailbox::open(first.normal.broker()).await.expect("a mailbox");
+    let mut ask = async |method: &str, queue: &str| {
+        let mut args = serde_json::Map::new();
+        args.insert("queue".into(), serde_json::json!(queue));
+        let nodes = [node.clone()];
+        let replies = mailbox.call(method, args, Nodes::Named(&nodes), Duration::from_secs(5), Some(1)).await;
+        replies.expect("the broker answers").into_iter().map(|(_, reply)| reply).next().unwrap_or_default()
+    };
+
+    let added = ask("add_consumer", second.name()).await;
+    assert_eq!(added["ok"], format!("add consumer {}", second.name()), "{added}");
+    second.low.wait_for_consumers(1).await;
+    let client = connect().await;
+    client
+        .enqueue(Request::new(Tiered { tier: Priority::High, millis: 1 }).queue(second.name()).priority(Priority::High))
+        .await
+        .expect("enqueued");
+    wait_until("the added queue's high job ran", Duration::from_secs(20), || async { !starts.list().is_empty() }).await;
+
+    let cancelled = ask("cancel_consumer", first.name()).await;
+    assert!(cancelled["ok"].is_string(), "{cancelled}");
+    wait_until("the first queue's tiers have no consumer", Duration::from_secs(20), || async {
+        consumers(&first).await == (0, 0, 0)
+    })
+    .await;
+    let (first_now, second_now) = (consumers(&first).await, consumers(&second).await);
+    println!(
+        "after add_consumer and cancel_consumer: consumers of the first queue's tiers {first_now:?}, of the added one's {second_now:?}"
+    );
+    assert_eq!(second_now, (1, 1, 1), "the added queue is consumed with its tiers");
+    mailbox.close().await;
+    worker.stop().await;
+    client.close().await.expect("closed");
 }
