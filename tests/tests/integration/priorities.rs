@@ -340,3 +340,23 @@ async fn remote_control_adds_and_cancels_a_queue_with_its_tiers() {
     worker.stop().await;
     client.close().await.expect("closed");
 }
+
+#[tokio::test]
+async fn a_celery_client_reaches_a_tier_by_its_queue_name() {
+    let tiers = Tiers::declare("prio-celery").await;
+    let config = WorkerConfig::default().amqp_url(amqp_url()).queues([tiers.name()]).priorities(Priorities::Strict);
+    let worker = lepus_demo::jobs::register(Worker::new(config));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async { drop(stopped.await) }));
+    tiers.low.wait_for_consumers(1).await;
+
+    // send_task("demo.add", queue="<q>.high"), as apply_async(queue=…) sends it.
+    let results = lepus_tests::run_python_with("send_adds.py", tiers.high.name(), &[("LEPUS_TEST_JOBS", "5")]).await;
+    let values: Vec<i64> =
+        results[0].as_array().expect("results").iter().map(|r| r["value"].as_i64().expect("a sum")).collect();
+    println!("results of demo.add sent by Celery to {}: {values:?}", tiers.high.name());
+    assert_eq!(values, [0, 2, 4, 6, 8]);
+    assert_eq!(tiers.high.ready().await, 0);
+    stop.send(()).expect("the worker runs");
+    running.await.expect("joined").expect("the worker stopped cleanly");
+}
