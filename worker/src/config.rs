@@ -23,7 +23,8 @@ pub struct WorkerConfig {
     pub amqp_url_order: UrlOrder,
     /// Queues to consume (declared at start-up).
     pub queues: Vec<String>,
-    /// Jobs run at once, over all queues; also each consumer's prefetch.
+    /// Jobs run at once, over all queues; also each consumer's prefetch (twice it for the
+    /// consumer of a priority tier, see [`WorkerConfig::priorities`]).
     pub concurrency: u16,
     /// How long running jobs may take to finish after a stop signal.
     pub grace_period: Duration,
