@@ -172,6 +172,11 @@ mod tests {
             ("py.record", Some("links"))
         );
         assert!(embed.errbacks[0].immutable && embed.chain.is_empty());
+        let low = Request::new(Add { a: 1, b: 2 })
+            .link(Request::task("py.record", Arguments::default()).queue("links").priority(crate::Priority::Low));
+        let (queue, message) = low.priority(crate::Priority::High).into_message(Utc::now()).expect("valid");
+        assert_eq!(queue, "lepus.high", "the request's tier of its job type's queue");
+        assert_eq!(message.embed.to_string().matches("\"links.low\"").count(), 1, "a follow-up keeps its tier");
         let bad = Request::new(Add { a: 1, b: 2 }).link(Request::task("x", Arguments::default()).queue("amq.no"));
         assert!(bad.into_message(Utc::now()).is_err(), "a follow-up's queue name is checked too");
     }
