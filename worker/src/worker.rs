@@ -239,7 +239,7 @@ impl Worker {
             async move { shared.stats.report_every(Duration::from_secs(10)).await }
         });
         let (queue_set, changes) = QueueSet::new(queues, config.delivery_limit);
-        let queue_set = Arc::new(queue_set);
+        let queue_set = Arc::new(queue_set.with_tiers(config.priorities.is_some()));
         let controlling = control.map(|first| {
             let panel = Panel {
                 node,
