@@ -128,7 +128,8 @@ impl TieredLoop {
         let stop = self.shared.stop.clone();
         let mut acquiring: Option<Acquiring> = None;
         loop {
-            if acquiring.is_none() && !self.selector.is_empty() {
+            // Once stopping, the select below hands back what is held instead.
+            if acquiring.is_none() && !self.selector.is_empty() && !stop.is_cancelled() {
                 match Arc::clone(&self.permits).try_acquire_owned() {
                     // A free slot: start at once, without a trip round the loop.
                     Ok(permit) => {
