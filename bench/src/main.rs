@@ -11,6 +11,7 @@
 //! `--bulk`, `--delays`, `--scale`, `--memory`, `--batches` and `--fanout` measure other things
 //! instead, each in its own module: [`bulk`], [`delays`], [`scale`], [`memory`], [`batches`],
 //! [`fanout`] (data events fanned out to 3 services). Flow control is priced against plain jobs:
+//! `--priorities` ([`priorities`]: jobs over a queue's priority tiers against the queue alone),
 //! `--unique` ([`unique`]), `--concurrency-key` ([`concurrency_keys`]).
 //!
 //! The binary also plays the worker processes: re-executed with `LEPUS_BENCH_ROLE` set, it runs
@@ -37,6 +38,7 @@ mod memory;
 mod monitor;
 mod options;
 mod phases;
+mod priorities;
 mod proc_status;
 mod producer;
 mod progress;
@@ -97,6 +99,8 @@ fn main() -> ExitCode {
             scale::run(&options, &admin).await
         } else if options.fanout {
             fanout::run(&options, &admin).await
+        } else if options.priorities {
+            priorities::run(&options, &admin).await
         } else if options.memory {
             memory::run(&options, &admin).await
         } else if options.unique {

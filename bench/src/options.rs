@@ -79,6 +79,11 @@ pub(crate) struct Options {
     /// (see `unique.rs`).
     #[arg(long, group = "mode")]
     pub(crate) unique: bool,
+    /// Priority tiers: the same jobs spread over a queue's three tiers (a worker with
+    /// `priorities = strict`) against sent to the queue alone (a worker without), jobs/s of each
+    /// (see `priorities.rs`).
+    #[arg(long, group = "mode")]
+    pub(crate) priorities: bool,
     /// Broker URL.
     #[arg(long, env = "LEPUS_AMQP_URL", default_value = lepus::DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
     pub(crate) amqp_url: String,

@@ -32,7 +32,14 @@ pub(crate) struct WorkerProcess {
 impl WorkerProcess {
     /// Starts the worker `spec` describes, logging to `log`.
     pub(crate) fn start(spec: &WorkerSpec, log: &Path) -> anyhow::Result<Self> {
-        let command = spec.command().context("cannot find this program")?;
+        Self::start_with_env(spec, log, &[])
+    }
+
+    /// Like [`WorkerProcess::start`], with more environment variables (`LEPUS_*` settings the
+    /// stock worker reads, say).
+    pub(crate) fn start_with_env(spec: &WorkerSpec, log: &Path, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let mut command = spec.command().context("cannot find this program")?;
+        command.envs(env.iter().copied());
         let (process, mut lines) = Process::start_reading_stdout(command, spec.side.to_string(), log)
             .with_context(|| format!("cannot start the {} worker", spec.side))?;
         let (sender, reports) = mpsc::unbounded_channel();

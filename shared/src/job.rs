@@ -1,6 +1,7 @@
 //! The [`Job`] trait: a job's name, its typed input and output, and its run options.
 
 use crate::concurrency::Concurrency;
+use crate::priority::Priority;
 use crate::retry::RetryPolicy;
 use crate::unique::Unique;
 use serde::Serialize;
@@ -69,5 +70,12 @@ pub trait Job: Serialize + DeserializeOwned + Send + 'static {
     #[must_use]
     fn concurrency(&self) -> Option<Concurrency> {
         None
+    }
+
+    /// The tier of its queue this job goes to unless the request says otherwise
+    /// ([`crate::Request::priority`]). Default: [`Priority::Normal`], the queue itself.
+    #[must_use]
+    fn priority() -> Priority {
+        Priority::Normal
     }
 }

@@ -131,6 +131,13 @@ impl Keys for WorkerKeys {
             "first|TIME",
             "A new service first handles the event stream from its oldest event (`first`) or an RFC 3339 time, then goes live",
         ),
+        Key::new(
+            "priorities",
+            "priorities",
+            "LEPUS_PRIORITIES",
+            "strict|weighted:H,N,L",
+            "Consume each queue with its tiers <queue>.high and <queue>.low, starting jobs in strict order or by weights (e.g. weighted:6,3,1)",
+        ),
         Key::new("log_format", "log-format", "LEPUS_LOG_FORMAT", "FORMAT", "Log format: `text` or `json`"),
     ];
 }
@@ -173,6 +180,7 @@ impl Args {
             },
             replay_from: None,
             slot_wait: layers.get("slot_wait", d.slot_wait),
+            priorities: None,
         };
         let replay_from = layers.optional::<String>("replay_from").and_then(|text| match text.parse() {
             Ok(from) => Some(from),
@@ -181,7 +189,14 @@ impl Args {
                 None
             }
         });
-        let worker = WorkerConfig { replay_from, ..worker };
+        let priorities = layers.optional::<String>("priorities").and_then(|text| match text.parse() {
+            Ok(order) => Some(order),
+            Err(why) => {
+                layers.problem(format!("priorities: {why}"));
+                None
+            }
+        });
+        let worker = WorkerConfig { replay_from, priorities, ..worker };
         let log_format = layers.get("log_format", LogFormat::default());
         for problem in worker.problems() {
             layers.problem(problem);

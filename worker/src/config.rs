@@ -1,6 +1,7 @@
 //! [`WorkerConfig`]: everything a worker is told at start-up, validated before it connects.
 
 use crate::error::WorkerError;
+use crate::priorities::Priorities;
 use lepus::{DEFAULT_DELIVERY_LIMIT, DEFAULT_QUEUE, Tls, UrlOrder, WorkQueue};
 use std::fmt;
 use std::net::SocketAddr;
@@ -22,7 +23,8 @@ pub struct WorkerConfig {
     pub amqp_url_order: UrlOrder,
     /// Queues to consume (declared at start-up).
     pub queues: Vec<String>,
-    /// Jobs run at once, over all queues; also each consumer's prefetch.
+    /// Jobs run at once, over all queues; also each consumer's prefetch (twice it for the
+    /// consumer of a priority tier, see [`WorkerConfig::priorities`]).
     pub concurrency: u16,
     /// How long running jobs may take to finish after a stop signal.
     pub grace_period: Duration,
@@ -62,6 +64,9 @@ pub struct WorkerConfig {
     /// to the end of its queue (and another job can have its place). Default 10 s; at most 10
     /// minutes, far from RabbitMQ's 30-minute consumer timeout.
     pub slot_wait: Duration,
+    /// Consume each queue `<q>` with its priority tiers `<q>.high` and `<q>.low` (see
+    /// [`lepus::Priority`]), starting jobs in this order; `None` (the default): `<q>` alone.
+    pub priorities: Option<Priorities>,
 }
 
 impl fmt::Debug for WorkerConfig {
@@ -84,6 +89,7 @@ impl fmt::Debug for WorkerConfig {
             .field("event_log", &self.event_log)
             .field("replay_from", &self.replay_from)
             .field("slot_wait", &self.slot_wait)
+            .field("priorities", &self.priorities)
             .finish()
     }
 }
@@ -111,6 +117,7 @@ impl Default for WorkerConfig {
             event_log: lepus::EventLog::default(),
             replay_from: None,
             slot_wait: Duration::from_secs(10),
+            priorities: None,
         }
     }
 }
@@ -233,6 +240,13 @@ impl WorkerConfig {
         self
     }
 
+    /// Sets [`WorkerConfig::priorities`].
+    #[must_use]
+    pub fn priorities(mut self, order: Priorities) -> Self {
+        self.priorities = Some(order);
+        self
+    }
+
     /// Sets [`WorkerConfig::tls`].
     #[must_use]
     pub fn tls(mut self, tls: Tls) -> Self {
@@ -255,6 +269,16 @@ impl WorkerConfig {
                 problems.push(format!("queues: {e}"));
             } else if self.queues[..index].contains(name) {
                 problems.push(format!("queues: {name:?} is listed twice"));
+            }
+        }
+        if let Some(order) = &self.priorities {
+            problems.extend(order.problem());
+            for name in &self.queues {
+                if let Ok(queue) = WorkQueue::new(name.as_str())
+                    && let Err(e) = lepus::internal::topology::tier_queues(&queue)
+                {
+                    problems.push(format!("queues: {name:?} cannot have priority tiers: {e}"));
+                }
             }
         }
         if self.delivery_limit == 0 {

@@ -20,6 +20,8 @@ pub(crate) enum Change {
 pub(crate) struct QueueSet {
     queues: Mutex<Vec<Arc<WorkQueue>>>,
     delivery_limit: u32,
+    /// Whether each queue is consumed with its priority tiers, whose names must be valid too.
+    tiers: bool,
     changes: mpsc::UnboundedSender<Change>,
 }
 
@@ -27,7 +29,14 @@ impl QueueSet {
     /// The set `queues`, and the receiving end of its changes.
     pub(crate) fn new(queues: Vec<Arc<WorkQueue>>, delivery_limit: u32) -> (Self, mpsc::UnboundedReceiver<Change>) {
         let (changes, receiver) = mpsc::unbounded_channel();
-        (Self { queues: Mutex::new(queues), delivery_limit, changes }, receiver)
+        (Self { queues: Mutex::new(queues), delivery_limit, tiers: false, changes }, receiver)
+    }
+
+    /// The same set, whose queues are consumed with their priority tiers if `on`.
+    #[must_use]
+    pub(crate) fn with_tiers(mut self, on: bool) -> Self {
+        self.tiers = on;
+        self
     }
 
     /// The queues consumed now.
@@ -39,6 +48,9 @@ impl QueueSet {
     /// already, `Err` for a name that is not a queue name.
     pub(crate) fn add(&self, name: &str) -> Result<bool, String> {
         let queue = Arc::new(WorkQueue::new(name).map_err(|e| e.to_string())?.with_delivery_limit(self.delivery_limit));
+        if self.tiers {
+            lepus::internal::topology::tier_queues(&queue).map_err(|e| format!("{e} (a priority tier of {name:?})"))?;
+        }
         let mut queues = self.lock();
         if queues.iter().any(|q| q.name() == name) {
             return Ok(false);
@@ -81,5 +93,15 @@ mod tests {
         assert_eq!(set.list().iter().map(|q| q.name().to_owned()).collect::<Vec<_>>(), ["b"]);
         assert!(matches!(changes.try_recv(), Ok(Change::Add(q)) if q.name() == "b" && q.delivery_limit() == 3));
         assert!(matches!(changes.try_recv(), Ok(Change::Cancel(name)) if name == "a"));
+    }
+
+    #[test]
+    fn with_tiers_a_queue_whose_tiers_cannot_be_named_is_refused() {
+        let (set, _changes) = QueueSet::new(Vec::new(), 3);
+        let set = set.with_tiers(true);
+        let long = "q".repeat(188);
+        assert!(set.add(&long).is_err_and(|e| e.contains("priority tier")));
+        assert_eq!(set.add("images"), Ok(true));
+        assert_eq!(set.list().len(), 1);
     }
 }

@@ -17,13 +17,16 @@ use crate::error::WorkerError;
 use crate::events::Events;
 use crate::handler::Handler;
 use crate::health::Health;
+use crate::loops::QueueLoop;
 use crate::metrics::Metrics;
+use crate::priorities::Priorities;
 use crate::queues::{Change, QueueSet};
 use crate::registry::Registry;
 use crate::revoked::Revoked;
 use crate::states::States;
 use crate::stats::WorkerStats;
 use crate::subscription::{Service, Subscription};
+use crate::tiers::TieredLoop;
 use lepus::internal::Publisher;
 use lepus::internal::endpoint::{MetricsRegistry, Serving};
 use lepus::internal::topology;
@@ -135,7 +138,9 @@ impl Worker {
         let mut names = registry.names();
         names.extend(services.iter().flat_map(|service| service.registry.names()));
         let service_queues: Vec<WorkQueue> = services.iter().flat_map(|service| service.topology.queues()).collect();
-        let consumed = || queues.iter().map(|q| q.name()).chain(service_queues.iter().map(WorkQueue::name));
+        let work_queues =
+            crate::tiers::consumed(&queues, config.priorities).map_err(|e| WorkerError::Config(e.to_string()))?;
+        let consumed = || work_queues.iter().map(String::as_str).chain(service_queues.iter().map(WorkQueue::name));
         let metrics = Metrics::new(&exported, consumed(), &names);
         metrics.concurrency.set(f64::from(config.concurrency));
         let health = Arc::new(Health::new(consumed(), stop.clone(), metrics.connected.clone()));
@@ -236,7 +241,7 @@ impl Worker {
             async move { shared.stats.report_every(Duration::from_secs(10)).await }
         });
         let (queue_set, changes) = QueueSet::new(queues, config.delivery_limit);
-        let queue_set = Arc::new(queue_set);
+        let queue_set = Arc::new(queue_set.with_tiers(config.priorities.is_some()));
         let controlling = control.map(|first| {
             let panel = Panel {
                 node,
@@ -261,6 +266,7 @@ impl Worker {
             permits: Arc::new(Semaphore::new(usize::from(config.concurrency))),
             tracker: TaskTracker::new(),
             prefetch: config.concurrency,
+            priorities: config.priorities,
             shared: Arc::clone(&shared),
             health,
         };
@@ -362,6 +368,8 @@ struct Supervisor {
     permits: Arc<Semaphore>,
     tracker: TaskTracker,
     prefetch: u16,
+    /// Whether each work queue is consumed with its priority tiers, and in which order.
+    priorities: Option<Priorities>,
     shared: Arc<Shared>,
     health: Arc<Health>,
 }
@@ -377,7 +385,7 @@ struct Session {
 impl Supervisor {
     /// Consumes, reconnecting after losses (by `lepus::internal::reconnect`), until the worker is told to
     /// stop. Returns the last channel, to be closed once running jobs have been acked on it.
-    async fn consume_until_stopped(&self, first: (Session, Vec<ConsumeLoop>)) -> Option<Channel> {
+    async fn consume_until_stopped(&self, first: (Session, Vec<QueueLoop>)) -> Option<Channel> {
         let (mut session, mut loops) = first;
         loop {
             if self.consume(&session, loops).await == End::Stopped {
@@ -392,14 +400,14 @@ impl Supervisor {
     }
 
     /// Opens a channel, declares the queues and starts one consumer per queue.
-    async fn open(&self) -> lepus::Result<(Session, Vec<ConsumeLoop>)> {
+    async fn open(&self) -> lepus::Result<(Session, Vec<QueueLoop>)> {
         let channel = self.broker.channel().await?;
         qos(&channel, self.prefetch).await?;
         let acks = Acks::start(channel.clone(), self.shared.broker_timeout);
         let session = Session { channel, acks, lost: CancellationToken::new() };
         let mut loops = Vec::new();
         for queue in self.queues.list() {
-            loops.push(self.consume_loop(&session, queue, None).await?);
+            loops.push(self.work_loop(&session, queue).await?);
         }
         if !self.services.is_empty() {
             topology::declare_events(&session.channel, &self.event_log).await?;
@@ -410,11 +418,27 @@ impl Supervisor {
             let prefetch = if service.ordered() { 1 } else { self.prefetch };
             qos(&session.channel, prefetch).await?;
             for queue in service.topology.declare(&session.channel).await? {
-                loops.push(self.consume_loop(&session, Arc::new(queue), Some(Arc::clone(service))).await?);
+                let service = Some(Arc::clone(service));
+                loops.push(QueueLoop::Plain(self.consume_loop(&session, Arc::new(queue), service).await?));
             }
         }
         qos(&session.channel, self.prefetch).await?;
         Ok((session, loops))
+    }
+
+    /// Declares work queue `queue` and consumes it in `session`: alone, or with its priority
+    /// tiers (each consumer with the tiers' prefetch) when the worker's `priorities` are set.
+    async fn work_loop(&self, session: &Session, queue: Arc<WorkQueue>) -> lepus::Result<QueueLoop> {
+        let Some(order) = self.priorities else {
+            return Ok(QueueLoop::Plain(self.consume_loop(session, queue, None).await?));
+        };
+        let [high, normal, low] = topology::tier_queues(&queue)?;
+        qos(&session.channel, crate::tiers::prefetch(self.prefetch)).await?;
+        let high = self.consume_loop(session, Arc::new(high), None).await?;
+        let normal = self.consume_loop(session, Arc::new(normal), None).await?;
+        let low = self.consume_loop(session, Arc::new(low), None).await?;
+        qos(&session.channel, self.prefetch).await?;
+        Ok(QueueLoop::Tiered(TieredLoop::new(order, [high, normal, low])))
     }
 
     /// Declares `queue` (a service's queues are declared with the service) and starts consuming
@@ -450,11 +474,11 @@ impl Supervisor {
 
     /// Runs the consume loops, starting and stopping loops as the queue set changes; when one
     /// loses its consumer, ends the others too. `Stopped` once told to stop, else `Lost`.
-    async fn consume(&self, session: &Session, loops: Vec<ConsumeLoop>) -> End {
+    async fn consume(&self, session: &Session, loops: Vec<QueueLoop>) -> End {
         let mut running = tokio::task::JoinSet::new();
         let mut own: HashMap<String, CancellationToken> = HashMap::new();
         for consume_loop in loops {
-            own.insert(consume_loop.queue.name().to_owned(), consume_loop.own.clone());
+            own.insert(consume_loop.name().to_owned(), consume_loop.own());
             running.spawn(consume_loop.run());
         }
         let mut changes = self.changes.lock().await;
@@ -472,10 +496,10 @@ impl Supervisor {
                 }
                 change = changes.recv() => match change {
                     Some(Change::Add(queue)) if !own.contains_key(queue.name()) && end != End::Lost => {
-                        match self.consume_loop(session, Arc::clone(&queue), None).await {
+                        match self.work_loop(session, Arc::clone(&queue)).await {
                             Ok(consume_loop) => {
                                 tracing::info!(queue = queue.name(), "consuming (remote control)");
-                                own.insert(queue.name().to_owned(), consume_loop.own.clone());
+                                own.insert(queue.name().to_owned(), consume_loop.own());
                                 running.spawn(consume_loop.run());
                             }
                             Err(e) => tracing::error!(queue = queue.name(), error = %e, "cannot consume the queue"),

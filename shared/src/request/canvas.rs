@@ -9,7 +9,7 @@ use crate::ids::JobId;
 use crate::job::Job;
 use crate::protocol::task::iso8601;
 use crate::protocol::{Arguments, Signature};
-use crate::topology::validate_queue_name;
+use crate::topology::tier_name;
 use serde_json::json;
 
 impl<O> Request<O> {
@@ -19,7 +19,13 @@ impl<O> Request<O> {
     /// `add.s(4)`.
     #[must_use]
     pub fn partial<J: Job<Output = O>>(arguments: Arguments) -> Self {
-        Request { task: J::NAME.into(), arguments: Ok(arguments), queue: J::QUEUE.into(), ..Request::blank() }
+        Request {
+            task: J::NAME.into(),
+            arguments: Ok(arguments),
+            queue: J::QUEUE.into(),
+            priority: J::priority(),
+            ..Request::blank()
+        }
     }
 
     /// Runs `next` once this job (and the steps already chained after it) has succeeded, with
@@ -82,13 +88,13 @@ impl<O> Request<O> {
 impl Request {
     /// This request as a Celery signature, to travel in another message's body.
     pub(super) fn signature(self) -> Result<Signature> {
-        validate_queue_name(&self.queue)?;
         self.refuse_unique()?;
+        let queue = tier_name(self.queue, self.priority)?;
         let arguments = self.arguments.map_err(Error::serde("encode", format!("the input of job {}", self.task)))?;
         let mut signature = Signature::new(self.task.into_owned(), arguments);
         signature.immutable = self.immutable;
         let options = &mut signature.options;
-        options.insert("queue".into(), json!(self.queue));
+        options.insert("queue".into(), json!(queue));
         if let Some(id) = self.id {
             options.insert("task_id".into(), json!(id));
         }
@@ -167,6 +173,11 @@ mod tests {
             ("py.record", Some("links"))
         );
         assert!(embed.errbacks[0].immutable && embed.chain.is_empty());
+        let low = Request::new(Add { a: 1, b: 2 })
+            .link(Request::task("py.record", Arguments::default()).queue("links").priority(crate::Priority::Low));
+        let (queue, message) = low.priority(crate::Priority::High).into_message(Utc::now()).expect("valid");
+        assert_eq!(queue, "lepus.high", "the request's tier of its job type's queue");
+        assert_eq!(message.embed.to_string().matches("\"links.low\"").count(), 1, "a follow-up keeps its tier");
         let bad = Request::new(Add { a: 1, b: 2 }).link(Request::task("x", Arguments::default()).queue("amq.no"));
         assert!(bad.into_message(Utc::now()).is_err(), "a follow-up's queue name is checked too");
     }

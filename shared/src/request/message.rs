@@ -4,7 +4,7 @@
 use super::Request;
 use crate::error::{Error, Result};
 use crate::protocol::{Embed, TaskMessage};
-use crate::topology::validate_queue_name;
+use crate::topology::tier_name;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::borrow::Cow;
@@ -15,8 +15,8 @@ impl<O> Request<O> {
     /// A unique request is refused ([`Error::UniqueLock`]): only `Client::enqueue`, `submit` and
     /// `call` take its lock.
     pub fn into_message(self, now: DateTime<Utc>) -> Result<(Cow<'static, str>, TaskMessage)> {
-        validate_queue_name(&self.queue)?;
         self.refuse_unique()?;
+        let queue = tier_name(self.queue, self.priority)?;
         let arguments = self.arguments.map_err(Error::serde("encode", format!("the input of job {}", self.task)))?;
         let mut message = TaskMessage::new(self.task, arguments);
         message.eta = self.start.map(|start| start.resolve(now)).filter(|eta| *eta > now);
@@ -37,7 +37,7 @@ impl<O> Request<O> {
         if !embed.is_empty() {
             message.embed = embed.to_value();
         }
-        Ok((self.queue, message))
+        Ok((queue, message))
     }
 }
 

@@ -8,6 +8,7 @@ use crate::concurrency::Concurrency;
 use crate::error::Result;
 use crate::ids::JobId;
 use crate::job::Job;
+use crate::priority::Priority;
 use crate::protocol::Arguments;
 use crate::retry::RetryPolicy;
 use crate::topology::DEFAULT_QUEUE;
@@ -28,6 +29,8 @@ pub struct Request<O = Value> {
     task: Cow<'static, str>,
     arguments: Result<Arguments, serde_json::Error>,
     queue: Cow<'static, str>,
+    /// The tier of `queue` it goes to (see `topology::tier_name`).
+    priority: Priority,
     id: Option<JobId>,
     start: Option<Start>,
     expires: Option<Start>,
@@ -83,6 +86,7 @@ impl<J: Job> From<J> for Request<J::Output> {
             task: Cow::Borrowed(J::NAME),
             arguments: Arguments::from_input(&job),
             queue: Cow::Borrowed(J::QUEUE),
+            priority: J::priority(),
             ..Self::blank()
         }
     }
@@ -108,6 +112,16 @@ impl<O> Request<O> {
     #[must_use]
     pub fn queue(mut self, queue: impl Into<String>) -> Self {
         self.queue = Cow::Owned(queue.into());
+        self
+    }
+
+    /// Sends the job to tier `priority` of its queue: `<queue>.high`, `<queue>` itself
+    /// ([`Priority::Normal`]) or `<queue>.low`, instead of the job type's tier
+    /// ([`Job::priority`]). A worker consuming tiers (its `priorities` setting) takes higher tiers
+    /// first; one without consumes only `<queue>`.
+    #[must_use]
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
         self
     }
 
@@ -219,6 +233,7 @@ impl<O> Request<O> {
             task: self.task,
             arguments: self.arguments,
             queue: self.queue,
+            priority: self.priority,
             id: self.id,
             start: self.start,
             expires: self.expires,
@@ -244,6 +259,7 @@ impl<O> Request<O> {
             task: Cow::Borrowed(""),
             arguments: Ok(Arguments::default()),
             queue: Cow::Borrowed(DEFAULT_QUEUE),
+            priority: Priority::Normal,
             id: None,
             start: None,
             expires: None,

@@ -49,12 +49,14 @@ mod batches;
 mod control;
 mod events;
 mod slots;
+mod tiers;
 mod unique;
 
 pub use batches::*;
 pub use control::*;
 pub use events::*;
 pub use slots::*;
+pub use tiers::*;
 pub use unique::*;
 
 use crate::broker::Broker;

@@ -26,6 +26,7 @@ mod lepus_cli;
 mod logging;
 mod metrics;
 mod poison;
+mod priorities;
 mod prometheus;
 mod reconnect;
 mod remote_control;
