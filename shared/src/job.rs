@@ -39,4 +39,11 @@ pub trait Job: Serialize + DeserializeOwned + Send + 'static {
     fn time_limit() -> Option<Duration> {
         None
     }
+
+    /// How many jobs of this type may start per period across all workers (counted under the
+    /// task name), unless the request says otherwise. Default: no limit. See [`crate::Rate`].
+    #[must_use]
+    fn rate_limit() -> Option<crate::rate::Rate> {
+        None
+    }
 }

@@ -32,6 +32,8 @@
 //!   share one cascade. Delays have 1 s resolution and reach 2^28 − 1 s (about 8.5 years).
 //! - **Celery's remote control and events** (`celery.pidbox`, `reply.celery.pidbox`, `celeryev`):
 //!   see [`control`].
+//! - **Rate limits** (`lepus.rate.<key>`, `.issuer`, `.issuer-info`): a bounded token bucket, the
+//!   issuer's lock and its announcement per rate key; see `rates.rs`.
 //! - **Data events** between services (`lepus.events.in`, the stream `lepus.events.log`,
 //!   `lepus.events`, `lepus.events.unrouted`, `lepus.service.<name>` and its partitions): see
 //!   `events.rs`.
@@ -43,10 +45,12 @@
 mod batches;
 mod control;
 mod events;
+mod rates;
 
 pub use batches::*;
 pub use control::*;
 pub use events::*;
+pub use rates::*;
 
 use crate::broker::Broker;
 use crate::error::{Error, ReplyCode, Result};

@@ -26,6 +26,7 @@ mod logging;
 mod metrics;
 mod poison;
 mod prometheus;
+mod rate_limits;
 mod reconnect;
 mod remote_control;
 mod retries;
