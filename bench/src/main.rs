@@ -10,7 +10,8 @@
 //!
 //! `--bulk`, `--delays`, `--scale`, `--memory`, `--batches` and `--fanout` measure other things
 //! instead, each in its own module: [`bulk`], [`delays`], [`scale`], [`memory`], [`batches`],
-//! [`fanout`] (data events fanned out to 3 services).
+//! [`fanout`] (data events fanned out to 3 services); `--rate-limit` ([`rate_limit`]) prices a
+//! rate limit set above the throughput.
 //!
 //! The binary also plays the worker processes: re-executed with `LEPUS_BENCH_ROLE` set, it runs
 //! the stock Lepus worker or a plain lapin worker instead (see [`role`]).
@@ -38,6 +39,7 @@ mod phases;
 mod proc_status;
 mod producer;
 mod progress;
+mod rate_limit;
 mod raw_fanout;
 mod raw_producer;
 mod raw_worker_role;
@@ -92,6 +94,8 @@ fn main() -> ExitCode {
             scale::run(&options, &admin).await
         } else if options.fanout {
             fanout::run(&options, &admin).await
+        } else if options.rate_limit {
+            rate_limit::run(&options, &admin).await
         } else if options.memory {
             memory::run(&options, &admin).await
         } else {

@@ -17,6 +17,9 @@ pub const RATE_KEY_HEADER: &str = "x-lepus-rate-key";
 /// Largest count a rate may have (per period).
 const MAX_COUNT: u32 = 1_000_000;
 
+/// Most token messages a second an issuer publishes: above it, one token is worth several starts.
+const MAX_TOKENS_PER_SECOND: f64 = 500.0;
+
 /// A rate limit: at most `count` job starts per `period` across all workers, with tokens banked
 /// up to a burst (`capacity`) while nobody uses them.
 ///
@@ -108,6 +111,24 @@ impl Rate {
             let tenth = (self.per_second() / 10.0).ceil();
             if tenth >= f64::from(MAX_COUNT) { MAX_COUNT } else { (tenth as u32).max(1) }
         })
+    }
+}
+
+impl Rate {
+    /// How many job starts one token message is worth: 1 up to 500 starts a second, then as
+    /// many as keep the issuer at 500 messages a second (`ceil(rate / 500)`), so that a high
+    /// limit costs the broker and the workers a message per several jobs, not one per job.
+    #[must_use]
+    pub fn token_weight(&self) -> u32 {
+        let weight = (self.per_second() / MAX_TOKENS_PER_SECOND).ceil();
+        if weight >= f64::from(MAX_COUNT) { MAX_COUNT } else { (weight as u32).max(1) }
+    }
+
+    /// How many token messages the bucket holds at most: the capacity in tokens of
+    /// [`Rate::token_weight`] starts, rounded up.
+    #[must_use]
+    pub fn bucket_length(&self) -> u32 {
+        self.capacity().div_ceil(self.token_weight())
     }
 }
 
@@ -203,6 +224,9 @@ mod tests {
         let bursty: Rate = "5/h;burst=3".parse().expect("valid");
         assert_eq!(bursty, Rate::per_hour(5).with_burst(3));
         assert_eq!(bursty.to_string().parse::<Rate>(), Ok(bursty));
+        assert_eq!((rate.token_weight(), rate.bucket_length()), (1, 2));
+        let high = Rate::per_sec(20_000);
+        assert_eq!((high.token_weight(), high.capacity(), high.bucket_length()), (40, 2000, 50));
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //! (prefetch 1, manual acks), handing each token to the job that has waited longest.
 //!
 //! A job asks for its turn by sending a one-shot sender ([`Gate::turn`]); the gate takes the
-//! next live asker, then the next token, acks the token, and hands it over. A job that stopped
-//! waiting (its wait bound passed) is skipped; a token acked for a job that left at that very
-//! moment is kept for the next one. So this process holds at most two tokens it has not used
-//! (the one prefetched, the one kept), and a token is never handed to two jobs: it is acked
-//! before it is handed over (a lost ack gives it back to the bucket, not to a job).
+//! next live asker, then (if it has no start left in hand) the next token, acks it, and hands
+//! one of the starts the token is worth (its body, `Rate::token_weight`) to each asker in turn. A
+//! job that stopped waiting (its wait bound passed) is skipped, and the start goes to the next.
+//! So this process holds at most two tokens' worth of starts it has not used (the token
+//! prefetched, the one in hand), and a start is never handed to two jobs: a token is acked
+//! before any of its starts is handed over (a lost ack gives it back to the bucket, not to a
+//! job).
 
 use futures_lite::StreamExt;
 use lepus::internal::topology;
@@ -49,11 +51,11 @@ async fn serve(
     mut waiting: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
     stop: CancellationToken,
 ) {
-    let mut kept = false;
+    let mut kept = 0;
     loop {
         let open = || open(&broker, &key, &rate);
         let Some((channel, mut consumer)) = lepus::internal::reconnect("rate gate", &stop, open).await else { return };
-        let ended = hand_out(&mut consumer, &mut waiting, &mut kept, &stop).await;
+        let ended = hand_out(&mut consumer, &mut waiting, (&mut kept, rate.token_weight()), &stop).await;
         drop(channel.close(200, "rate gate".into()).await);
         match ended {
             Ok(()) => return,
@@ -83,7 +85,7 @@ async fn open(broker: &Broker, key: &str, rate: &Rate) -> lepus::Result<(Channel
 async fn hand_out(
     consumer: &mut Consumer,
     waiting: &mut mpsc::UnboundedReceiver<oneshot::Sender<()>>,
-    kept: &mut bool,
+    (kept, weight): (&mut u32, u32),
     stop: &CancellationToken,
 ) -> Result<(), String> {
     loop {
@@ -97,7 +99,7 @@ async fn hand_out(
         if asker.is_closed() {
             continue;
         }
-        if !*kept {
+        if *kept == 0 {
             let token = tokio::select! {
                 () = stop.cancelled() => return Ok(()),
                 // The asker gave up waiting: ask the next one, no token taken.
@@ -111,14 +113,16 @@ async fn hand_out(
                         .ack(BasicAckOptions::default())
                         .await
                         .map_err(|e| format!("cannot ack a token: {e}"))?;
-                    *kept = true;
+                    // The starts it is worth (an empty or odd body: one; never more than the rate's).
+                    let worth = std::str::from_utf8(&token.data).ok().and_then(|n| n.parse().ok());
+                    *kept = worth.unwrap_or(1).clamp(1, weight);
                 }
                 Some(Err(e)) => return Err(e.to_string()),
                 None => return Err("the token consumer ended".into()),
             }
         }
         if asker.send(()).is_ok() {
-            *kept = false;
+            *kept -= 1;
         }
     }
 }

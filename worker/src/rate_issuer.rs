@@ -4,8 +4,9 @@
 //! `lepus.rate.<key>.issuer`, on the worker's connection) every second until it gets it. The
 //! holder announces itself (node name, rate, time) in `lepus.rate.<key>.issuer-info`, then puts
 //! tokens into the bucket `lepus.rate.<key>` on a schedule fixed at the moment it took the lock:
-//! by `t` seconds after it, the bucket's capacity plus `floor(t × rate)` tokens in all, published in ticks of one token
-//! interval (10 ms at the least), confirmed. A tick that comes late publishes what is owed, at
+//! by `t` seconds after it, the bucket's capacity plus `floor(t × rate)` starts in all, published
+//! in ticks of one token interval (10 ms at the least), confirmed, each token worth
+//! `Rate::token_weight` starts (1 up to 500/s). A tick that comes late publishes what is owed, at
 //! most the bucket's capacity: a stalled issuer never makes a burst larger than the bucket. The
 //! lock goes with the connection, so when the issuing process dies the broker drops it at once
 //! and a standby takes it at its next try (within about a second); tokens and the lock share the
@@ -73,6 +74,8 @@ async fn issue(channel: &Channel, key: &str, rate: &Rate, stop: &CancellationTok
     let bucket = topology::rate_token_queue(key);
     let per_second = rate.per_second();
     let capacity = u64::from(rate.capacity());
+    let weight = u64::from(rate.token_weight());
+    let token = weight.to_string();
     let mut ticks = tokio::time::interval(rate.interval().max(MIN_TICK));
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let start = Instant::now();
@@ -82,12 +85,14 @@ async fn issue(channel: &Channel, key: &str, rate: &Rate, stop: &CancellationTok
             () = stop.cancelled() => return Ok(()),
             _ = ticks.tick() => {}
         }
-        // The first tick fills the bucket: a new issuer starts with a full bucket, as an idle one.
+        // In starts. The first tick fills the bucket: a new issuer starts with a full bucket, as
+        // an idle one. What a late tick owes beyond the bucket's capacity is forgone.
         let due = (start.elapsed().as_secs_f64() * per_second) as u64 + capacity;
-        let owed = due.saturating_sub(issued).min(capacity);
-        issued = due;
-        if owed > 0 {
-            publish(channel, &bucket, b"", BasicProperties::default(), owed).await?;
+        issued = issued.max(due.saturating_sub(capacity));
+        let tokens = (due - issued) / weight;
+        if tokens > 0 {
+            publish(channel, &bucket, token.as_bytes(), BasicProperties::default(), tokens).await?;
+            issued += tokens * weight;
         }
     }
 }

@@ -2,7 +2,7 @@
 //! limit key, none per job.
 //!
 //! - `lepus.rate.<key>`: the token bucket. Classic, transient, `x-max-length` = the rate's
-//!   capacity with `x-overflow: drop-head`, so tokens nobody takes do not pile up into a larger
+//!   capacity in token messages (`Rate::bucket_length`) with `x-overflow: drop-head`, so tokens nobody takes do not pile up into a larger
 //!   burst than the capacity; `x-expires` (30 min) removes the bucket of a key no worker uses.
 //! - `lepus.rate.<key>.issuer`: classic, exclusive, auto-delete. The process whose connection
 //!   declared it issues the key's tokens; it goes with that connection.
@@ -43,11 +43,12 @@ pub fn validate_rate_key(key: &str) -> Result<()> {
     validate_name("rate key", key)
 }
 
-/// The arguments of the token bucket of a limit of `rate`.
+/// The arguments of the token bucket of a limit of `rate`. A token message's body is the number
+/// of starts it is worth (`Rate::token_weight`), in decimal.
 #[must_use]
 pub fn rate_token_arguments(rate: &Rate) -> FieldTable {
     let mut args = FieldTable::default();
-    args.insert("x-max-length".into(), AMQPValue::LongLongInt(i64::from(rate.capacity())));
+    args.insert("x-max-length".into(), AMQPValue::LongLongInt(i64::from(rate.bucket_length())));
     put_str(&mut args, "x-overflow", "drop-head");
     args.insert("x-expires".into(), AMQPValue::LongLongInt(expires_ms()));
     args

@@ -224,3 +224,109 @@ async fn a_job_waiting_for_a_token_is_handed_back_within_the_prefetch() {
     assert!(deferred >= 3.0, "only {deferred} jobs handed back");
     assert!((3..=5).contains(&ready), "{ready} ready: the waiting jobs are in the queue, none lost");
 }
+
+/// A job type with a rate limit of its own: 5 a second.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Typed {
+    n: u32,
+}
+
+impl lepus::Job for Typed {
+    const NAME: &'static str = "test.rate_typed";
+    type Output = ();
+
+    fn rate_limit() -> Option<Rate> {
+        Some(Rate::per_sec(5))
+    }
+}
+
+#[derive(Clone, Default)]
+struct Started(std::sync::Arc<std::sync::Mutex<Vec<Instant>>>);
+
+async fn typed(
+    _: Typed,
+    lepus_worker::State(started): lepus_worker::State<Started>,
+) -> Result<(), lepus_worker::JobError> {
+    started.0.lock().expect("lock").push(Instant::now());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_types_own_limit_applies_under_the_requests_key() {
+    let mut cleanup = Cleanup::default();
+    let key = rate_key(&mut cleanup);
+    // The worker also knows the job type's limit under its task name from start-up.
+    cleanup.queue(topology::rate_token_queue(<Typed as lepus::Job>::NAME));
+    cleanup.queue(topology::rate_issuer_queue(<Typed as lepus::Job>::NAME));
+    let queue = TestQueue::declare("rate-typed").await;
+    let started = Started::default();
+    let config = lepus_worker::WorkerConfig::default().amqp_url(lepus_tests::amqp_url()).queues([queue.name()]);
+    let worker = lepus_worker::Worker::new(config).state(started.clone()).register(typed);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async { drop(stopped.await) }));
+    queue.wait_for_consumers(1).await;
+    let client = connect().await;
+    let requests = (0..30).map(|n| Request::new(Typed { n }).queue(queue.name()).rate_key(key.as_str()));
+    assert!(client.enqueue_many(requests).await.iter().all(Result::is_ok));
+    lepus_tests::wait_until("30 starts", Duration::from_secs(30), || async {
+        started.0.lock().expect("lock").len() >= 30
+    })
+    .await;
+    let at = started.0.lock().expect("lock").clone();
+    let span = at[29].duration_since(at[0]).as_secs_f64();
+    // The bucket starts with one token (5/s banks a tenth of a second's worth, at least 1).
+    let per_second = 29.0 / span;
+    let issuer = rate_issuer(queue.broker(), &key).await.expect("read").expect("an issuer");
+    println!(
+        "job type limit 5/s under key {key}: 30 starts over {span:.2} s ({per_second:.2}/s); issuer rate {}",
+        issuer.rate
+    );
+    assert_eq!(issuer.rate, "5/s", "the job type's rate, under the request's key");
+    assert!((4.0..=5.5).contains(&per_second), "{per_second:.2} starts/s under a limit of 5/s");
+    client.close().await.expect("closed");
+    stop.send(()).expect("the worker runs");
+    running.await.expect("joined").expect("the worker stopped cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_celery_clients_set_the_limit_with_headers() {
+    let mut cleanup = Cleanup::default();
+    let key = rate_key(&mut cleanup);
+    let queue = TestQueue::declare("rate-python").await;
+    let record = temp_file("rate-python");
+    let _workers = workers(&queue, 2, "4");
+    queue.wait_for_consumers(2).await;
+    let sent = lepus_tests::run_python_with(
+        "rate_limited.py",
+        queue.name(),
+        &[
+            ("LEPUS_TEST_JOBS", "16"),
+            ("LEPUS_TEST_RATE", "5/s"),
+            ("LEPUS_TEST_RATE_KEY", &key),
+            ("LEPUS_TEST_RECORD", &record),
+        ],
+    )
+    .await;
+    let bad_id = sent[0]["bad"].as_str().expect("the bad job's id").to_owned();
+    let at = wait_for_starts(&record, "16 starts", Duration::from_secs(30), |at| at.len() >= 16).await;
+    let span = (at[15] - at[0]) as f64 / 1000.0;
+    let per_second = 15.0 / span;
+    let dlq = queue.dead_letter_queue();
+    lepus_tests::wait_until("the bad job dead-lettered", Duration::from_secs(10), || async {
+        queue.ready_in(&dlq).await >= 1
+    })
+    .await;
+    let dead = queue.take_all(&dlq).await;
+    let headers = dead[0].properties.headers().clone().unwrap_or_default();
+    let text = |name: &str| lepus::internal::header_str(&headers, name).map(|v| v.into_owned());
+    println!(
+        "Python, 5/s over 2 workers: 16 starts over {span:.2} s ({per_second:.2}/s); bad job {:?}: {:?}",
+        text("id"),
+        text("x-lepus-error")
+    );
+    assert!((4.0..=5.5).contains(&per_second), "{per_second:.2} starts/s under a limit of 5/s");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(text("id").as_deref(), Some(bad_id.as_str()));
+    assert_eq!(text("x-lepus-reason").as_deref(), Some("bad-rate-limit"));
+    assert_eq!(at.len(), 16, "the bad job never ran");
+}
