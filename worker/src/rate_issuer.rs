@@ -16,7 +16,7 @@ use lepus::internal::{persistent_json, topology};
 use lepus::lapin::BasicProperties;
 use lepus::lapin::Channel;
 use lepus::lapin::Confirmation;
-use lepus::lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lepus::lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeleteOptions};
 use lepus::{Broker, Rate, RateIssuer, ReplyCode};
 use std::time::{Duration, Instant};
 use tokio::time::MissedTickBehavior;
@@ -51,6 +51,11 @@ async fn lead(broker: &Broker, key: &str, rate: &Rate, stop: &CancellationToken)
     let channel = broker.channel().await?;
     topology::take_rate_lock(&channel, key).await?;
     let issued = issue(&channel, key, rate, stop).await;
+    if stop.is_cancelled() && channel.status().connected() {
+        // The lock is the connection's, not the channel's: give it up for a standby.
+        let lock = topology::rate_lock_queue(key);
+        drop(channel.queue_delete(lock.as_str().into(), QueueDeleteOptions::default()).await);
+    }
     if channel.status().connected() {
         drop(channel.close(200, "rate issuer".into()).await);
     }

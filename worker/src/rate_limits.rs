@@ -27,19 +27,28 @@ use lepus::protocol::{ExceptionInfo, ResultMessage, TaskMessage};
 use lepus::{Broker, Rate, ReplyCode};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 /// How long a job waits for its token before it is handed back to its queue.
 pub(crate) const TOKEN_WAIT: Duration = Duration::from_secs(10);
 
+/// A key no job of this process asked for in this long is forgotten (its gate and issuer
+/// stopped, its lock given up), unless a registered job type has it.
+const IDLE: Duration = Duration::from_secs(10 * 60);
+
+/// How often idle keys are looked for.
+const SWEEP: Duration = Duration::from_secs(60);
+
+type Known = Arc<Mutex<HashMap<String, Limit>>>;
+
 /// The rate keys this process knows: their rate and gate.
 pub(crate) struct RateLimits {
     broker: Broker,
     stop: CancellationToken,
     wait: Duration,
-    limits: Mutex<HashMap<String, Limit>>,
+    limits: Known,
 }
 
 struct Limit {
@@ -47,6 +56,10 @@ struct Limit {
     gate: Gate,
     /// Whether a job asked for another rate under this key (logged once).
     warned: bool,
+    /// When a job last asked for this key; `None` for a registered job type's (never idle).
+    used: Option<Instant>,
+    /// Stops this key's gate and issuer.
+    stop: CancellationToken,
 }
 
 /// Why a job's limit could not be applied.
@@ -65,12 +78,13 @@ impl RateLimits {
         stop: CancellationToken,
         registered: impl Iterator<Item = (&'a str, Rate)>,
     ) -> Self {
-        let limits = Self { broker, stop, wait: TOKEN_WAIT, limits: Mutex::default() };
+        let limits = Self { broker, stop, wait: TOKEN_WAIT, limits: Known::default() };
         for (task, rate) in registered {
             if topology::validate_rate_key(task).is_ok() {
-                limits.insert(task, rate);
+                limits.insert(task, rate, None);
             }
         }
+        tokio::spawn(sweep(Arc::clone(&limits.limits), limits.stop.clone()));
         limits
     }
 
@@ -86,7 +100,7 @@ impl RateLimits {
             drop(channel.close(200, "rate bucket declared".into()).await);
         }
         match declared {
-            Ok(()) => Ok(self.known(key, rate).unwrap_or_else(|| self.insert(key, rate))),
+            Ok(()) => Ok(self.known(key, rate).unwrap_or_else(|| self.insert(key, rate, Some(Instant::now())))),
             Err(e) if e.reply_code() == Some(ReplyCode::PreconditionFailed) => Err(Refusal::Bad(format!(
                 "rate key {key:?} already has a bucket of another capacity than {rate}'s ({} tokens): \
                  give each key one rate; {e}",
@@ -99,6 +113,9 @@ impl RateLimits {
     fn known(&self, key: &str, rate: Rate) -> Option<Gate> {
         let mut limits = self.limits.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let limit = limits.get_mut(key)?;
+        if limit.used.is_some() {
+            limit.used = Some(Instant::now());
+        }
         if limit.rate != rate && !limit.warned {
             limit.warned = true;
             tracing::warn!(rate_key = key, first = %limit.rate, asked = %rate, "a job asks for another rate under a known rate key; the first one applies");
@@ -106,10 +123,11 @@ impl RateLimits {
         Some(limit.gate.clone())
     }
 
-    fn insert(&self, key: &str, rate: Rate) -> Gate {
-        let gate = Gate::start(self.broker.clone(), key.to_owned(), rate, self.stop.clone());
-        crate::rate_issuer::start(self.broker.clone(), key.to_owned(), rate, self.stop.clone());
-        let limit = Limit { rate, gate: gate.clone(), warned: false };
+    fn insert(&self, key: &str, rate: Rate, used: Option<Instant>) -> Gate {
+        let stop = self.stop.child_token();
+        let gate = Gate::start(self.broker.clone(), key.to_owned(), rate, stop.clone());
+        crate::rate_issuer::start(self.broker.clone(), key.to_owned(), rate, stop.clone());
+        let limit = Limit { rate, gate: gate.clone(), warned: false, used, stop };
         self.limits.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key.to_owned(), limit);
         tracing::info!(rate_key = key, %rate, "rate limit known");
         gate
@@ -157,6 +175,27 @@ impl RateLimits {
             }
         }
         None
+    }
+}
+
+/// Forgets, every [`SWEEP`], the keys no job asked for in [`IDLE`]: their gates and issuers
+/// stop (an issuer gives its lock up), so a process does not keep a consumer and a lock
+/// attempt a second for every key it ever met. A job of a forgotten key brings it back.
+async fn sweep(limits: Known, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(SWEEP) => {}
+        }
+        let mut limits = limits.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        limits.retain(|key, limit| {
+            let idle = limit.used.is_some_and(|used| used.elapsed() >= IDLE);
+            if idle {
+                tracing::info!(rate_key = key, "rate key idle; forgotten");
+                limit.stop.cancel();
+            }
+            !idle
+        });
     }
 }
 
