@@ -12,7 +12,8 @@
 //! instead, each in its own module: [`bulk`], [`delays`], [`scale`], [`memory`], [`batches`],
 //! [`fanout`] (data events fanned out to 3 services). Flow control is priced against plain jobs:
 //! `--priorities` ([`priorities`]: jobs over a queue's priority tiers against the queue alone),
-//! `--unique` ([`unique`]), `--concurrency-key` ([`concurrency_keys`]).
+//! `--rate-limit` ([`rate_limit`]: a rate limit set above the throughput), `--unique`
+//! ([`unique`]), `--concurrency-key` ([`concurrency_keys`]).
 //!
 //! The binary also plays the worker processes: re-executed with `LEPUS_BENCH_ROLE` set, it runs
 //! the stock Lepus worker or a plain lapin worker instead (see [`role`]).
@@ -42,6 +43,7 @@ mod priorities;
 mod proc_status;
 mod producer;
 mod progress;
+mod rate_limit;
 mod raw_fanout;
 mod raw_producer;
 mod raw_worker_role;
@@ -101,6 +103,8 @@ fn main() -> ExitCode {
             fanout::run(&options, &admin).await
         } else if options.priorities {
             priorities::run(&options, &admin).await
+        } else if options.rate_limit {
+            rate_limit::run(&options, &admin).await
         } else if options.memory {
             memory::run(&options, &admin).await
         } else if options.unique {

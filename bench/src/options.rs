@@ -84,6 +84,10 @@ pub(crate) struct Options {
     /// (see `priorities.rs`).
     #[arg(long, group = "mode")]
     pub(crate) priorities: bool,
+    /// Rate limits: the same jobs plainly and under a rate limit set at twice the plain jobs/s
+    /// (a token taken from the broker per job), jobs/s of each (see `rate_limit.rs`).
+    #[arg(long, group = "mode")]
+    pub(crate) rate_limit: bool,
     /// Broker URL.
     #[arg(long, env = "LEPUS_AMQP_URL", default_value = lepus::DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
     pub(crate) amqp_url: String,

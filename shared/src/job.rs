@@ -78,4 +78,11 @@ pub trait Job: Serialize + DeserializeOwned + Send + 'static {
     fn priority() -> Priority {
         Priority::Normal
     }
+
+    /// How many jobs of this type may start per period across all workers (counted under the
+    /// task name), unless the request says otherwise. Default: no limit. See [`crate::Rate`].
+    #[must_use]
+    fn rate_limit() -> Option<crate::rate::Rate> {
+        None
+    }
 }

@@ -27,6 +27,7 @@ use crate::events::{self, Events};
 use crate::execute::{self, Admission, Executed};
 use crate::metrics::{JobSeries, Metrics};
 use crate::outcome::{Ended, FollowUps, Outcome, Reply};
+use crate::rate_limits::RateLimits;
 use crate::registry::Registry;
 use crate::revoked::Revoked;
 use crate::slots;
@@ -68,6 +69,8 @@ pub(crate) struct Shared {
     pub(crate) activity: Arc<Activity>,
     pub(crate) revoked: Arc<Revoked>,
     pub(crate) events: Arc<Events>,
+    /// The rate limits this process knows, and their gates.
+    pub(crate) rate_limits: RateLimits,
 }
 
 impl Shared {
@@ -88,6 +91,8 @@ pub(crate) async fn process(
     acks: Acks,
     permit: OwnedSemaphorePermit,
 ) {
+    // Given up while the job waits for a rate limit's token (see `crate::rate_limits`).
+    let mut permit = Some(permit);
     let series = shared.metrics.queue(queue.name());
     series.in_flight.increment(1.0);
     let refuse =
@@ -147,7 +152,8 @@ pub(crate) async fn process(
                 let registry = service.as_ref().map_or(&shared.registry, |service| &service.registry);
                 let name = registry.get(&message.task).map(|job| Arc::clone(&job.name));
                 let batch = Record::of(&message, false);
-                let run = Run { registry, event, ordered: service.as_ref().is_some_and(|s| s.ordered()), series: job };
+                let ordered = service.as_ref().is_some_and(|s| s.ordered());
+                let run = Run { registry, event, ordered, series: job, permit: &mut permit };
                 let executed = execute_one(message, run, &delivery, &queue, &shared).await;
                 if let Some(ran_for) = executed.ran_for {
                     job.ran_for(ran_for);
@@ -185,6 +191,8 @@ struct Run<'a> {
     /// An ordered partition's event: retried in place, before the next event of the partition.
     ordered: bool,
     series: &'a JobSeries,
+    /// The delivery's concurrency permit (given up while it waits for a rate limit's token).
+    permit: &'a mut Option<OwnedSemaphorePermit>,
 }
 
 /// What becomes of a decoded job: refused at the delivery limit, not admitted (unknown,
@@ -198,7 +206,7 @@ async fn execute_one(
     queue: &WorkQueue,
     shared: &Shared,
 ) -> Executed {
-    let Run { registry, mut event, ordered, series } = run;
+    let Run { registry, mut event, ordered, series, permit } = run;
     let handed_out = delivery_count(&delivery.properties);
     if let Some(refused) = execute::past_delivery_limit(&message, queue.name(), handed_out, queue.delivery_limit()) {
         return refused.into();
@@ -207,6 +215,12 @@ async fn execute_one(
         Admission::Run(job) => job,
         Admission::NotRun(outcome) => return (*outcome).into(),
     };
+    // Jobs only: an event's order and delivery are its service's, not a rate limit's.
+    if event.is_none()
+        && let Some(outcome) = shared.rate_limits.wait_turn(&message, job, queue.name(), permit).await
+    {
+        return outcome.into();
+    }
     // A job with a concurrency key runs only while it holds one of the key's slots.
     let headers = delivery.properties.headers().as_ref();
     let mut slot = match slots::take_for(

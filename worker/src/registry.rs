@@ -58,6 +58,8 @@ pub(crate) struct Registered {
     pub(crate) handler: Arc<dyn Erased>,
     pub(crate) retry: RetryPolicy,
     pub(crate) time_limit: Option<Duration>,
+    /// The job type's rate limit (`Job::rate_limit`), unless a message says otherwise.
+    pub(crate) rate_limit: Option<lepus::Rate>,
     pub(crate) required_states: Vec<(TypeId, &'static str)>,
 }
 
@@ -75,6 +77,7 @@ impl Registry {
             handler: Arc::new(Typed { handler, job: PhantomData::<fn(J, Args)> }),
             retry: J::retry_policy(),
             time_limit: J::time_limit(),
+            rate_limit: J::rate_limit(),
             required_states: H::required_states(),
         };
         if self.handlers.insert(J::NAME, registered).is_some() {
@@ -96,6 +99,11 @@ impl Registry {
     /// Names registered more than once (a start-up error).
     pub(crate) fn duplicates(&self) -> &[&'static str] {
         &self.duplicates
+    }
+
+    /// The jobs registered with a rate limit, and their rates.
+    pub(crate) fn rate_limits(&self) -> impl Iterator<Item = (&'static str, lepus::Rate)> + '_ {
+        self.handlers.iter().filter_map(|(name, job)| Some((*name, job.rate_limit?)))
     }
 
     pub(crate) fn names(&self) -> Vec<&'static str> {

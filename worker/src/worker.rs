@@ -21,6 +21,7 @@ use crate::loops::QueueLoop;
 use crate::metrics::Metrics;
 use crate::priorities::Priorities;
 use crate::queues::{Change, QueueSet};
+use crate::rate_limits::RateLimits;
 use crate::registry::Registry;
 use crate::revoked::Revoked;
 use crate::states::States;
@@ -208,6 +209,7 @@ impl Worker {
             Arc::clone(&activity),
             observed.clone(),
         );
+        let rate_limits = RateLimits::start(broker.clone(), stop.clone(), registry.rate_limits());
         let shared = Arc::new(Shared {
             broker: broker.clone(),
             registry,
@@ -224,6 +226,7 @@ impl Worker {
             activity: Arc::clone(&activity),
             revoked: Arc::clone(&revoked),
             events: Arc::clone(&events),
+            rate_limits,
         });
         let tracker = tokio::spawn(crate::tracker::run(
             crate::tracker::Setup {

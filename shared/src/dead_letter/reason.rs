@@ -36,6 +36,9 @@ pub enum Reason {
     /// A job's canvas follow-up (a link, a chain step) whose queue does not exist; its
     /// `x-lepus-queue` names that queue.
     Unroutable,
+    /// The job's rate limit cannot be applied: a malformed `x-lepus-rate-limit` or
+    /// `x-lepus-rate-key` header, or a key whose bucket has another capacity.
+    BadRateLimit,
 }
 
 impl Reason {
@@ -51,6 +54,7 @@ impl Reason {
             Reason::Failed => "failed",
             Reason::DeliveryLimit => "delivery-limit",
             Reason::Unroutable => "unroutable",
+            Reason::BadRateLimit => "bad-rate-limit",
         }
     }
 }

@@ -3,8 +3,10 @@
 
 use super::Request;
 use crate::error::{Error, Result};
+use crate::protocol::headers::set_header;
 use crate::protocol::{Embed, TaskMessage};
-use crate::topology::tier_name;
+use crate::rate::{RATE_KEY_HEADER, RATE_LIMIT_HEADER};
+use crate::topology::{tier_name, validate_rate_key};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::borrow::Cow;
@@ -26,6 +28,13 @@ impl<O> Request<O> {
         if let Some(concurrency) = &self.concurrency {
             concurrency.validate()?;
             concurrency.write(&mut message.extra_headers);
+        }
+        if let Some(rate) = self.rate {
+            set_header(&mut message.extra_headers, RATE_LIMIT_HEADER, &rate.to_string());
+        }
+        if let Some(key) = &self.rate_key {
+            validate_rate_key(key)?;
+            set_header(&mut message.extra_headers, RATE_KEY_HEADER, key);
         }
         if let Some(id) = self.id {
             message.correlation_id = Some(id.to_string());

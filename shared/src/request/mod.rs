@@ -38,6 +38,9 @@ pub struct Request<O = Value> {
     time_limit: Option<Duration>,
     /// At most this many jobs with its key run at once (see [`Concurrency`]).
     concurrency: Option<Concurrency>,
+    /// The rate limit and its key (`x-lepus-rate-limit`, `x-lepus-rate-key`).
+    rate: Option<crate::rate::Rate>,
+    rate_key: Option<String>,
     /// Sent after a success with the output as first argument (Celery's `link`).
     callbacks: Vec<Request>,
     /// Sent after a final failure with the job's id as first argument (`link_error`).
@@ -222,6 +225,23 @@ impl<O> Request<O> {
         self
     }
 
+    /// Starts this job only within `rate` across all workers (instead of its job type's limit),
+    /// counted under its task name unless [`Request::rate_key`] names another key. Sent as the
+    /// `x-lepus-rate-limit` header.
+    #[must_use]
+    pub fn rate_limit(mut self, rate: crate::rate::Rate) -> Self {
+        self.rate = Some(rate);
+        self
+    }
+
+    /// Counts this job's rate limit (its own or its job type's) under `key` (a customer, say)
+    /// instead of the task name: each key has a bucket of its own. Sent as `x-lepus-rate-key`.
+    #[must_use]
+    pub fn rate_key(mut self, key: impl Into<String>) -> Self {
+        self.rate_key = Some(key.into());
+        self
+    }
+
     /// The same request with its result left as JSON.
     pub(crate) fn erase(self) -> Request<Value> {
         self.retyped()
@@ -240,6 +260,8 @@ impl<O> Request<O> {
             retry: self.retry,
             time_limit: self.time_limit,
             concurrency: self.concurrency,
+            rate: self.rate,
+            rate_key: self.rate_key,
             callbacks: self.callbacks,
             errbacks: self.errbacks,
             steps: self.steps,
@@ -266,6 +288,8 @@ impl<O> Request<O> {
             retry: None,
             time_limit: None,
             concurrency: None,
+            rate: None,
+            rate_key: None,
             callbacks: Vec::new(),
             errbacks: Vec::new(),
             steps: Vec::new(),

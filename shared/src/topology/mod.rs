@@ -35,6 +35,8 @@
 //!   makes it `celery_delayed_delivery`'s alternate exchange.
 //! - **Celery's remote control and events** (`celery.pidbox`, `reply.celery.pidbox`, `celeryev`):
 //!   see [`control`].
+//! - **Rate limits** (`lepus.rate.<key>`, `.issuer`, `.issuer-info`): a bounded token bucket, the
+//!   issuer's lock and its announcement per rate key; see `rates.rs`.
 //! - **Data events** between services (`lepus.events.in`, the stream `lepus.events.log`,
 //!   `lepus.events`, `lepus.events.unrouted`, `lepus.service.<name>` and its partitions): see
 //!   `events.rs`.
@@ -48,6 +50,7 @@
 mod batches;
 mod control;
 mod events;
+mod rates;
 mod slots;
 mod tiers;
 mod unique;
@@ -55,6 +58,7 @@ mod unique;
 pub use batches::*;
 pub use control::*;
 pub use events::*;
+pub use rates::*;
 pub use slots::*;
 pub use tiers::*;
 pub use unique::*;

@@ -28,6 +28,7 @@ mod metrics;
 mod poison;
 mod priorities;
 mod prometheus;
+mod rate_limits;
 mod reconnect;
 mod remote_control;
 mod retries;

@@ -188,6 +188,7 @@ impl Subscription {
                 handler: handler.handler,
                 retry: self.retry,
                 time_limit: self.time_limit,
+                rate_limit: None,
                 required_states: handler.required_states,
             };
             registry.add(handler.name, registered);
