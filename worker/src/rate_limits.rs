@@ -123,12 +123,21 @@ impl RateLimits {
         Some(limit.gate.clone())
     }
 
+    /// The gate of `key`, started (with its issuer) unless another task started it first: the
+    /// check and the insert are one step under the lock, so a process never runs two issuers
+    /// of a key (on one connection both would hold the exclusive lock, and tokens come twice as
+    /// fast).
     fn insert(&self, key: &str, rate: Rate, used: Option<Instant>) -> Gate {
+        let mut limits = self.limits.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(limit) = limits.get(key) {
+            return limit.gate.clone();
+        }
         let stop = self.stop.child_token();
         let gate = Gate::start(self.broker.clone(), key.to_owned(), rate, stop.clone());
         crate::rate_issuer::start(self.broker.clone(), key.to_owned(), rate, stop.clone());
         let limit = Limit { rate, gate: gate.clone(), warned: false, used, stop };
-        self.limits.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key.to_owned(), limit);
+        limits.insert(key.to_owned(), limit);
+        drop(limits);
         tracing::info!(rate_key = key, %rate, "rate limit known");
         gate
     }
