@@ -15,17 +15,12 @@ use crate::figures::{rate, spread};
 use crate::lepus_producer::LepusProducer;
 use crate::options::Options;
 use crate::producer::Producer;
-use crate::role::{Side, WorkerSpec};
-use crate::worker_process::WorkerProcess;
+use crate::stock_worker;
 use anyhow::Context;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, Instant};
-
-/// How long a worker may take to attach its consumer, and how long it idles before the timing.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
-const SETTLE: Duration = Duration::from_secs(1);
+use std::time::Instant;
 
 /// The two ways of sending the same jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,22 +108,8 @@ async fn timed(
         Sending::Plain => 0,
         Sending::Batched => n / u64::from(options.batch_size),
     };
-    let spec = WorkerSpec {
-        side: Side::Lepus,
-        amqp_url: options.amqp_url.clone(),
-        queue: queue.to_owned(),
-        concurrency: options.concurrency,
-        targets: vec![n + callbacks],
-        celery_wire: false,
-        metrics_addr: None,
-        events: false,
-        service: None,
-    };
-    let mut worker = WorkerProcess::start(&spec, log)?;
-    admin.await_consumer(queue, &mut worker, READY_TIMEOUT).await?;
-    tokio::time::sleep(SETTLE).await;
-    let limit =
-        Duration::from_secs(60) + Duration::from_millis(10).saturating_mul(u32::try_from(n).unwrap_or(u32::MAX));
+    let mut worker = stock_worker::start(options, admin, queue, queue, n + callbacks, log, &[]).await?;
+    let limit = stock_worker::time_limit(n);
     let window = options.window as usize;
     let start = Instant::now();
     let sent = match sending {

@@ -2,29 +2,21 @@
 //! jobs twice, each time to a fresh queue and a fresh stock Lepus worker: once plain, once with
 //! a concurrency key whose limit (`--key-limit`, default 1000) is above the worker's concurrency,
 //! so the limit never holds a job back and what is measured is the price of taking and giving
-//! back a slot per job (a channel of its own, a consumer, a close). Which goes first alternates
-//! between rounds. Each side is timed from just before the first publish to the worker's report
+//! back a slot per job (a `basic.get` and a reject on the worker's slot channel). Which goes
+//! first alternates between rounds. Each side is timed from just before the first publish to the worker's report
 //! of N acks; the ratio is keyed jobs/s over plain jobs/s. The key's slot queue is deleted after
 //! each round.
 
 use crate::admin::Admin;
 use crate::figures::{rate, spread};
 use crate::options::Options;
-use crate::role::{Side, WorkerSpec};
-use crate::worker_process::WorkerProcess;
+use crate::stock_worker;
 use anyhow::Context;
 use lepus::internal::topology::{dead_letter_queue, slot_queue};
-use lepus::{Client, Concurrency, Request};
+use lepus::{Client, ClientOptions, Concurrency, Request};
 use lepus_demo::jobs::Noop;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
-
-/// How long a worker may take to attach its consumer, and how long it idles before the timing.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
-const SETTLE: Duration = Duration::from_secs(1);
+use std::time::Instant;
 
 /// Runs the rounds and prints each one's figures and the summary.
 pub(crate) async fn run(options: &Options, admin: &Admin) -> anyhow::Result<()> {
@@ -77,22 +69,8 @@ async fn timed(
     concurrency: Option<&Concurrency>,
     n: u64,
 ) -> anyhow::Result<f64> {
-    let spec = WorkerSpec {
-        side: Side::Lepus,
-        amqp_url: options.amqp_url.clone(),
-        queue: queue.to_owned(),
-        concurrency: options.concurrency,
-        targets: vec![n],
-        celery_wire: false,
-        metrics_addr: None,
-        events: false,
-        service: None,
-    };
-    let mut worker = WorkerProcess::start(&spec, log)?;
-    admin.await_consumer(queue, &mut worker, READY_TIMEOUT).await?;
-    tokio::time::sleep(SETTLE).await;
-    let limit =
-        Duration::from_secs(60) + Duration::from_millis(10).saturating_mul(u32::try_from(n).unwrap_or(u32::MAX));
+    let mut worker = stock_worker::start(options, admin, queue, queue, n, log, &[]).await?;
+    let limit = stock_worker::time_limit(n);
     let start = Instant::now();
     send(&options.amqp_url, queue, n, concurrency, options.window as usize).await?;
     let done = worker.reached(n, limit).await?.saturating_duration_since(start);
@@ -101,30 +79,20 @@ async fn timed(
 }
 
 /// Sends `n` `demo.noop` jobs to `queue`, with `concurrency` if given, `window` awaiting their
-/// confirm at once.
+/// confirm at once (`Client::enqueue_many`, as `--rate-limit` sends).
 async fn send(url: &str, queue: &str, n: u64, concurrency: Option<&Concurrency>, window: usize) -> anyhow::Result<()> {
-    let client = Client::connect(url).await?;
-    let in_flight = Arc::new(Semaphore::new(window));
-    let mut sending = JoinSet::new();
-    for _ in 0..n {
-        let permit = Arc::clone(&in_flight).acquire_owned().await?;
-        let mut request = Request::new(Noop {}).queue(queue);
-        if let Some(concurrency) = concurrency {
-            request = request.concurrency_key(concurrency.key.clone(), concurrency.limit);
+    let client = Client::connect_with(url, ClientOptions::default().publish_window(window)).await?;
+    let requests = (0..n).map(|_| {
+        let request = Request::new(Noop {}).queue(queue);
+        match concurrency {
+            Some(concurrency) => request.concurrency_key(concurrency.key.clone(), concurrency.limit),
+            None => request,
         }
-        let client = client.clone();
-        sending.spawn(async move {
-            let sent = client.enqueue(request).await;
-            drop(permit);
-            sent.map(drop)
-        });
-        while let Some(done) = sending.try_join_next() {
-            done??;
-        }
-    }
-    while let Some(done) = sending.join_next().await {
-        done??;
-    }
+    });
+    let sent = client.enqueue_many(requests).await;
     client.close().await?;
+    if let Some(Err(e)) = sent.into_iter().find(Result::is_err) {
+        return Err(e.into());
+    }
     Ok(())
 }

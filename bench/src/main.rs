@@ -53,6 +53,7 @@ mod rss_sampler;
 mod runs;
 mod scale;
 mod stamp;
+mod stock_worker;
 mod unique;
 mod watcher;
 mod worker_process;

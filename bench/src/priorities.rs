@@ -12,17 +12,12 @@
 use crate::admin::Admin;
 use crate::figures::{rate, spread};
 use crate::options::Options;
-use crate::role::WorkerSpec;
-use crate::worker_process::WorkerProcess;
+use crate::stock_worker;
 use anyhow::Context;
 use lepus::{Client, Priority, Request, WorkQueue};
 use lepus_demo::jobs::Noop;
 use std::path::Path;
-use std::time::{Duration, Instant};
-
-/// How long a worker may take to attach its consumers, and how long it idles before the timing.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
-const SETTLE: Duration = Duration::from_secs(1);
+use std::time::Instant;
 
 /// One way of sending and consuming the same jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,25 +107,11 @@ async fn timed(
     side: Side,
     n: u64,
 ) -> anyhow::Result<f64> {
-    let spec = WorkerSpec {
-        side: crate::role::Side::Lepus,
-        amqp_url: options.amqp_url.clone(),
-        queue: queue.to_owned(),
-        concurrency: options.concurrency,
-        targets: vec![n],
-        celery_wire: false,
-        metrics_addr: None,
-        events: false,
-        service: None,
-    };
     let env: &[(&str, &str)] = if side == Side::Plain { &[] } else { &[("LEPUS_PRIORITIES", "strict")] };
-    let mut worker = WorkerProcess::start_with_env(&spec, log, env)?;
     // The tiers are consumed in order, the low tier last.
     let last = names.last().map_or(queue, String::as_str);
-    admin.await_consumer(last, &mut worker, READY_TIMEOUT).await?;
-    tokio::time::sleep(SETTLE).await;
-    let limit =
-        Duration::from_secs(60) + Duration::from_millis(10).saturating_mul(u32::try_from(n).unwrap_or(u32::MAX));
+    let mut worker = stock_worker::start(options, admin, queue, last, n, log, env).await?;
+    let limit = stock_worker::time_limit(n);
     let client = Client::connect(&options.amqp_url).await?;
     let start = Instant::now();
     let requests = (0..n).map(|i| {

@@ -11,17 +11,13 @@
 use crate::admin::Admin;
 use crate::figures::{rate, spread};
 use crate::options::Options;
-use crate::role::{Side, WorkerSpec};
-use crate::worker_process::WorkerProcess;
+use crate::stock_worker;
 use anyhow::Context;
 use lepus::internal::topology;
 use lepus::{Client, ClientOptions, Rate, Request};
 use lepus_demo::jobs::Noop;
 use std::path::Path;
-use std::time::{Duration, Instant};
-
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
-const SETTLE: Duration = Duration::from_secs(1);
+use std::time::Instant;
 
 /// Runs the rounds and prints each one's figures and the summary.
 pub(crate) async fn run(options: &Options, admin: &Admin) -> anyhow::Result<()> {
@@ -90,22 +86,8 @@ async fn timed(
     limit: Option<(Rate, &str)>,
     n: u64,
 ) -> anyhow::Result<f64> {
-    let spec = WorkerSpec {
-        side: Side::Lepus,
-        amqp_url: options.amqp_url.clone(),
-        queue: queue.to_owned(),
-        concurrency: options.concurrency,
-        targets: vec![n],
-        celery_wire: false,
-        metrics_addr: None,
-        events: false,
-        service: None,
-    };
-    let mut worker = WorkerProcess::start(&spec, log)?;
-    admin.await_consumer(queue, &mut worker, READY_TIMEOUT).await?;
-    tokio::time::sleep(SETTLE).await;
-    let deadline =
-        Duration::from_secs(60) + Duration::from_millis(10).saturating_mul(u32::try_from(n).unwrap_or(u32::MAX));
+    let mut worker = stock_worker::start(options, admin, queue, queue, n, log, &[]).await?;
+    let deadline = stock_worker::time_limit(n);
     let client_options = ClientOptions::default().publish_window(options.window as usize);
     let client = Client::connect_with(&options.amqp_url, client_options).await?;
     let start = Instant::now();

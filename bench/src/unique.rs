@@ -12,8 +12,7 @@
 use crate::admin::Admin;
 use crate::figures::{rate, spread};
 use crate::options::Options;
-use crate::role::{Side, WorkerSpec};
-use crate::worker_process::WorkerProcess;
+use crate::stock_worker;
 use anyhow::Context;
 use lepus::internal::topology::{dead_letter_queue, unique_holder_queue, unique_lock_queue};
 use lepus::{Client, Request};
@@ -23,10 +22,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-
-/// How long a worker may take to attach its consumer, and how long it idles before the timing.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
-const SETTLE: Duration = Duration::from_secs(1);
 
 /// The ttl of the bench's locks: longer than a run, so that every lock is released by its job.
 const TTL: Duration = Duration::from_secs(300);
@@ -132,22 +127,8 @@ async fn timed(
     keys: &[String],
     n: u64,
 ) -> anyhow::Result<Figures> {
-    let spec = WorkerSpec {
-        side: Side::Lepus,
-        amqp_url: options.amqp_url.clone(),
-        queue: queue.to_owned(),
-        concurrency: options.concurrency,
-        targets: vec![n],
-        celery_wire: false,
-        metrics_addr: None,
-        events: false,
-        service: None,
-    };
-    let mut worker = WorkerProcess::start(&spec, log)?;
-    admin.await_consumer(queue, &mut worker, READY_TIMEOUT).await?;
-    tokio::time::sleep(SETTLE).await;
-    let limit =
-        Duration::from_secs(60) + Duration::from_millis(10).saturating_mul(u32::try_from(n).unwrap_or(u32::MAX));
+    let mut worker = stock_worker::start(options, admin, queue, queue, n, log, &[]).await?;
+    let limit = stock_worker::time_limit(n);
     let client = Client::connect(&options.amqp_url).await?;
     let window = Arc::new(Semaphore::new(options.window as usize));
     let mut sending = JoinSet::new();
