@@ -18,6 +18,15 @@ pub(crate) enum Outcome {
     Reschedule { retries: u32, eta: DateTime<Utc>, delay: Duration, ended: Ended, failure: Option<ExceptionInfo> },
 }
 
+impl Outcome {
+    /// Back to its queue (with `delay`, through the delay cascade) without running and without
+    /// a retry: a job that got no rate-limit token or concurrency slot in time, or lost its slot.
+    pub(crate) fn deferred(retries: u32, delay: Duration) -> Self {
+        let eta = Utc::now() + chrono::TimeDelta::from_std(delay).unwrap_or_default();
+        Outcome::Reschedule { retries, eta, delay, ended: Ended::Deferred, failure: None }
+    }
+}
+
 /// What follows a job by Celery's canvas (see [`crate::canvas`]): messages to send, and results
 /// for the remaining steps of a chain that a failure ended.
 #[derive(Debug, Default)]

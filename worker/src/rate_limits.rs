@@ -17,10 +17,9 @@
 //! So no delivery is held anywhere near RabbitMQ's 30-minute consumer timeout.
 
 use crate::canvas;
-use crate::outcome::{Ended, Outcome, Reply};
+use crate::outcome::{Outcome, Reply};
 use crate::rate_gate::Gate;
 use crate::registry::Registered;
-use chrono::Utc;
 use lepus::dead_letter::Reason;
 use lepus::internal::topology;
 use lepus::protocol::{ExceptionInfo, ResultMessage, TaskMessage};
@@ -210,13 +209,7 @@ async fn sweep(limits: Known, stop: CancellationToken) {
 
 /// The job goes back to the tail of its queue, as it came (counted as deferred).
 fn handed_back(message: &TaskMessage) -> Outcome {
-    Outcome::Reschedule {
-        retries: message.retries,
-        eta: Utc::now(),
-        delay: Duration::ZERO,
-        ended: Ended::Deferred,
-        failure: None,
-    }
+    Outcome::deferred(message.retries, Duration::ZERO)
 }
 
 /// A job whose limit cannot be applied: dead-lettered with the reason, a `ValueError` for its

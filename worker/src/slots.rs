@@ -26,8 +26,7 @@
 //!   handed the slot to another worker.
 
 use crate::execute::{self, Executed};
-use crate::outcome::{Ended, Outcome};
-use chrono::Utc;
+use crate::outcome::Outcome;
 use futures_lite::StreamExt;
 use lepus::dead_letter::Reason;
 use lepus::internal::topology::{self, slot_marker_queue, slot_queue};
@@ -160,15 +159,7 @@ pub(crate) async fn take_for(
             return Err(Box::new(Outcome::DeadLetter { reason: Reason::Undecodable, error, attempts: 0, reply, then }));
         }
     };
-    let back = |delay: Duration| {
-        Box::new(Outcome::Reschedule {
-            retries,
-            eta: Utc::now() + chrono::TimeDelta::from_std(delay).unwrap_or_default(),
-            delay,
-            ended: Ended::Deferred,
-            failure: None,
-        })
-    };
+    let back = |delay| Box::new(Outcome::deferred(retries, delay));
     match take(broker, channels, &concurrency, wait, stop).await {
         Ok(Some(slot)) => Ok(Some(slot)),
         Ok(None) => {
@@ -198,7 +189,7 @@ pub(crate) async fn holding(
             tracing::warn!("the job's concurrency slot was lost (connection or channel closed); job cancelled and sent back");
             terminate.cancel();
             let executed = run.await;
-            let outcome = Outcome::Reschedule { retries, eta: Utc::now(), delay: Duration::ZERO, ended: Ended::Deferred, failure: None };
+            let outcome = Outcome::deferred(retries, Duration::ZERO);
             Executed { outcome, ..executed }
         }
     }
