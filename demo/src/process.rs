@@ -199,7 +199,7 @@ mod tests {
     async fn a_process_logs_and_stops_on_sigterm() {
         let log = std::env::temp_dir().join(format!("lepus-process-test-{}.log", std::process::id()));
         let mut command = Command::new("sh");
-        command.args(["-c", "echo started; trap 'echo bye; exit 3' TERM; while true; do sleep 0.05; done"]);
+        command.args(["-c", "trap 'echo bye; exit 3' TERM; echo started; while true; do sleep 0.05; done"]);
         let mut process = Process::start(command, "sh", &log).expect("starts");
         for _ in 0..100 {
             if process.log().contains("started") {
