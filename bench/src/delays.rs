@@ -5,8 +5,8 @@
 //!
 //! - that no job starts before it is due (each compares the clock with the due time its input
 //!   carries, which is its `eta`) and that every one runs: a failure of either fails the run;
-//! - how late jobs start: p50, p99 and max (the cascade rounds a delay up to the whole second,
-//!   so up to 1 s of it is by design);
+//! - how late jobs start: p50, p99 and max (the cascade rounds a delay up to the next 1/8 s,
+//!   so up to 125 ms of it is by design);
 //! - the cascade's throughput: jobs/s entering it (all sent and confirmed) and leaving it (jobs
 //!   run, from the first to the last, and the busiest second);
 //! - the worker's resident memory, sampled every 250 ms from before the first job is sent to the
@@ -75,7 +75,7 @@ pub(crate) async fn run(options: &Options, admin: &Admin) -> anyhow::Result<()> 
     println!("    sent with one Client::enqueue_many, up to {} publishes awaiting their confirm;", options.window);
     println!("    the worker runs {} jobs at once (prefetch {0}); {} round(s)", options.concurrency, options.rounds);
     println!("  no job may run early and every job must run (else the run fails); lateness is measured by");
-    println!("    the job against its due time; the cascade rounds delays up to whole seconds");
+    println!("    the job against its due time; the cascade rounds delays up to the next 1/8 s");
     println!();
     let mut rounds = Vec::new();
     for round in 1..=options.rounds {

@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// Attempts and exponential backoff. Attempt `n + 1` waits `initial_delay × multiplier^(n-1)`,
-/// capped at `max_delay`, plus up to 20 % jitter, rounded to whole seconds (the resolution of
-/// the broker's delay cascade, through which every retry goes).
+/// capped at `max_delay`, plus up to 20 % jitter, rounded to whole seconds (at least 1 s); every
+/// retry waits in the broker's delay cascade.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RetryPolicy {
     /// Runs in all, the first included: 1 means no retry.

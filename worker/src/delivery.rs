@@ -348,9 +348,9 @@ async fn follow(then: FollowUps, reply: Option<Reply>, queue: &WorkQueue, shared
         let (body, properties) = message.encode().map_err(|e| format!("cannot encode a follow-up: {e}"))?;
         let delay = message.eta.and_then(|eta| (eta - Utc::now()).to_std().ok()).unwrap_or_default();
         let route = delayed_route(&to, delay);
-        // The cascade takes any message: ask whether its destination exists.
+        // The cascade takes any message: bind its destination, which asks whether it exists.
         let missing = match &route {
-            Some(_) => topology::inspect_queue(&shared.broker, &to).await.map_err(|e| e.to_string())?.is_none(),
+            Some(_) => !topology::bind_delayed_destination(&shared.broker, &to).await.map_err(|e| e.to_string())?,
             None => false,
         };
         let published = if missing {
@@ -398,7 +398,7 @@ async fn publish_routed(
     shared: &Shared,
 ) -> Result<(), Error> {
     let (exchange, routing_key) = match route {
-        Some(route) => (route.exchange.as_str(), route.routing_key.as_str()),
+        Some(route) => (route.exchange, route.routing_key.as_str()),
         None => ("", queue),
     };
     shared.publisher.publish(Outgoing { exchange, routing_key, body, properties }).await

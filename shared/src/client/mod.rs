@@ -348,27 +348,31 @@ impl Client {
             Some(route) => {
                 self.prepare_delayed(queue).await?;
                 let outgoing =
-                    Outgoing { exchange: &route.exchange, routing_key: &route.routing_key, body: &body, properties };
+                    Outgoing { exchange: route.exchange, routing_key: &route.routing_key, body: &body, properties };
                 self.inner.publisher.publish(outgoing).instrument(span).await
             }
         }
     }
 
-    /// Makes sure the delay cascade exists and `queue` too, since a delayed message is
-    /// routable whether or not its destination exists.
+    /// Makes sure delayed messages for `queue` can reach it, once per queue: the cascades exist,
+    /// and so does the queue, bound to them.
     async fn prepare_delayed(&self, queue: &str) -> Result<()> {
         let inner = &self.inner;
         if inner.known_queues.lock().unwrap_or_else(PoisonError::into_inner).contains(queue) {
             return Ok(());
         }
-        let channel = inner.broker.channel().await?;
-        inner.cascade.get_or_try_init(|| topology::declare_delay_cascade(&channel)).await?;
-        // Asked last on this channel: a missing queue closes it.
-        let state = topology::inspect_queue_on(&channel, queue).await;
-        if channel.status().connected() {
-            drop(channel.close(200, "checked".into()).await);
-        }
-        if state?.is_none() {
+        inner
+            .cascade
+            .get_or_try_init(|| async {
+                let channel = inner.broker.channel().await?;
+                let declared = topology::declare_delay_cascades(&channel).await;
+                if channel.status().connected() {
+                    drop(channel.close(200, "declared".into()).await);
+                }
+                declared
+            })
+            .await?;
+        if !topology::bind_delayed_destination(&inner.broker, queue).await? {
             return Err(Error::Unroutable {
                 exchange: String::new(),
                 routing_key: queue.to_owned(),

@@ -136,7 +136,7 @@ impl<O> Request<O> {
     }
 
     /// Runs the job no earlier than `delay` after it is sent. The broker holds it meanwhile
-    /// (1 s resolution, rounded up); no worker keeps it.
+    /// (1/8 s resolution, rounded up); no worker keeps it.
     #[must_use]
     pub fn delay(mut self, delay: Duration) -> Self {
         self.start = Some(Start::In(delay));

@@ -23,16 +23,11 @@
 //!   the lock, it tells who leads (see `lepus_scheduler::leader`).
 //! - **Schedule state** `lepus.schedule.<group>.<schedule name>`: quorum, durable, at most one
 //!   message: the schedule's last fire time, replaced in the same transaction as each firing.
-//! - **Delay cascade**: 28 levels `celery_delayed_27` … `celery_delayed_0`, each a topic exchange
-//!   and a quorum queue whose messages wait `2^level` seconds, then dead-letter to the next level
-//!   down; level 0 dead-letters to the topic exchange `celery_delayed_delivery`, to which every
-//!   work queue is bound. A message's routing key is its delay in seconds as 28 binary digits,
-//!   most significant first, then the destination queue: `0.0.….1.0.1.<queue>`. The names and
-//!   arguments are those of Celery 5.5's native delayed delivery (kombu), so Celery and Lepus
-//!   share one cascade. Delays have 1 s resolution and reach 2^28 − 1 s (about 8.5 years).
-//!   A delayed message whose queue is gone goes to `lepus.delayed.unroutable` (fanout exchange
-//!   and quorum queue, the newest 10,000) once the broker's policy `lepus-delayed-unroutable`
-//!   makes it `celery_delayed_delivery`'s alternate exchange.
+//! - **Delay cascades**: Lepus's own (`lepus.delay`, the quorum queues `lepus.delay.<level>.<digit>`,
+//!   `lepus.delay.delivery`: a delay's base-8 digits in 1/8 s ticks) and Celery's (kombu's
+//!   `celery_delayed_27` … `celery_delayed_0`, `celery_delayed_delivery`), every work queue bound
+//!   to the bottom of both; `lepus.delayed.unroutable` keeps delayed messages whose queue is gone.
+//!   See `cascade.rs`.
 //! - **Celery's remote control and events** (`celery.pidbox`, `reply.celery.pidbox`, `celeryev`):
 //!   see [`control`].
 //! - **Rate limits** (`lepus.rate.<key>`, `.issuer`, `.issuer-info`): a bounded token bucket, the
@@ -48,6 +43,7 @@
 //! it fail (`PRECONDITION_FAILED`, on RabbitMQ 3.10), for users upgrading and for Celery alike.
 
 mod batches;
+mod cascade;
 mod control;
 mod events;
 mod rates;
@@ -56,6 +52,7 @@ mod tiers;
 mod unique;
 
 pub use batches::*;
+pub use cascade::*;
 pub use control::*;
 pub use events::*;
 pub use rates::*;
@@ -65,9 +62,9 @@ pub use unique::*;
 
 use crate::broker::Broker;
 use crate::error::{Error, ReplyCode, Result};
-use lapin::options::{ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::Channel;
+use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{Channel, ExchangeKind};
 use std::time::Duration;
 
 /// The queue jobs go to when nothing else is said.
@@ -142,158 +139,18 @@ impl WorkQueue {
         args
     }
 
-    /// Declares the delay cascade, the dead-letter queue and the work queue, and binds the work
-    /// queue to the cascade's delivery exchange. Idempotent; fails with the broker's explanation
+    /// Declares the delay cascades, the dead-letter queue and the work queue, and binds the work
+    /// queue to the cascades' delivery exchanges. Idempotent; fails with the broker's explanation
     /// when the queue exists with other arguments.
     pub async fn declare(&self, channel: &Channel) -> Result<()> {
-        declare_delay_cascade(channel).await?;
+        declare_delay_cascades(channel).await?;
         let dlq = self.dead_letter_queue();
         let mut dlq_args = FieldTable::default();
         put_str(&mut dlq_args, "x-queue-type", "quorum");
         declare_queue(channel, &dlq, durable(), dlq_args).await?;
         declare_queue(channel, &self.name, durable(), self.arguments()).await?;
-        let binding = format!("{}{}", "*.".repeat(DELAY_LEVELS as usize), self.name);
-        channel
-            .queue_bind(
-                self.name.as_str().into(),
-                DELAY_DELIVERY_EXCHANGE.into(),
-                binding.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(Error::amqp("queue bind"))
+        bind_to_cascades(channel, &self.name).await
     }
-}
-
-/// Levels of the delay cascade: delays up to `2^28 - 1` seconds.
-pub const DELAY_LEVELS: u32 = 28;
-
-/// The longest delay the cascade holds.
-pub const MAX_DELAY: Duration = Duration::from_secs((1 << DELAY_LEVELS) - 1);
-
-/// The exchange at the bottom of the cascade, bound to every work queue.
-pub const DELAY_DELIVERY_EXCHANGE: &str = "celery_delayed_delivery";
-
-/// The fanout exchange and quorum queue (the newest [`UNROUTABLE_DELAYED_KEPT`]) that keep
-/// delayed messages whose queue is gone, once the broker's policy makes this exchange the
-/// alternate exchange of [`DELAY_DELIVERY_EXCHANGE`] (see [`UNROUTABLE_DELAYED_POLICY`]). Without
-/// it such a message is never dropped by the cascade's at-least-once dead-lettering: it stays in
-/// its level, and once a few dozen have piled up that level forwards nothing more, for every queue.
-pub const UNROUTABLE_DELAYED: &str = "lepus.delayed.unroutable";
-
-/// How many unroutable delayed messages [`UNROUTABLE_DELAYED`] keeps (the oldest go first).
-pub const UNROUTABLE_DELAYED_KEPT: i64 = 10_000;
-
-/// The policy that gives [`DELAY_DELIVERY_EXCHANGE`] its alternate exchange, as
-/// `rabbitmqctl set_policy` takes it: name, pattern, definition. A policy, because kombu declares
-/// the exchange without arguments and a declaration with others would be refused.
-pub const UNROUTABLE_DELAYED_POLICY: [&str; 3] =
-    ["lepus-delayed-unroutable", "^celery_delayed_delivery$", r#"{"alternate-exchange":"lepus.delayed.unroutable"}"#];
-
-fn delay_level(level: u32) -> String {
-    format!("celery_delayed_{level}")
-}
-
-/// Where to publish a message so that it reaches `queue` after `delay`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DelayedRoute {
-    /// The cascade exchange to publish to.
-    pub exchange: String,
-    /// The routing key: the delay's 28 binary digits, then the queue.
-    pub routing_key: String,
-    /// The delay the cascade applies: `delay` rounded up to whole seconds.
-    pub delay: Duration,
-}
-
-/// The route through the cascade that delays a message for `queue` by `delay`, rounded up to a
-/// whole second; `None` for a delay under a millisecond (publish straight to the queue). Delays
-/// beyond [`MAX_DELAY`] are an error.
-pub fn delayed_route(queue: &str, delay: Duration) -> Result<Option<DelayedRoute>> {
-    if delay < Duration::from_millis(1) {
-        return Ok(None);
-    }
-    if delay > MAX_DELAY {
-        return Err(Error::InvalidDelay { delay, max: MAX_DELAY });
-    }
-    let seconds = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
-    let bits: Vec<&str> = (0..DELAY_LEVELS).rev().map(|bit| if seconds >> bit & 1 == 1 { "1" } else { "0" }).collect();
-    let highest = DELAY_LEVELS - 1 - bits.iter().position(|b| *b == "1").unwrap_or(0) as u32;
-    Ok(Some(DelayedRoute {
-        exchange: delay_level(highest),
-        routing_key: format!("{}.{queue}", bits.join(".")),
-        delay: Duration::from_secs(seconds),
-    }))
-}
-
-/// Declares the 28 levels of the delay cascade and its delivery exchange, with exactly the
-/// names and arguments kombu uses, so that a Celery worker's declaration agrees with ours.
-pub async fn declare_delay_cascade(channel: &Channel) -> Result<()> {
-    let topic = |name: String| async move {
-        let options = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
-        channel
-            .exchange_declare(name.as_str().into(), ExchangeKind::Topic, options, FieldTable::default())
-            .await
-            .map_err(Error::amqp("exchange declare"))
-    };
-    topic(DELAY_DELIVERY_EXCHANGE.to_owned()).await?;
-    let mut kept = FieldTable::default();
-    put_str(&mut kept, "x-queue-type", "quorum");
-    kept.insert("x-max-length".into(), AMQPValue::LongLongInt(UNROUTABLE_DELAYED_KEPT));
-    put_str(&mut kept, "x-overflow", "drop-head");
-    declare_queue(channel, UNROUTABLE_DELAYED, durable(), kept).await?;
-    let options = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
-    channel
-        .exchange_declare(UNROUTABLE_DELAYED.into(), ExchangeKind::Fanout, options, FieldTable::default())
-        .await
-        .map_err(Error::amqp("exchange declare"))?;
-    channel
-        .queue_bind(
-            UNROUTABLE_DELAYED.into(),
-            UNROUTABLE_DELAYED.into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(Error::amqp("queue bind"))?;
-    // Upwards, so that the exchange each level dead-letters and falls through to already exists.
-    for level in 0..DELAY_LEVELS {
-        let name = delay_level(level);
-        topic(name.clone()).await?;
-        let next = if level == 0 { DELAY_DELIVERY_EXCHANGE.to_owned() } else { delay_level(level - 1) };
-        let mut args = FieldTable::default();
-        put_str(&mut args, "x-queue-type", "quorum");
-        put_str(&mut args, "x-overflow", "reject-publish");
-        args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(1000 << level));
-        put_str(&mut args, "x-dead-letter-exchange", &next);
-        put_str(&mut args, "x-dead-letter-strategy", "at-least-once");
-        declare_queue(channel, &name, durable(), args).await?;
-        // Bit `level` set: wait in this level's queue. Not set: go straight to the next level.
-        let skip = "*.".repeat((DELAY_LEVELS - 1 - level) as usize);
-        let bind = |key: String| key.into();
-        channel
-            .queue_bind(
-                name.as_str().into(),
-                name.as_str().into(),
-                bind(format!("{skip}1.#")),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(Error::amqp("queue bind"))?;
-        channel
-            .exchange_bind(
-                next.as_str().into(),
-                name.as_str().into(),
-                bind(format!("{skip}0.#")),
-                ExchangeBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(Error::amqp("exchange bind"))?;
-    }
-    Ok(())
 }
 
 /// The dead-letter queue of work queue `queue`.
@@ -442,20 +299,6 @@ mod tests {
         for bad in ["", "amq.gen-x", "a*b", "a#", "has space", &"x".repeat(191)] {
             assert!(WorkQueue::new(bad).is_err(), "{bad:?} accepted");
         }
-    }
-
-    #[test]
-    fn delays_route_through_the_cascade_by_their_binary_digits() {
-        assert_eq!(delayed_route("q", Duration::ZERO).ok(), Some(None));
-        let five = delayed_route("q", Duration::from_secs(5)).ok().flatten().expect("a route");
-        assert_eq!(five.exchange, "celery_delayed_2");
-        assert_eq!(five.routing_key, format!("{}1.0.1.q", "0.".repeat(25)));
-        let rounded_up = delayed_route("jobs.high", Duration::from_millis(1500)).ok().flatten().expect("a route");
-        assert_eq!(rounded_up.delay, Duration::from_secs(2));
-        assert!(rounded_up.routing_key.ends_with(".1.0.jobs.high"), "{}", rounded_up.routing_key);
-        let longest = delayed_route("q", MAX_DELAY).ok().flatten().expect("a route");
-        assert_eq!(longest.exchange, "celery_delayed_27");
-        assert!(delayed_route("q", MAX_DELAY + Duration::from_secs(1)).is_err());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Delays live in the broker: delayed jobs start on time (1 s resolution), wait in RabbitMQ while
+//! Delays live in the broker: delayed jobs start on time (1/8 s resolution), wait in RabbitMQ while
 //! no worker runs, messages arriving before their `eta` go back to the cascade instead of being
 //! held by a worker, and expired jobs are not run.
 
@@ -185,21 +185,36 @@ fn ensure_unroutable_delayed_policy() {
     lepus_tests::rabbitmqctl(&["set_policy", "--apply-to", "exchanges", name, pattern, definition]);
 }
 
+/// Messages kept in `lepus.delayed.unroutable` now.
+async fn kept_aside(broker: &lepus::Broker) -> u32 {
+    let kept = lepus::internal::topology::UNROUTABLE_DELAYED;
+    lepus::internal::topology::inspect_queue(broker, kept).await.expect("inspected").map_or(0, |state| state.messages)
+}
+
+/// Waits until `lepus.delayed.unroutable` holds `orphans` more than `before` (or is full).
+async fn wait_kept_aside(broker: &lepus::Broker, before: u32, orphans: u32) {
+    let full = u32::try_from(lepus::internal::topology::UNROUTABLE_DELAYED_KEPT).unwrap_or(u32::MAX);
+    let expected = (before + orphans).min(full);
+    wait_until("the orphans are kept aside", TIMEOUT, || async { kept_aside(broker).await >= expected }).await;
+}
+
+/// More orphans than the broker's dead-letter worker holds unconfirmed (32): enough to stall a
+/// level of an at-least-once cascade for good if they had nowhere to go.
+const ORPHANS: u32 = 40;
+
 #[tokio::test]
 async fn delayed_jobs_whose_queue_is_gone_are_kept_aside_and_do_not_stall_the_cascade() {
-    const ORPHANS: u32 = 40; // more than the dead-letter worker's 32 unconfirmed of a level
-    ensure_unroutable_delayed_policy();
+    // No broker policy needed: Lepus's delivery exchange names its alternate exchange itself.
     let client = connect().await;
-    let kept = lepus::internal::topology::UNROUTABLE_DELAYED;
-    let before = lepus::internal::topology::inspect_queue(client.broker(), kept).await.expect("inspected");
+    let before = kept_aside(client.broker()).await;
     let gone = TestQueue::declare("delay-gone").await;
     for i in 0..ORPHANS {
-        let request = Request::new(echo(&i.to_string())).queue(gone.name()).delay(Duration::from_secs(1));
+        let request = Request::new(echo(&i.to_string())).queue(gone.name()).delay(Duration::from_millis(300));
         client.enqueue(request).await.expect("enqueued");
     }
-    drop(gone); // deleted while its jobs wait in the cascade's level 0
+    drop(gone); // deleted while its jobs wait in the cascade's bottom level
 
-    // A job due after the orphans went through level 0 still arrives on time.
+    // A job due after the orphans went through that level still arrives on time.
     let (queue, _worker) = lepus_tests::queue_with_worker("delay-after-gone").await;
     let sent = Utc::now();
     let pending = client
@@ -209,13 +224,87 @@ async fn delayed_jobs_whose_queue_is_gone_are_kept_aside_and_do_not_stall_the_ca
     let result = pending.result_message(TIMEOUT).await.expect("the later delayed job ran");
     let waited = (ran_at(&result) - sent).to_std().expect("ran after it was sent");
     assert!(waited <= Duration::from_millis(4500), "ran after {waited:?}");
-    let before = before.map_or(0, |state| state.messages);
-    let expected =
-        (before + ORPHANS).min(u32::try_from(lepus::internal::topology::UNROUTABLE_DELAYED_KEPT).unwrap_or(u32::MAX));
-    wait_until("the orphans are kept aside", TIMEOUT, || async {
-        let now = lepus::internal::topology::inspect_queue(client.broker(), kept).await.expect("inspected");
-        now.is_some_and(|state| state.messages >= expected)
+    wait_kept_aside(client.broker(), before, ORPHANS).await;
+    client.close().await.expect("closed");
+}
+
+/// Publishes `message` for `queue` into kombu's cascade as a Celery 5.5 client does: to the
+/// level of the delay's highest bit, with its 28 bits and the queue as the routing key.
+async fn publish_the_celery_way(via: &TestQueue, queue: &str, seconds: u32, message: &TaskMessage) {
+    let (body, properties) = message.encode().expect("encodes");
+    let bits: Vec<String> = (0..28).rev().map(|bit| (seconds >> bit & 1).to_string()).collect();
+    let key = format!("{}.{queue}", bits.join("."));
+    let exchange = format!("celery_delayed_{}", 31 - seconds.leading_zeros());
+    let outgoing = lepus::internal::Outgoing { exchange: &exchange, routing_key: &key, body: &body, properties };
+    lepus::internal::Publisher::new(via.broker().clone(), TIMEOUT).publish(outgoing).await.expect("published");
+}
+
+#[tokio::test]
+async fn celery_delayed_jobs_whose_queue_is_gone_are_kept_aside_by_the_broker_policy() {
+    ensure_unroutable_delayed_policy();
+    let gone = TestQueue::declare("celery-delay-gone").await;
+    let before = kept_aside(gone.broker()).await;
+    for i in 0..ORPHANS {
+        let message = TaskMessage::new("demo.echo", Arguments::positional([i]));
+        publish_the_celery_way(&gone, gone.name(), 1, &message).await;
+    }
+    let live = TestQueue::declare("celery-delay-after-gone").await;
+    drop(gone); // deleted while its jobs wait in level 0 of kombu's cascade
+
+    // A Celery job due after the orphans went through level 0 still reaches its queue on time.
+    let sent = Instant::now();
+    publish_the_celery_way(&live, live.name(), 3, &TaskMessage::new("demo.echo", Arguments::default())).await;
+    wait_until("the later Celery job reaches its queue", TIMEOUT, || async { live.ready().await == 1 }).await;
+    let waited = sent.elapsed();
+    assert!((Duration::from_secs(3)..=Duration::from_millis(4500)).contains(&waited), "arrived after {waited:?}");
+    wait_kept_aside(live.broker(), before, ORPHANS).await;
+}
+
+#[tokio::test]
+async fn delays_are_not_rounded_up_to_whole_seconds() {
+    let queue = TestQueue::declare("sub-second").await;
+    let client = connect().await;
+    for millis in [300_u64, 1_200] {
+        let delay = Duration::from_millis(millis);
+        let sent = Instant::now();
+        client.enqueue(Request::new(Add { a: 1, b: 1 }).queue(queue.name()).delay(delay)).await.expect("enqueued");
+        let mut arrived = None;
+        while sent.elapsed() < delay + Duration::from_secs(5) {
+            if queue.ready().await == 1 {
+                arrived = Some(sent.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let arrived = arrived.unwrap_or_else(|| panic!("the {millis} ms job never arrived"));
+        assert!(arrived >= delay, "the {millis} ms job arrived after {arrived:?}");
+        // A tick of rounding, the broker's expiry and dead-lettering, and the polling: far less
+        // than the whole second that the earlier cascade rounded to.
+        assert!(arrived <= delay + Duration::from_millis(600), "the {millis} ms job arrived after {arrived:?}");
+        assert_eq!(queue.take_all(queue.name()).await.len(), 1);
+    }
+    client.close().await.expect("closed");
+}
+
+#[tokio::test]
+async fn a_delayed_job_reaches_a_queue_another_program_declared_without_binding_it() {
+    // Declared as a Celery app or an operator would: a plain classic queue, bound to no cascade.
+    let mut cleanup = lepus_tests::Cleanup::default();
+    let name = lepus_tests::unique_name("foreign");
+    cleanup.queue(name.clone());
+    let client = connect().await;
+    let channel = client.broker().channel().await.expect("channel");
+    let durable = lepus::lapin::options::QueueDeclareOptions { durable: true, ..Default::default() };
+    channel.queue_declare(name.as_str().into(), durable, Default::default()).await.expect("declared");
+
+    let sent = Instant::now();
+    client.enqueue_in(Request::new(Add { a: 2, b: 3 }).queue(&name), Duration::from_secs(1)).await.expect("enqueued");
+    let passive = lepus::lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+    wait_until("the delayed job reaches the foreign queue", TIMEOUT, || async {
+        channel.queue_declare(name.as_str().into(), passive, Default::default()).await.expect("exists").message_count()
+            == 1
     })
     .await;
+    assert!(sent.elapsed() >= Duration::from_secs(1), "arrived after {:?}", sent.elapsed());
     client.close().await.expect("closed");
 }

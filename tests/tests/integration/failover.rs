@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 use futures_lite::StreamExt;
-use lepus::internal::topology::inspect_queue;
+use lepus::internal::topology::{self, inspect_queue};
 use lepus::lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lepus::lapin::types::FieldTable;
 use lepus::protocol::TaskMessage;
@@ -79,7 +79,8 @@ async fn ten_thousand_jobs_get_their_results_through_the_loss_of_the_leaders_nod
     let cluster = Arc::new(Cluster::up());
     let queue = WorkQueue::new(unique_name("failover")).expect("valid name");
     declare(&cluster.broker(0).await, &queue).await;
-    for name in [queue.name().to_owned(), queue.dead_letter_queue(), "celery_delayed_0".to_owned()] {
+    let cascades = [topology::delay_queue(0, 1), "celery_delayed_0".to_owned()];
+    for name in [queue.name().to_owned(), queue.dead_letter_queue()].into_iter().chain(cascades) {
         assert_eq!(cluster.members_of(&name, 0).len(), 3, "{name}: a member on each node");
     }
     let first_leader = cluster.leader_of(queue.name(), 0);
@@ -273,7 +274,11 @@ async fn jobs_delayed_across_a_node_loss_run_once_each_on_time() {
     let queue = WorkQueue::new(unique_name("delayed")).expect("valid name");
     // Declared through node 0, as are the cascade's queues: their leaders are on the node lost.
     declare(&cluster.broker(0).await, &queue).await;
-    assert_eq!(cluster.leader_of("celery_delayed_1", 0), 0, "the cascade is led from node 0");
+    // Delays of 2 to 7 s are 16 to 56 ticks: one wait each, in level 1 of the cascade.
+    for digit in 2..=7 {
+        let level = topology::delay_queue(1, digit);
+        assert_eq!(cluster.leader_of(&level, 0), 0, "{level} is led from node 0");
+    }
     let _worker = worker(&cluster, queue.name(), 2);
     let client = client(&cluster, 1, ClientOptions::default()).await;
 
