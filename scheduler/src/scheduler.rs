@@ -1,7 +1,8 @@
 //! [`Scheduler`]: stand by until this replica leads, then fire every schedule on time until the
 //! lead is lost (stand by again) or the scheduler is told to stop.
 //!
-//! On taking the lead it reads each schedule's last fire time from the broker; what each schedule
+//! On taking the lead it reads each schedule's last fire time from the broker (on a connection of its
+//! own: see `state::read_all`); what each schedule
 //! owes from then on is its [`Agenda`] (missed ticks by the misfire policy, then the regular
 //! ones; the decision is logged). Each firing (the job, or a batch's jobs) and the new last fire
 //! time are published in one transaction; a batch's opening goes first, confirmed, on its own. A firing whose queue does not exist is
@@ -114,7 +115,7 @@ impl Scheduler {
             Leadership::acquire(&self.config, &connector, first.take(), &stop, &watch, &announced).await
         {
             self.metrics.leading(true);
-            let led = self.lead(&leadership, &stop).await;
+            let led = self.lead(&leadership, &connector, &stop).await;
             self.metrics.leading(false);
             match led {
                 Ok(()) => {
@@ -141,12 +142,20 @@ impl Scheduler {
     }
 
     /// Fires schedules while this replica leads; `Ok` when told to stop.
-    async fn lead(&self, leadership: &Leadership, stop: &CancellationToken) -> Result<(), LeadEnded> {
-        let reader = leadership.channel().await?;
+    async fn lead(
+        &self,
+        leadership: &Leadership,
+        connector: &Connector,
+        stop: &CancellationToken,
+    ) -> Result<(), LeadEnded> {
+        let names: Vec<&str> = self.schedules.iter().map(Schedule::name).collect();
+        let last_fired = state::read_all(connector, &self.config.group, &names, self.config.broker_timeout).await?;
+        if !leadership.held() {
+            return Err(LeadEnded::LostLock);
+        }
         let tx = Transaction::open(leadership.channel().await?, self.config.broker_timeout).await?;
         let mut agendas = Vec::with_capacity(self.schedules.len());
-        for schedule in &self.schedules {
-            let last = state::last_fired(&reader, &self.config.group, schedule.name()).await?;
+        for (schedule, last) in self.schedules.iter().zip(last_fired) {
             let (agenda, catch_up) = Agenda::new(schedule, last, Utc::now());
             self.caught_up(schedule, catch_up);
             self.metrics.next_fire(schedule.name(), agenda.next());

@@ -240,7 +240,11 @@ async fn the_other_scheduler_leads_within_two_heartbeats_of_the_leaders_node_los
     let started = Instant::now();
     cluster.stop(first);
     let stopped = started.elapsed();
-    wait_until("the other replica leads", TIMEOUT, || async { leader(&replicas).await == Some(1 - first) }).await;
+    while leader(&replicas).await != Some(1 - first) {
+        let logs = || replicas.iter().map(|r| r.log_tail(15)).collect::<Vec<_>>().join("\n  --\n");
+        assert!(started.elapsed() < TIMEOUT, "the other replica did not lead within {TIMEOUT:?}; logs:\n{}", logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let handover = started.elapsed();
     let before = Tick::ids(&ticks).len();
     wait_until("five more ticks", TIMEOUT, || async { Tick::ids(&ticks).len() >= before + 5 }).await;
