@@ -107,6 +107,12 @@ impl Publisher {
         if let Some(channel) = self.open_channel() {
             return Ok(channel);
         }
+        // Boxed: opening a channel takes a large future, which would otherwise make every
+        // publish's future (kept per message in flight) that large too.
+        Box::pin(self.open_new_channel()).await
+    }
+
+    async fn open_new_channel(&self) -> Result<Channel> {
         let _opening = self.opening.lock().await;
         if let Some(channel) = self.open_channel() {
             return Ok(channel);

@@ -57,15 +57,27 @@ impl Client {
     where
         R: Into<Request<O>>,
     {
+        self.send_all(requests.into_iter().map(|request| request.into().into_message(Utc::now()))).await
+    }
+
+    /// Sends each message to its queue with up to the publish window awaiting their confirm at
+    /// once; one result per message, in order. The queue of a delayed message is made ready
+    /// here, one message at a time (it is known from then on), not by a window's worth of
+    /// publishes at once.
+    pub(super) async fn send_all(&self, messages: impl Iterator<Item = Result<Prepared>>) -> Vec<Result<JobId>> {
         let window = self.inner.options.publish_window.max(1);
-        let requests = requests.into_iter();
-        let mut settled = Vec::with_capacity(requests.size_hint().0);
+        let mut settled = Vec::with_capacity(messages.size_hint().0);
         // Polled only while this awaits the oldest of them, which is all the time once the
         // window is full; each one's result comes out in the order they went in.
         let mut in_flight = FuturesOrdered::new();
-        for request in requests {
-            let prepared = self.prepare(request.into()).await;
-            in_flight.push_back(self.send_prepared(prepared));
+        for message in messages {
+            let ready = match message {
+                Ok((queue, message)) if message.eta.is_some_and(|eta| eta > Utc::now()) => {
+                    self.prepare_delayed(&queue).await.map(|()| (queue, message))
+                }
+                ready => ready,
+            };
+            in_flight.push_back(self.send_prepared(ready));
             if in_flight.len() >= window
                 && let Some(sent) = in_flight.next().await
             {
@@ -78,19 +90,27 @@ impl Client {
         settled
     }
 
-    /// The queue and message `request` sends. The queue of a delayed job is checked here, one
-    /// job at a time (it is known from then on), not by a window's worth of publishes at once.
-    async fn prepare<O>(&self, request: Request<O>) -> Result<(Cow<'static, str>, TaskMessage)> {
-        let (queue, message) = request.into_message(Utc::now())?;
-        if message.eta.is_some_and(|eta| eta > Utc::now()) {
-            self.prepare_delayed(&queue).await?;
-        }
-        Ok((queue, message))
-    }
-
-    async fn send_prepared(&self, prepared: Result<(Cow<'static, str>, TaskMessage)>) -> Result<JobId> {
+    async fn send_prepared(&self, prepared: Result<Prepared>) -> Result<JobId> {
         let (queue, message) = prepared?;
         self.send_task(&queue, &message).await?;
         Ok(message.id)
+    }
+}
+
+/// A message and the queue it goes to.
+type Prepared = (Cow<'static, str>, TaskMessage);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn bulk_and_batch_enqueues_can_be_spawned() {
+        let client = Client::recording();
+        let job = || Request::task("demo.noop", crate::protocol::Arguments::default());
+        assert_send(&client.enqueue_many((0..3).map(|_| job())));
+        assert_send(&client.enqueue_batch(crate::Batch::new().job(job())));
     }
 }

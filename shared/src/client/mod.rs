@@ -255,22 +255,9 @@ impl Client {
             .await?;
         inner.sent_batches.lock().unwrap_or_else(PoisonError::into_inner).remember(snapshot, sent_at);
 
-        let in_flight = Arc::new(tokio::sync::Semaphore::new(inner.options.publish_window.max(1)));
-        let mut sending = tokio::task::JoinSet::new();
-        for (queue, message) in messages {
-            let permit = Arc::clone(&in_flight).acquire_owned().await.map_err(|_| Error::Closed(message.id.clone()))?;
-            let client = self.clone();
-            sending.spawn(async move {
-                let sent = client.send_task(&queue, &message).await;
-                drop(permit);
-                sent
-            });
-        }
-        while let Some(sent) = sending.join_next().await {
-            match sent {
-                Ok(sent) => sent?,
-                Err(e) => std::panic::resume_unwind(e.into_panic()),
-            }
+        let messages = messages.into_iter().map(|(queue, message)| Ok((queue.into(), message)));
+        for sent in self.send_all(messages).await {
+            sent?;
         }
         Ok(id)
     }
@@ -357,10 +344,15 @@ impl Client {
     /// Makes sure delayed messages for `queue` can reach it, once per queue: the cascades exist,
     /// and so does the queue, bound to them.
     async fn prepare_delayed(&self, queue: &str) -> Result<()> {
-        let inner = &self.inner;
-        if inner.known_queues.lock().unwrap_or_else(PoisonError::into_inner).contains(queue) {
+        if self.inner.known_queues.lock().unwrap_or_else(PoisonError::into_inner).contains(queue) {
             return Ok(());
         }
+        // Boxed, as the publisher's channel opening is: once per queue, and large.
+        Box::pin(self.bind_delayed(queue)).await
+    }
+
+    async fn bind_delayed(&self, queue: &str) -> Result<()> {
+        let inner = &self.inner;
         inner
             .cascade
             .get_or_try_init(|| async {
