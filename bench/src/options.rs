@@ -27,7 +27,8 @@ pub(crate) struct Options {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) concurrency: u16,
     /// Give the raw side's jobs the very headers and body a Lepus `demo.noop` job carries, so
-    /// both sides move the same bytes through the broker and the ratio is the framework's own cost.
+    /// both sides move the same bytes through the broker and the ratio is the framework's own cost
+    /// (`--bulk` measures both ways in every run).
     #[arg(long)]
     pub(crate) raw_headers: bool,
     /// Price the metrics: measure Lepus with its worker serving metrics (`--metrics-addr`)
