@@ -31,9 +31,6 @@ use std::time::{Duration, Instant};
 
 const JOBS: u32 = 100_000;
 
-/// The jobs are due over this long from the moment each is sent.
-const SPREAD: Duration = Duration::from_secs(60);
-
 /// Jobs are sent in this stride through the spread of delays (coprime with [`JOBS`]), so that
 /// consecutive jobs' delays are far apart.
 const STRIDE: u64 = 38_197;
@@ -48,6 +45,9 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 
 /// How long the started worker idles before its memory at rest is read.
 const SETTLE: Duration = Duration::from_secs(1);
+
+/// The spread, seconds, for which the lateness target is set.
+const TARGET_SPREAD_S: u64 = 60;
 
 /// The p99 lateness the mode aims at, milliseconds.
 const P99_TARGET_MS: f64 = 1500.0;
@@ -71,7 +71,7 @@ struct Round {
 
 pub(crate) async fn run(options: &Options, admin: &Admin) -> anyhow::Result<()> {
     println!("lepus-bench --delays: {JOBS} delayed jobs through the delay cascade, one Lepus worker");
-    println!("  each job due at its own moment, spread uniformly over the {} s after it is sent;", SPREAD.as_secs());
+    println!("  each job due at its own moment, spread uniformly over the {} s after it is sent;", options.spread);
     println!("    sent with one Client::enqueue_many, up to {} publishes awaiting their confirm;", options.window);
     println!("    the worker runs {} jobs at once (prefetch {0}); {} round(s)", options.concurrency, options.rounds);
     println!("  no job may run early and every job must run (else the run fails); lateness is measured by");
@@ -94,11 +94,11 @@ pub(crate) async fn run(options: &Options, admin: &Admin) -> anyhow::Result<()> 
         );
         rounds.push(measured);
     }
-    summary(&rounds);
+    summary(&rounds, options.spread);
     fleet::remove_logs()
 }
 
-fn summary(rounds: &[Round]) {
+fn summary(rounds: &[Round], spread_s: u64) {
     let of = |figure: fn(&Round) -> f64| spread(&rounds.iter().map(figure).collect::<Vec<_>>());
     let show = |(median, low, high): (f64, f64, f64)| format!("{median:.0} [{low:.0}–{high:.0}]");
     let show_mib = |(median, low, high): (f64, f64, f64)| format!("{median:.1} [{low:.1}–{high:.1}]");
@@ -115,7 +115,13 @@ fn summary(rounds: &[Round]) {
     println!("  worker RSS largest sample, MiB         {}", show_mib(of(|r| r.rss.max_kib as f64 / 1024.0)));
     let p99 = of(|r| r.p99_ms).0;
     let met = |yes: bool| if yes { "met" } else { "not met" };
-    println!("  target p99 lateness ≤ {P99_TARGET_MS:.0} ms: {}", met(p99 <= P99_TARGET_MS));
+    if spread_s == TARGET_SPREAD_S {
+        println!("  target p99 lateness ≤ {P99_TARGET_MS:.0} ms: {}", met(p99 <= P99_TARGET_MS));
+    } else {
+        println!(
+            "  (the lateness target is for jobs due over {TARGET_SPREAD_S} s; over {spread_s} s, what leaves is the cascade's throughput)"
+        );
+    }
     let flat = rounds.iter().all(|r| r.rss.last_third_max_kib <= r.rss.first_third_max_kib + FLAT_SLACK_KIB);
     println!(
         "  target worker RSS flat (last third's largest sample ≤ first third's + {} MiB, every round): {}",
@@ -149,9 +155,10 @@ async fn measure(options: &Options, queue: &str, workers: &mut [WorkerProcess], 
         Client::connect_with(&options.amqp_url, client_options).await.context("the Lepus client cannot connect")?;
     let ran = Arc::new(AtomicU64::new(0));
     let progress = Progress::start(format!("{label}: {JOBS} jobs"), JOBS.into(), vec![("ran", Arc::clone(&ran))]);
+    let due_over = Duration::from_secs(options.spread);
     let start = Instant::now();
     let requests = (0..JOBS).map(|index| {
-        let due = Utc::now() + TimeDelta::from_std(delay(index)).unwrap_or(TimeDelta::MAX);
+        let due = Utc::now() + TimeDelta::from_std(delay(index, due_over)).unwrap_or(TimeDelta::MAX);
         let stamp = Stamp { index, due_us: due.timestamp_micros(), sleep_ms: 0 };
         Request::new(stamp).queue(queue.to_owned()).at(due)
     });
@@ -159,7 +166,7 @@ async fn measure(options: &Options, queue: &str, workers: &mut [WorkerProcess], 
         let sent = client.enqueue_many(requests).await;
         (sent, start.elapsed())
     };
-    let deadline = start + SENDING + SPREAD + DRAIN;
+    let deadline = start + SENDING + due_over + DRAIN;
     let ((sent, sending), tally) = tokio::join!(sending, runs::gather(workers, JOBS, deadline, &ran));
     let tally = tally?;
     let rss = sampler.stop().await?;
@@ -180,10 +187,10 @@ async fn measure(options: &Options, queue: &str, workers: &mut [WorkerProcess], 
 }
 
 /// The delay of the job sent `index`-th: the `index * STRIDE mod JOBS`-th of `JOBS` delays
-/// evenly spread over [`SPREAD`].
-fn delay(index: u32) -> Duration {
+/// evenly spread over `due_over`.
+fn delay(index: u32, due_over: Duration) -> Duration {
     let slot = u64::from(index) * STRIDE % u64::from(JOBS);
-    SPREAD.mul_f64((slot as f64 + 0.5) / f64::from(JOBS))
+    due_over.mul_f64((slot as f64 + 0.5) / f64::from(JOBS))
 }
 
 fn figures(tally: &Tally, start: Instant, sending: Duration, rest_kib: u64, rss: RssSummary) -> Round {

@@ -63,6 +63,11 @@ pub(crate) struct Options {
     /// lateness, the cascade's rates and the worker's memory over the run.
     #[arg(long, group = "mode")]
     pub(crate) delays: bool,
+    /// With `--delays`: the seconds over which the jobs are due (default 60). A short spread
+    /// asks more of the cascade than it can give, so that how fast jobs leave it is its
+    /// throughput.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub(crate) spread: u64,
     /// Scaling: sleep-bound jobs through 1, 2 and 4 worker processes; throughput against one
     /// worker and each worker's share.
     #[arg(long, group = "mode")]
