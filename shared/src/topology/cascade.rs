@@ -102,7 +102,9 @@ pub fn delayed_route(queue: &str, delay: Duration) -> Result<Option<DelayedRoute
         key.push('.');
     }
     key.push_str(queue);
-    Ok(Some(DelayedRoute { exchange: DELAY_EXCHANGE, routing_key: key, delay: DELAY_TICK * ticks as u32 }))
+    // At most 2^31 ticks: MAX_DELAY is checked above.
+    let delay = DELAY_TICK * u32::try_from(ticks).unwrap_or(u32::MAX);
+    Ok(Some(DelayedRoute { exchange: DELAY_EXCHANGE, routing_key: key, delay }))
 }
 
 fn digit(ticks: u64, level: u32) -> u64 {

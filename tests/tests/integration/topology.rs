@@ -1,6 +1,6 @@
 //! The topology declares itself from nothing: on a virtual host where no Lepus or Celery app has
-//! ever run, declaring a work queue brings up the whole delay cascade, and a delayed job goes
-//! through it into the queue.
+//! ever run, declaring a work queue brings up both delay cascades, and a delayed job goes
+//! through Lepus's into the queue.
 
 use lepus::WorkQueue;
 use lepus::lapin::options::QueueDeclareOptions;
@@ -51,6 +51,13 @@ async fn a_fresh_virtual_host_gets_the_whole_topology_and_delayed_jobs_arrive() 
 
     let channel = client.broker().channel().await.expect("channel");
     let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+    let celery_levels = (0..28).map(|level| format!("celery_delayed_{level}"));
+    let cascades: Vec<String> = lepus::internal::topology::delay_queues().chain(celery_levels).collect();
+    assert_eq!(cascades.len(), 71 + 28);
+    for name in &cascades {
+        let declared = channel.queue_declare(name.as_str().into(), passive, FieldTable::default()).await;
+        assert!(declared.is_ok(), "{name} was not declared: {declared:?}");
+    }
     wait_until("the delayed job reaches its queue", Duration::from_secs(15), || async {
         let declared = channel.queue_declare(queue.name().into(), passive, FieldTable::default()).await;
         declared.expect("the work queue exists").message_count() == 1
