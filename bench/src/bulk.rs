@@ -27,6 +27,11 @@ use std::time::{Duration, Instant};
 
 const JOBS: u32 = 100_000;
 
+/// How long a side waits after the previous one's queue was deleted: the broker frees a quorum
+/// queue of 100,000 messages in the background, which slowed whichever side came next (one round
+/// measured Lepus at 26k jobs/s against 34k-36k in the others).
+const SETTLE: Duration = Duration::from_secs(3);
+
 /// Lepus's rate over raw lapin's, sending the same job, that the mode aims at.
 const TARGET: f64 = 0.8;
 
@@ -130,6 +135,7 @@ struct Sent {
 
 /// One side's rate on a queue of its own, deleted afterwards whatever happened.
 async fn measure(options: &Options, admin: &Admin, queue: &str, sender: Sender, label: &str) -> anyhow::Result<Sent> {
+    tokio::time::sleep(SETTLE).await;
     admin.declare_work_queue(queue).await?;
     let reply_queue = format!("{queue}.reply");
     let progress = Progress::start(format!("{label}: {JOBS} jobs"), JOBS.into(), Vec::new());

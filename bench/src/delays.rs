@@ -62,6 +62,9 @@ struct Round {
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    /// p99 lateness of the jobs due while the jobs were still being sent, and of the others.
+    p99_sending_ms: f64,
+    p99_after_ms: f64,
     entering_per_s: f64,
     leaving_per_s: f64,
     busiest_second: f64,
@@ -81,9 +84,21 @@ pub(crate) async fn run(options: &Options, admin: &Admin) -> anyhow::Result<()> 
     for round in 1..=options.rounds {
         let label = format!("round {round}/{}", options.rounds);
         let measured = one_round(options, admin, round, &label).await.with_context(|| label.clone())?;
-        let Round { p50_ms, p99_ms, max_ms, entering_per_s, leaving_per_s, busiest_second, rest_kib, rss } = measured;
+        let Round {
+            p50_ms,
+            p99_ms,
+            max_ms,
+            p99_sending_ms,
+            p99_after_ms,
+            entering_per_s,
+            leaving_per_s,
+            busiest_second,
+            rest_kib,
+            rss,
+        } = measured;
         println!(
-            "{label}: lateness p50 {p50_ms:.0} ms, p99 {p99_ms:.0} ms, max {max_ms:.0} ms; entering {entering_per_s:.0} jobs/s, \
+            "{label}: lateness p50 {p50_ms:.0} ms, p99 {p99_ms:.0} ms (due while sending {p99_sending_ms:.0}, after \
+             {p99_after_ms:.0}), max {max_ms:.0} ms; entering {entering_per_s:.0} jobs/s, \
              leaving {leaving_per_s:.0} jobs/s (busiest second {busiest_second:.0}); worker RSS {} at rest, {}–{} MiB \
              over the run (largest in the first third {}, in the last third {})",
             mib(rest_kib),
@@ -106,6 +121,8 @@ fn summary(rounds: &[Round], spread_s: u64) {
     println!("summary over {} round(s): median [min–max]; no job ran early, none was lost", rounds.len());
     println!("  lateness p50, ms                       {}", show(of(|r| r.p50_ms)));
     println!("  lateness p99, ms                       {}", show(of(|r| r.p99_ms)));
+    println!("    of the jobs due while sending, ms    {}", show(of(|r| r.p99_sending_ms)));
+    println!("    of the jobs due after, ms            {}", show(of(|r| r.p99_after_ms)));
     println!("  lateness max, ms                       {}", show(of(|r| r.max_ms)));
     println!("  entering the cascade, jobs/s           {}", show(of(|r| r.entering_per_s)));
     println!("  leaving it (jobs run), jobs/s          {}", show(of(|r| r.leaving_per_s)));
@@ -197,6 +214,19 @@ fn figures(tally: &Tally, start: Instant, sending: Duration, rest_kib: u64, rss:
     let mut late = tally.late_us.clone();
     late.sort_unstable();
     let ms = |p: f64| nearest_rank(&late, p).map_or(f64::NAN, |us| us as f64 / 1000.0);
+    // When each job was due, from its arrival and its lateness: while the jobs were still being
+    // sent (the broker busy taking them in), or after.
+    let (mut while_sending, mut after) = (Vec::new(), Vec::new());
+    for (arrived, late_us) in tally.arrivals.iter().zip(&tally.late_us) {
+        let arrived_us = i64::try_from(arrived.saturating_duration_since(start).as_micros()).unwrap_or(i64::MAX);
+        let due_us = arrived_us - late_us;
+        let during = u128::try_from(due_us).is_ok_and(|due| due < sending.as_micros());
+        if during { while_sending.push(*late_us) } else { after.push(*late_us) }
+    }
+    let p99 = |mut late: Vec<i64>| {
+        late.sort_unstable();
+        nearest_rank(&late, 99.0).map_or(f64::NAN, |us| us as f64 / 1000.0)
+    };
     let (first, last) = (tally.arrivals.first().copied(), tally.last());
     let running = match (first, last) {
         (Some(first), Some(last)) => last.saturating_duration_since(first),
@@ -214,6 +244,8 @@ fn figures(tally: &Tally, start: Instant, sending: Duration, rest_kib: u64, rss:
         p50_ms: ms(50.0),
         p99_ms: ms(99.0),
         max_ms: ms(100.0),
+        p99_sending_ms: p99(while_sending),
+        p99_after_ms: p99(after),
         entering_per_s: f64::from(JOBS) / sending.as_secs_f64(),
         leaving_per_s: tally.arrivals.len() as f64 / running.as_secs_f64().max(f64::MIN_POSITIVE),
         busiest_second: per_second.iter().copied().max().map_or(0.0, f64::from),

@@ -28,7 +28,6 @@
 use super::{declare_queue, durable, put_str};
 use crate::broker::Broker;
 use crate::error::{Error, ReplyCode, Result};
-use futures_util::FutureExt;
 use futures_util::future::try_join_all;
 use lapin::options::{ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -134,15 +133,24 @@ pub fn delay_queues() -> impl Iterator<Item = String> {
     (0..LEVELS).flat_map(|level| digits(level).map(move |d| delay_queue(level, d)))
 }
 
-/// Declares both cascades and the queue of unroutable delayed messages. Idempotent. All
-/// exchanges and queues first, then all bindings, each set pipelined on `channel` (some 800
-/// declarations, which one at a time would take a round trip each).
+/// Declarations sent on a channel before their answers are awaited.
+const PIPELINED: usize = 64;
+
+/// Declares both cascades and the queue of unroutable delayed messages. Idempotent. Every
+/// exchange and queue first, then every binding, [`PIPELINED`] at a time on `channel`: some 800
+/// declarations, which one at a time would take a round trip each, and all at once hold a
+/// megabyte or two of futures (seen in a worker's peak memory).
 pub async fn declare_delay_cascades(channel: &Channel) -> Result<()> {
     let plan = Plan::of_both();
-    let declared = plan.exchanges.iter().map(|e| e.declare(channel).boxed());
-    let declared = declared.chain(plan.queues.iter().map(|q| q.declare(channel).boxed()));
-    try_join_all(declared).await?;
-    try_join_all(plan.bindings.iter().map(|b| b.declare(channel))).await?;
+    for exchanges in plan.exchanges.chunks(PIPELINED) {
+        try_join_all(exchanges.iter().map(|e| e.declare(channel))).await?;
+    }
+    for queues in plan.queues.chunks(PIPELINED) {
+        try_join_all(queues.iter().map(|q| q.declare(channel))).await?;
+    }
+    for bindings in plan.bindings.chunks(PIPELINED) {
+        try_join_all(bindings.iter().map(|b| b.declare(channel))).await?;
+    }
     Ok(())
 }
 
