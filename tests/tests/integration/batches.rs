@@ -29,11 +29,14 @@ async fn a_batch_of_500_with_10_failures_calls_back_once_with_its_summary() {
 
     let mut batch = Batch::new()
         .callback(Request::new(Remember { path: calls.clone(), batch: Default::default() }).queue(queue.name()));
+    // 490 jobs of 50 ms on 8 slots: about 3 s, so the progress stream (one snapshot a second at
+    // most for an unfinished batch) has snapshots midway for a while. With 20 ms jobs the batch
+    // took little more than that second, and once no read fell in the short window.
     for i in 0..500 {
         batch = if i % 50 == 7 {
             batch.job(Request::new(Fail { message: format!("job {i} fails") }).queue(queue.name()))
         } else {
-            batch.job(Request::new(Sleep { seconds: 0.02 }).queue(queue.name()))
+            batch.job(Request::new(Sleep { seconds: 0.05 }).queue(queue.name()))
         };
     }
     let id = client.enqueue_batch(batch).await.expect("sent");
