@@ -80,18 +80,23 @@ pub(crate) async fn run(options: &Options, admin: &Admin) -> anyhow::Result<()> 
     println!("  timed from just before the first publish to the last confirm; each queue must then hold");
     println!("    exactly {JOBS} messages; {} round(s), which side goes first turning each round", options.rounds);
     println!();
-    let mut rounds: Vec<[Sent; 3]> = Vec::new();
+    let mut rounds: Vec<Round> = Vec::new();
     for round in 1..=options.rounds {
         let mut order = Sender::ALL;
         order.rotate_left((round as usize - 1) % Sender::ALL.len());
-        let mut sides = [Sent::default(); 3];
+        let mut sides = Round::default();
         for sender in order {
             let queue = format!("bench-{}-{round}-bulk-{}", std::process::id(), sender.tag());
             let label = format!("round {round}/{}, {sender}", options.rounds);
             let measured = measure(options, admin, &queue, sender, &label).await;
-            sides[sender as usize] = measured.with_context(|| label.clone())?;
+            let measured = measured.with_context(|| label.clone())?;
+            match sender {
+                Sender::Bare => sides.bare = measured,
+                Sender::Same => sides.same = measured,
+                Sender::Lepus => sides.lepus = measured,
+            }
         }
-        let [bare, same, lepus] = sides;
+        let Round { bare, same, lepus } = sides;
         println!(
             "round {round} of {}: Lepus {:.0} jobs/s; raw lapin {:.0} with the same job, {:.0} with a bare body; \
              Lepus/raw {:.2} (same job), {:.2} (bare body)",
@@ -104,25 +109,39 @@ pub(crate) async fn run(options: &Options, admin: &Admin) -> anyhow::Result<()> 
         );
         rounds.push(sides);
     }
-    let of = |figure: fn(&[Sent; 3]) -> f64| spread(&rounds.iter().map(figure).collect::<Vec<_>>());
+    let of = |figure: fn(&Round) -> f64| spread(&rounds.iter().map(figure).collect::<Vec<_>>());
     let show = |(median, low, high): (f64, f64, f64), decimals: usize| {
         format!("{median:.decimals$} [{low:.decimals$}–{high:.decimals$}]")
     };
     println!();
     println!("summary over {} round(s): median [min–max]", options.rounds);
-    println!("  Lepus enqueue_many, jobs/s                     {}", show(of(|r| r[2].jobs_per_s), 0));
-    println!("  raw lapin, the same job, jobs/s                {}", show(of(|r| r[1].jobs_per_s), 0));
-    println!("  raw lapin, a bare body, jobs/s                 {}", show(of(|r| r[0].jobs_per_s), 0));
-    let ratio = of(|r| r[2].jobs_per_s / r[1].jobs_per_s);
+    println!("  Lepus enqueue_many, jobs/s                     {}", show(of(|r| r.lepus.jobs_per_s), 0));
+    println!("  raw lapin, the same job, jobs/s                {}", show(of(|r| r.same.jobs_per_s), 0));
+    println!("  raw lapin, a bare body, jobs/s                 {}", show(of(|r| r.bare.jobs_per_s), 0));
+    let ratio = of(|r| r.lepus.jobs_per_s / r.same.jobs_per_s);
     println!("  Lepus/raw, the same job                        {}", show(ratio, 2));
-    println!("  Lepus/raw, a bare body                         {}", show(of(|r| r[2].jobs_per_s / r[0].jobs_per_s), 2));
-    println!("  raw same job / raw bare body (the properties)  {}", show(of(|r| r[1].jobs_per_s / r[0].jobs_per_s), 2));
-    println!("  sender CPU per job, µs, Lepus                  {}", show(of(|r| r[2].cpu_us), 1));
-    println!("  sender CPU per job, µs, raw, the same job      {}", show(of(|r| r[1].cpu_us), 1));
-    println!("  sender CPU per job, µs, raw, a bare body       {}", show(of(|r| r[0].cpu_us), 1));
+    println!(
+        "  Lepus/raw, a bare body                         {}",
+        show(of(|r| r.lepus.jobs_per_s / r.bare.jobs_per_s), 2)
+    );
+    println!(
+        "  raw same job / raw bare body (the properties)  {}",
+        show(of(|r| r.same.jobs_per_s / r.bare.jobs_per_s), 2)
+    );
+    println!("  sender CPU per job, µs, Lepus                  {}", show(of(|r| r.lepus.cpu_us), 1));
+    println!("  sender CPU per job, µs, raw, the same job      {}", show(of(|r| r.same.cpu_us), 1));
+    println!("  sender CPU per job, µs, raw, a bare body       {}", show(of(|r| r.bare.cpu_us), 1));
     let met = if ratio.0 >= TARGET { "met" } else { "not met" };
     println!("  target Lepus/raw (the same job) ≥ {TARGET}: {met}");
     Ok(())
+}
+
+/// What each side measured in one round.
+#[derive(Debug, Clone, Copy, Default)]
+struct Round {
+    bare: Sent,
+    same: Sent,
+    lepus: Sent,
 }
 
 /// What one side measured in one round.

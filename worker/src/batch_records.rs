@@ -6,7 +6,7 @@
 //! awaits its confirm share the next one, so the broker and the tracker handle far fewer messages
 //! than jobs. (With 8 messages awaiting their confirm at once instead of one, each carried fewer
 //! records: the broker spent about 10 µs more per batch job, and `lepus-bench --batches` measured
-//! 0.65 of plain jobs' throughput against 0.72.)
+//! 0.63–0.65 of plain jobs' throughput against 0.68–0.73; with 2, 0.66 in two runs.)
 
 use lepus::Broker;
 use lepus::internal::{Entry, Outgoing, Publisher, Record, persistent_json, topology};
